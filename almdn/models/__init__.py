@@ -1,0 +1,115 @@
+"""Mixture heads and the detectors built from them.
+
+Builders are plain functions with keyword arguments (torchvision's habit). Every model records
+the call that built it in ``model.config`` so a checkpoint can rebuild it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+
+from almdn.models.backbones import mobilenet_v2_backbone, small_backbone, vgg16_backbone
+from almdn.models.heads import HEAD_TYPES, build_head
+from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
+
+__all__ = ["ARCHITECTURES", "HEAD_TYPES", "UNCERTAINTY_NAMES", "MixtureSSD", "build_model", "model_from_config"]
+
+_IMAGENET_MEAN, _IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def _small(pretrained: bool, extras_dropout: float, image_size: int):
+    del pretrained  # trained from scratch by design
+    backbone = small_backbone(extras_dropout=extras_dropout)
+    # Objects of 10-60 px in 128 px images: anchor scales 0.08 .. 0.52 of the image side.
+    anchors = DefaultBoxGenerator([[2], [2], [2]], scales=[0.08, 0.18, 0.38, 0.7])
+    return backbone, anchors, (image_size, image_size), [0.5, 0.5, 0.5], [0.25, 0.25, 0.25], 64
+
+
+def _mobilenet_v2(pretrained: bool, extras_dropout: float, image_size: int):
+    backbone = mobilenet_v2_backbone(pretrained, extras_dropout=extras_dropout)
+    anchors = DefaultBoxGenerator([[2, 3]] * 6, min_ratio=0.2, max_ratio=0.95)
+    return backbone, anchors, (image_size, image_size), _IMAGENET_MEAN, _IMAGENET_STD, 128
+
+
+def _vgg16(pretrained: bool, extras_dropout: float, image_size: int):
+    if image_size != 300:
+        raise ValueError("ssd300_vgg16 has a fixed input size of 300")
+    backbone = vgg16_backbone(pretrained, extras_dropout=extras_dropout)
+    # torchvision's SSD300 defaults (Liu et al.).
+    anchors = DefaultBoxGenerator(
+        [[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+        scales=[0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05],
+        steps=[8, 16, 32, 64, 100, 300],
+    )
+    return backbone, anchors, (300, 300), [0.48235, 0.45882, 0.40784], [1.0 / 255] * 3, 256
+
+
+# name -> (builder of backbone/anchors/normalisation, default input size)
+ARCHITECTURES = {
+    "ssd_small": (_small, 128),
+    "ssd_mobilenet_v2": (_mobilenet_v2, 320),
+    "ssd300_vgg16": (_vgg16, 300),
+}
+
+
+def build_model(
+    arch: str = "ssd_small",
+    num_classes: int = 10,
+    head: str = "gmm",
+    num_components: int = 4,
+    class_names: list[str] | None = None,
+    pretrained: bool = True,
+    extras_dropout: float = 0.0,
+    hidden_channels: int | None = None,
+    image_size: int | None = None,
+    **detector_kwargs: Any,
+) -> MixtureSSD:
+    """Build a mixture-density SSD.
+
+    Args:
+        arch: "ssd_small" (demo, 128 px, trains on a CPU in minutes), "ssd_mobilenet_v2"
+            (ImageNet MobileNetV2, 320 px) or "ssd300_vgg16" (the paper's).
+        num_classes: C, object classes without background.
+        head: "gmm", "eff" or "plain" (torchvision's SSD head, the baseline).
+        num_components: K mixture components (K = 1 is the single Gaussian model).
+        pretrained: load ImageNet backbone weights where available (torch's cache, a registry
+            package, or a download); otherwise random init with a warning.
+        extras_dropout: dropout on the extra layers (0.1 for the MC-dropout baseline).
+        hidden_channels: width of the mixture head's shared tower (per-architecture default).
+        detector_kwargs: passed to :class:`MixtureSSD` (thresholds, ``loc_density``, ...).
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
+    config = dict(
+        arch=arch,
+        num_classes=num_classes,
+        head=head,
+        num_components=num_components if head != "plain" else 1,
+        class_names=list(class_names) if class_names else None,
+        extras_dropout=extras_dropout,
+        hidden_channels=hidden_channels,
+        image_size=image_size,
+        **detector_kwargs,
+    )
+    make, default_size = ARCHITECTURES[arch]
+    backbone, anchors, size, mean, std, default_hidden = make(pretrained, extras_dropout, image_size or default_size)
+    head_module = build_head(
+        head,
+        backbone.out_channels,
+        anchors.num_anchors_per_location(),
+        num_classes + 1,
+        num_components,
+        default_hidden if hidden_channels is None else hidden_channels,
+    )
+    model = MixtureSSD(backbone, anchors, size, num_classes + 1, head_module, mean, std, class_names=class_names, **detector_kwargs)
+    model.config = config
+    return model
+
+
+def model_from_config(config: dict[str, Any]) -> MixtureSSD:
+    """Rebuild a model from ``model.config`` without downloading backbone weights."""
+    return build_model(**{**config, "pretrained": False})

@@ -1,0 +1,160 @@
+"""Eq. 3, 5, 6 and 9: float64 agreement, reductions, stability, zero and positive cases."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from almdn.losses import (
+    detection_loss,
+    gaussian_log_density,
+    hard_negative_mask,
+    mixture_cross_entropy,
+    mixture_nll,
+    perturbed_class_logits,
+)
+
+
+@pytest.fixture
+def rng():
+    seed = int(np.random.SeedSequence().entropy % 2**32)
+    print("seed", seed)
+    return np.random.default_rng(seed)
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@pytest.mark.parametrize("density", ["paper", "reference"])
+def test_mixture_nll_equals_direct_float64_evaluation(rng, density):
+    n, k = 9, 4
+    target = rng.normal(size=(n, 4))
+    mu = rng.normal(size=(n, k, 4))
+    var_logits = rng.normal(size=(n, k, 4))
+    w_logits = rng.normal(size=(n, k, 4))
+    got = mixture_nll(*(torch.tensor(a, dtype=torch.float32) for a in (target, mu, var_logits, w_logits)), density=density)
+    pi = _softmax(w_logits, axis=1)
+    v = _sigmoid(var_logits)
+    if density == "paper":
+        dens = norm.pdf(target[:, None, :], loc=mu, scale=np.sqrt(v))
+    else:
+        dens = np.exp(-((target[:, None, :] - mu) ** 2) / (2 * v**2)) / (np.sqrt(2 * np.pi) * (v + 0.3))
+    expected = -np.log((pi * dens).sum(1) + 1e-9)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=2e-5, atol=2e-5)
+
+
+def test_k1_reduces_to_a_single_gaussian(rng):
+    target = torch.tensor(rng.normal(size=(5, 4)))
+    mu = torch.tensor(rng.normal(size=(5, 1, 4)))
+    var_logits = torch.tensor(rng.normal(size=(5, 1, 4)))
+    zero_w = torch.zeros(5, 1, 4, dtype=torch.float64)
+    var = torch.sigmoid(var_logits[:, 0])
+    log_prob = torch.distributions.Normal(mu[:, 0], var.sqrt()).log_prob(target)
+    torch.testing.assert_close(mixture_nll(target, mu, var_logits, zero_w, eps=0.0), -log_prob)
+    # with Eq. 3's epsilon: -log(N + eps)
+    torch.testing.assert_close(mixture_nll(target, mu, var_logits, zero_w), -torch.logaddexp(log_prob, torch.tensor(math.log(1e-9), dtype=torch.float64)))
+    # and the classification loss with K = 1 is the ordinary cross-entropy
+    logits = torch.tensor(rng.normal(size=(6, 1, 5)))
+    labels = torch.tensor(rng.integers(0, 5, size=6))
+    ce = mixture_cross_entropy(logits, torch.zeros(6, 1, dtype=torch.float64), labels)
+    torch.testing.assert_close(ce, torch.nn.functional.cross_entropy(logits[:, 0], labels, reduction="none"))
+
+
+def test_nll_is_finite_where_direct_evaluation_underflows():
+    # A target 200 standard deviations away: the density is 0 in float32; eps bounds the loss.
+    nll = mixture_nll(torch.full((1, 4), 50.0), torch.zeros(1, 4, 4), torch.full((1, 4, 4), -3.0), torch.zeros(1, 4, 4))
+    assert torch.isfinite(nll).all()
+    assert nll.max().item() == pytest.approx(-math.log(1e-9), rel=1e-4)
+    # A very negative variance logit is floored instead of giving log(0).
+    assert torch.isfinite(gaussian_log_density(torch.zeros(2), torch.zeros(2), torch.full((2,), -1e4))).all()
+
+
+def test_mixture_cross_entropy_equals_weighted_component_ce(rng):
+    logits = torch.tensor(rng.normal(size=(4, 3, 6)))
+    w = torch.tensor(rng.normal(size=(4, 3)))
+    y = torch.tensor([0, 5, 2, 1])
+    got = mixture_cross_entropy(logits, w, y)
+    pi = torch.softmax(w, -1)
+    expected = sum(pi[:, j] * torch.nn.functional.cross_entropy(logits[:, j], y, reduction="none") for j in range(3))
+    torch.testing.assert_close(got, expected)
+
+
+def test_reparameterisation_uses_the_standard_deviation():
+    mu, var_logits, noise = torch.zeros(3), torch.zeros(3), torch.ones(3)
+    # sigmoid(0) = 0.5 -> sqrt(0.5)
+    torch.testing.assert_close(perturbed_class_logits(mu, var_logits, noise), torch.full((3,), 0.5**0.5))
+    assert perturbed_class_logits(mu, None, noise) is mu
+
+
+def test_hard_negative_mining_keeps_ratio_times_positives_of_highest_loss():
+    loss = torch.tensor([[5.0, 1.0, 4.0, 3.0, 2.0, 9.0, 0.5], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]])
+    fg = torch.tensor([[False, False, False, False, False, True, False], [False] * 7])
+    neg = hard_negative_mask(loss, fg, 3)
+    assert neg[0].tolist() == [True, False, True, True, False, False, False]
+    assert not neg[1].any()  # no positives in that image -> no negatives
+
+
+def _outputs(b, a, k, c, requires_grad=False, eff=False):
+    shapes = {
+        "bbox_means": (b, a, k, 4),
+        "bbox_var_logits": (b, a, k, 4),
+        "bbox_weight_logits": (b, a, k, 4),
+        "cls_means": (b, a, k, c),
+        "cls_var_logits": (b, a, k, c),
+        "cls_weight_logits": (b, a, k),
+    }
+    out = {n: torch.randn(*s, requires_grad=requires_grad) for n, s in shapes.items()}
+    if eff:
+        out["cls_var_logits"] = None
+    return out
+
+
+@pytest.mark.parametrize("eff", [False, True])
+def test_loss_is_zero_without_positives_and_positive_with_one_box(eff):
+    out = _outputs(2, 30, 4, 5, requires_grad=True, eff=eff)
+    none = detection_loss(out, torch.zeros(2, 30, 4), torch.zeros(2, 30, dtype=torch.long))
+    assert all(v.item() == 0.0 for v in none.values())
+    sum(none.values()).backward()  # still differentiable
+    cls_targets = torch.zeros(2, 30, dtype=torch.long)
+    cls_targets[1, 7] = 3
+    one = detection_loss(out, torch.randn(2, 30, 4), cls_targets)
+    assert one["loss_classification"].item() > 0
+    assert one["loss_localization"].item() != 0
+
+
+def test_total_loss_matches_eq6_by_hand():
+    torch.manual_seed(0)
+    out = _outputs(1, 20, 3, 4, eff=True)
+    loc_t = torch.randn(1, 20, 4)
+    cls_t = torch.zeros(1, 20, dtype=torch.long)
+    cls_t[0, [2, 5]] = torch.tensor([1, 3])
+    got = detection_loss(out, loc_t, cls_t, neg_to_pos_ratio=3, eta=2.0)
+    fg = cls_t[0] > 0
+    l_loc = mixture_nll(loc_t[0][fg], out["bbox_means"][0][fg], out["bbox_var_logits"][0][fg], out["bbox_weight_logits"][0][fg]).sum()
+    ce = mixture_cross_entropy(out["cls_means"][0], out["cls_weight_logits"][0], cls_t[0])
+    neg_loss = ce.masked_fill(fg, -1).topk(6).values.sum()
+    expected_cls = (ce[fg].sum() + neg_loss) / 2
+    torch.testing.assert_close(got["loss_localization"], l_loc / 2 / 2)
+    torch.testing.assert_close(got["loss_classification"], expected_cls)
+
+
+@pytest.mark.parametrize("eff", [False, True])
+def test_gradients_reach_every_mixture_parameter(eff):
+    out = _outputs(2, 40, 4, 6, requires_grad=True, eff=eff)
+    cls_t = torch.zeros(2, 40, dtype=torch.long)
+    cls_t[0, :3] = torch.tensor([1, 2, 5])
+    cls_t[1, 10] = 4
+    sum(detection_loss(out, torch.randn(2, 40, 4), cls_t).values()).backward()
+    for name, t in out.items():
+        if t is None:
+            continue
+        assert t.grad is not None and torch.isfinite(t.grad).all(), name
+        assert t.grad.abs().sum() > 0, name
