@@ -119,14 +119,20 @@ def test_batched_postprocess_equals_torchvision_per_class_loop():
 
 def test_mc_dropout_reuses_the_trunk_and_varies_between_runs():
     torch.manual_seed(4)
-    model = build_model("ssd_small", 3, head="gmm", extras_dropout=0.1).eval()
+    # keep every candidate so that the extra map's anchors (where the dropout is) are compared
+    keep_all = dict(topk_candidates=10_000, detections_per_img=100_000, nms_thresh=1.0)
+    model = build_model("ssd_small", 3, head="gmm", extras_dropout=0.1, **keep_all).eval()
     images = [torch.rand(3, 128, 128)]
     calls = {"n": 0}
     model.backbone.trunk.register_forward_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
     first = model.forward_mc_dropout(images, passes=5)[0]
     assert calls["n"] == 1
     second = model.forward_mc_dropout(images, passes=5)[0]
-    assert not torch.equal(first["cls_entropy"], second["cls_entropy"])
+    order = lambda d: torch.argsort(d["anchor_index"] * 10 + d["labels"])  # noqa: E731
+    a, b = first["scores"][order(first)], second["scores"][order(second)]
+    in_trunk_maps = first["anchor_index"][order(first)] < (16 * 16 + 8 * 8) * 4
+    assert torch.equal(a[in_trunk_maps], b[in_trunk_maps])  # no dropout before the extras
+    assert not torch.equal(a[~in_trunk_maps], b[~in_trunk_maps])
     assert not model.backbone.mc_dropout  # switched off again
     with torch.no_grad():  # plain eval has dropout off: deterministic
         assert torch.equal(model(images)[0]["scores"], model(images)[0]["scores"])

@@ -21,10 +21,11 @@ def predict(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "predict",
-) -> list[dict[str, torch.Tensor]]:
+) -> list[dict[str, torch.Tensor] | None]:
     """Detections (with the four uncertainties) for every item of ``dataset``, on the CPU.
 
-    ``dataset`` yields ``(image, target)`` pairs; targets are ignored.
+    ``dataset`` yields ``(image, target)`` pairs; targets are ignored except that an item whose
+    image is None (a broken file of an :class:`ImageFolderDataset`) gets None.
     """
     device = resolve_device(device)
     model.to(device).eval()
@@ -36,10 +37,11 @@ def predict(
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
     )
-    out: list[dict[str, torch.Tensor]] = []
+    out: list[dict[str, torch.Tensor] | None] = []
     for images, _ in tqdm(loader, disable=not progress, desc=desc, unit="batch"):
-        detections = model([img.to(device, non_blocking=True) for img in images])
-        out.extend({k: v.cpu() for k, v in d.items()} for d in detections)
+        readable = [img.to(device, non_blocking=True) for img in images if img is not None]
+        detections = iter(model(readable) if readable else [])
+        out.extend(None if img is None else {k: v.cpu() for k, v in next(detections).items()} for img in images)
     return out
 
 

@@ -35,8 +35,8 @@ class TrainConfig:
         warmup_iters: linear warm-up from ``lr * warmup_factor`` to ``lr``.
         milestones: iterations at which lr is multiplied by ``gamma``.
         grad_clip_norm: clip the gradient norm (0 = off; the paper does not clip).
-        max_loss: a step whose loss is NaN, inf or above this is skipped (the reference code's
-            guard uses 100).
+        max_loss: a step whose loss is NaN, inf or above this, or whose gradient is not finite,
+            is skipped (the reference code's guard uses 100).
         max_bad_steps: that many skipped steps in a row abort training with a clear error.
         checkpoint_every: iterations between checkpoints (and at the end).
         log_every: iterations between entries of the loss history.
@@ -67,12 +67,12 @@ class TrainConfig:
         return cls()
 
     @classmethod
-    def demo(cls, iterations: int = 1_500) -> TrainConfig:
+    def demo(cls, iterations: int = 900) -> TrainConfig:
         """A schedule for the demo model on a 2-core CPU (minutes), same shape as the paper's."""
         return cls(
             iterations=iterations,
             batch_size=32,
-            lr=0.05,
+            lr=0.01,
             warmup_iters=max(1, iterations // 15),
             milestones=(int(iterations * 0.67), int(iterations * 0.85)),
             grad_clip_norm=10.0,
@@ -150,7 +150,10 @@ def train(
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
+
+    def set_lr(iteration: int) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * config.lr_factor(iteration)
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 
     start, history, skipped = 0, [], 0
@@ -158,7 +161,6 @@ def train(
         state = read_checkpoint(ckpt_path)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_state"])
         start, history, skipped = state["iteration"], state["history"], state.get("skipped_steps", 0)
 
@@ -169,7 +171,6 @@ def train(
             ckpt_path,
             model,
             optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
             rng_state=torch.get_rng_state(),
             iteration=iteration,
             history=history,
@@ -186,6 +187,9 @@ def train(
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=config.num_workers > 0,
+        # its own generator: drawing the workers' base seed must not consume the global RNG
+        # that the mixture noise uses, or a resumed run would diverge from an uninterrupted one
+        generator=torch.Generator().manual_seed(config.seed),
     )
     t0 = time.perf_counter()
     bar = tqdm(total=config.iterations, initial=start, disable=not progress, desc="train", unit="it")
@@ -193,11 +197,18 @@ def train(
     running: dict[str, float] = {}
     batches = iter(loader)
     while iteration < config.iterations:
+        set_lr(iteration)
         images, targets = _to_device(*next(batches), device)
         losses = model(images, targets)
         loss = sum(losses.values())
         value = float(loss.detach())
-        if not math.isfinite(value) or value > config.max_loss:
+        finite_grads = True
+        if math.isfinite(value) and value <= config.max_loss:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            max_norm = config.grad_clip_norm if config.grad_clip_norm > 0 else float("inf")
+            finite_grads = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+        if not finite_grads or not math.isfinite(value) or value > config.max_loss:
             # The reference restarts training on such a loss; skipping the step keeps the good
             # weights, and a long streak means the schedule itself is wrong.
             skipped += 1
@@ -211,16 +222,11 @@ def train(
                 )
         else:
             bad_streak = 0
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip_norm)
             optimizer.step()
             for k, v in losses.items():
                 running[k] = running.get(k, 0.0) + float(v.detach())
             running["loss"] = running.get("loss", 0.0) + value
             running["n"] = running.get("n", 0.0) + 1
-        scheduler.step()
         iteration += 1
         bar.update(1)
         if iteration % config.log_every == 0 or iteration == config.iterations:

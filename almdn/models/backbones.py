@@ -86,7 +86,7 @@ class _SequentialTrunk(nn.Module):
         return out
 
 
-def small_backbone(widths: tuple[int, ...] = (24, 48, 96, 160, 224), extras_dropout: float = 0.0) -> SSDBackbone:
+def small_backbone(widths: tuple[int, ...] = (16, 32, 64, 128, 192), extras_dropout: float = 0.0) -> SSDBackbone:
     """A 5-stage CNN trained from scratch in minutes on a 2-core CPU (the demo model).
 
     Feature maps at strides 8 and 16 come from the trunk and stride 32 from the one extra stage.

@@ -1,0 +1,238 @@
+"""The ``almdn`` command line: the same library functions the app calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Spin-waiting OpenMP threads make torch 10-20x slower beside any other busy process on a
+# small machine (../shared/ENVIRONMENT.md); set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import click  # noqa: E402
+
+
+class UserError(click.ClickException):
+    """A problem the user can fix: printed as one sentence, no traceback."""
+
+
+def _friendly(func):
+    """Turn the library's user-facing errors into one-line CLI errors."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from almdn.data.coco import DatasetError
+        from almdn.engine.checkpoint import CheckpointError
+        from almdn.engine.train import TrainingDiverged
+
+        try:
+            return func(*args, **kwargs)
+        except (DatasetError, CheckpointError, TrainingDiverged, FileExistsError) as exc:
+            raise UserError(str(exc)) from None
+
+    return wrapper
+
+
+def _resolve_annotations(data: str, split: str) -> Path:
+    """``data`` is a COCO json file, or a dataset folder with ``annotations/<split>.json``."""
+    path = Path(data)
+    if path.is_file():
+        return path
+    candidate = path / "annotations" / f"{split}.json"
+    if candidate.is_file():
+        return candidate
+    raise UserError(f"No '{split}' annotations found: '{data}' is neither a COCO json file nor a folder with '{candidate.relative_to(path)}'.")
+
+
+@click.group()
+@click.version_option(package_name="almdn")
+def main() -> None:
+    """Active learning for object detection with mixture density networks."""
+
+
+@main.command("demo-data")
+@click.option("--out", default="data/demo", show_default=True, type=click.Path(), help="Folder to write the dataset to.")
+@click.option("--num-train", default=3000, show_default=True, help="Images in the train pool.")
+@click.option("--num-test", default=500, show_default=True, help="Held-out test images.")
+@click.option("--image-size", default=128, show_default=True, help="Square image side in pixels.")
+@click.option("--seed", default=0, show_default=True)
+@_friendly
+def demo_data(out: str, num_train: int, num_test: int, image_size: int, seed: int) -> None:
+    """Generate the demo dataset (digits on real photographs, COCO format) deterministically."""
+    from almdn.data.demo import DemoConfig, generate_demo_dataset
+
+    config = DemoConfig(num_train=num_train, num_test=num_test, image_size=image_size, seed=seed)
+    info = generate_demo_dataset(out, config)
+    click.echo(f"Demo dataset in {info['root']}: {info['num_train_images']} train / {info['num_test_images']} test images.")
+
+
+def _model_options(func):
+    options = [
+        click.option("--arch", default="ssd_small", show_default=True, type=click.Choice(["ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16"])),
+        click.option("--head", default="gmm", show_default=True, type=click.Choice(["gmm", "eff", "plain"])),
+        click.option("-K", "--components", "components", default=4, show_default=True, help="Mixture components K."),
+        click.option("--loc-density", default="paper", show_default=True, type=click.Choice(["paper", "reference"])),
+        click.option("--extras-dropout", default=0.0, show_default=True, help="Dropout on the extra layers (MC-dropout: 0.1)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.option("--data", required=True, help="Dataset folder (annotations/train.json) or a COCO json file.")
+@click.option("--test-data", default=None, help="Test set for evaluation (default: the dataset folder's test split).")
+@click.option("--out", required=True, type=click.Path(), help="Run folder: checkpoints, model.pt, metrics.json.")
+@_model_options
+@click.option("--preset", default="demo", show_default=True, type=click.Choice(["demo", "paper"]), help="Schedule defaults.")
+@click.option("--iterations", type=int, default=None, help="SGD steps (overrides the preset).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--warmup-iters", type=int, default=None)
+@click.option("--milestones", default=None, help="Comma-separated iterations where lr drops by 10x.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--workers", default=0, show_default=True, help="Data-loading worker processes.")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run folder's checkpoint.")
+@click.option("--no-pretrained", is_flag=True, help="Do not load ImageNet backbone weights.")
+@_friendly
+def train(data, test_data, out, arch, head, components, loc_density, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained) -> None:
+    """Train a mixture-density SSD, then evaluate it on the test split."""
+    import dataclasses
+
+    from almdn.data.coco import CocoDetectionDataset
+    from almdn.engine.checkpoint import read_checkpoint, save_checkpoint
+    from almdn.engine.inference import evaluate
+    from almdn.engine.train import TrainConfig
+    from almdn.engine.train import train as run_training
+    from almdn.models import build_model, model_from_config
+
+    train_set = CocoDetectionDataset(_resolve_annotations(data, "train"))
+    config = TrainConfig.demo(iterations or 900) if preset == "demo" else TrainConfig.paper()
+    overrides = {"iterations": iterations, "batch_size": batch_size, "lr": lr, "warmup_iters": warmup_iters}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if milestones:
+        overrides["milestones"] = tuple(int(m) for m in milestones.split(","))
+    config = dataclasses.replace(config, seed=seed, num_workers=workers, **overrides)
+    out_dir = Path(out)
+    ckpt = out_dir / "checkpoint.pt"
+    if resume and ckpt.exists():
+        model = model_from_config(read_checkpoint(ckpt)["model_config"])
+        click.echo(f"Resuming from {ckpt}.")
+    else:
+        model = build_model(
+            arch,
+            num_classes=len(train_set.classes),
+            head=head,
+            num_components=components,
+            class_names=train_set.classes,
+            pretrained=not no_pretrained,
+            extras_dropout=extras_dropout,
+            loc_density=loc_density,
+        )
+    result = run_training(model, train_set, config, out_dir=out_dir, device=device, resume=resume)
+    metrics: dict = {"train_seconds": round(result.seconds, 1), "iterations": result.iterations, "skipped_steps": result.skipped_steps}
+    test_path = Path(test_data) if test_data else Path(data) / "annotations" / "test.json"
+    if test_path.is_file():
+        test_set = CocoDetectionDataset(test_path, class_names=train_set.classes)
+        metrics.update(_scalar_metrics(evaluate(model, test_set, device=device, progress=True)))
+        click.echo(_metrics_line(metrics))
+    save_checkpoint(out_dir / "model.pt", model, metrics=metrics, train_config=dataclasses.asdict(config))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    click.echo(f"Model saved to {out_dir / 'model.pt'}.")
+
+
+def _scalar_metrics(metrics: dict) -> dict:
+    return {k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def _metrics_line(m: dict) -> str:
+    return "mAP@0.5 {map50:.3f}  mAP@0.75 {map75:.3f}  mAP@[.5:.95] {map:.3f}  VOC07 mAP@0.5 {voc07_map50:.3f}".format(**m)
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(), help="A model.pt from almdn train.")
+@click.option("--data", required=True, help="Dataset folder or COCO json file.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", default=None, type=click.Path(), help="Also write the metrics as JSON here.")
+@_friendly
+def evaluate(checkpoint, data, split, device, out) -> None:
+    """mAP@0.5 / @0.75 (pycocotools) and VOC07 11-point mAP of a trained model."""
+    from almdn.data.coco import CocoDetectionDataset
+    from almdn.engine.checkpoint import load_model
+    from almdn.engine.inference import evaluate as run_eval
+
+    model = load_model(checkpoint, device="cpu")
+    dataset = CocoDetectionDataset(_resolve_annotations(data, split), class_names=model.class_names)
+    metrics = run_eval(model, dataset, device=device, progress=True)
+    click.echo(_metrics_line(metrics))
+    for label, ap in sorted(metrics["per_class_ap50"].items()):
+        click.echo(f"  {model.class_names[int(label) - 1]:>12s}  AP@0.5 {ap:.3f}")
+    if out:
+        Path(out).write_text(json.dumps(metrics, indent=2, default=float))
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path())
+@click.option("--images", required=True, help="A folder of images, a COCO json file, or a dataset folder (its train split).")
+@click.option("--out", required=True, type=click.Path(), help="Folder for images.csv, detections.csv, detections.json.")
+@click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score are kept for scoring.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@_friendly
+def score(checkpoint, images, out, conf_threshold, batch_size, device) -> None:
+    """Score every image: the four uncertainties per detection, raw and z-scored per image."""
+    from almdn.acquisition.scoring import detections_frame, image_scores
+    from almdn.data.coco import CocoDetectionDataset
+    from almdn.data.images import ImageFolderDataset
+    from almdn.engine.checkpoint import load_model
+    from almdn.engine.inference import predict
+
+    t0 = time.perf_counter()
+    model = load_model(checkpoint, device="cpu")
+    source = Path(images)
+    if source.is_dir() and not (source / "annotations").is_dir():
+        dataset = ImageFolderDataset.from_folder(source)
+        names = [dataset.file_name(i) for i in range(len(dataset))]
+    else:
+        dataset = CocoDetectionDataset(_resolve_annotations(images, "train"), class_names=model.class_names)
+        names = [str(p.relative_to(dataset.image_root)) if p.is_relative_to(dataset.image_root) else str(p) for p in dataset.file_paths]
+    if len(dataset) == 0:
+        raise UserError(f"No images found in '{images}'.")
+    predictions = predict(model, dataset, batch_size=batch_size, device=device, progress=True, desc="score")
+    broken = [names[i] for i, p in enumerate(predictions) if p is None]
+    ok = [i for i, p in enumerate(predictions) if p is not None]
+    ids = [dataset.image_ids[i] for i in ok]
+    detections = detections_frame([predictions[i] for i in ok], ids, conf_threshold)
+    table = image_scores(detections, ids)
+    table.insert(1, "file_name", [names[i] for i in ok])
+    table = table.sort_values("score", ascending=False, na_position="last", kind="stable")
+    table.insert(0, "rank", range(1, len(table) + 1))
+    detections.insert(4, "class_name", [model.class_names[int(label) - 1] for label in detections["label"]])
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "images.csv", index=False)
+    detections.to_csv(out_dir / "detections.csv", index=False)
+    by_image = {int(i): g.drop(columns="image_id").to_dict("records") for i, g in detections.groupby("image_id")}
+    payload = {
+        "checkpoint": str(checkpoint),
+        "conf_threshold": conf_threshold,
+        "images": [
+            {"image_id": int(ids[j]), "file_name": names[i], "detections": by_image.get(int(ids[j]), [])} for j, i in enumerate(ok)
+        ],
+        "unreadable": broken,
+    }
+    (out_dir / "detections.json").write_text(json.dumps(payload, default=float))
+    seconds = time.perf_counter() - t0
+    click.echo(f"Scored {len(ok)} images ({len(detections)} detections >= {conf_threshold}) in {seconds:.1f} s; wrote {out_dir}/images.csv, detections.csv, detections.json.")
+    for name in broken:
+        click.echo(f"Skipped unreadable image: {name}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset formats, validation and the demo dataset generator."""

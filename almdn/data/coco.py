@@ -1,0 +1,363 @@
+"""Reading and writing COCO-format object-detection datasets.
+
+A COCO detection file is JSON with three lists: ``images`` (``id``, ``file_name`` relative to
+an image folder, ``width``, ``height``), ``annotations`` (``id``, ``image_id``,
+``category_id``, ``bbox`` as ``[x, y, w, h]`` in pixels, ``area``, ``iscrowd``) and
+``categories`` (``id``, ``name``). Category ids need not be contiguous: the dataset maps them
+to labels ``1..C`` in the order of the category list sorted by id (or in the order of
+``class_names`` when given, so that a test set shares the train set's mapping); label 0 is
+background, as in torchvision's detectors.
+
+Every problem with the files on disk surfaces as a :class:`DatasetError` whose message is one
+sentence naming the file and what to do, never a decoder traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["CocoDetectionDataset", "DatasetError", "collate_detection", "read_image", "write_coco"]
+
+
+class DatasetError(Exception):
+    """A dataset file (annotations or an image) is missing, unreadable or inconsistent."""
+
+
+def _annotation_error(path: Path, reason: str) -> DatasetError:
+    return DatasetError(f"Cannot read annotation file '{path}' ({reason}); fix or regenerate it, then try again.")
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image file to a uint8 RGB array (H, W, 3).
+
+    Grey, palette, RGBA (alpha dropped) and 16-bit images are converted. Any failure raises
+    :class:`DatasetError` naming the file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated file fails here, not later
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                # 16-bit / float grey: scale to 8 bits by the file's own range.
+                arr = np.asarray(im, dtype=np.float64)
+                top = arr.max()
+                arr = np.zeros_like(arr) if top <= 0 else arr * (255.0 / top)
+                arr = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
+                return np.ascontiguousarray(np.stack([arr] * 3, axis=-1))
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+            return np.asarray(im, dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise DatasetError(
+            f"Cannot read image '{path}' (file not found); put the file back or remove the image "
+            "from the annotation file, then try again."
+        ) from None
+    except UnidentifiedImageError:
+        reason = "cannot identify image file"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = _short_reason(exc)
+    raise DatasetError(f"Cannot read image '{path}' ({reason}); remove it or replace it, then try again.")
+
+
+def _short_reason(exc: BaseException) -> str:
+    """A short, single-line reason: the OS error text or the first line of the message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.rstrip(".")  # "Is a directory", not "[Errno 21] Is a directory: '...'"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.rstrip(".")
+
+
+class CocoDetectionDataset(torch.utils.data.Dataset):
+    """Detection dataset over a COCO annotation file, for training and evaluation.
+
+    ``dataset[i]`` returns ``(image, target)``: ``image`` is a float32 tensor (3, H, W) in
+    [0, 1] (RGB), ``target`` is ``{"boxes": float32 (N, 4) xyxy pixels, "labels": int64 (N,)
+    in 1..C, "image_id": int}``; N may be 0 (boxes then have shape (0, 4)).
+
+    Args:
+        annotation_file: path of the COCO JSON file.
+        image_root: folder that ``file_name`` entries are relative to; defaults to
+            ``<folder of annotation_file>/../images``.
+        cache_images: keep decoded uint8 images in memory after first use.
+        class_names: fixes the label order (label ``k`` is ``class_names[k - 1]``); every
+            category name of the file must be in it. Default: the file's categories by id.
+
+    Attributes:
+        classes: category names, label ``k`` (1..C) is ``classes[k - 1]``; 0 is background.
+        image_ids: COCO image ids, in file order.
+        file_paths: image paths, aligned with ``image_ids``.
+        image_sizes: ``(height, width)`` from the annotation file (None where not given).
+        category_ids: COCO category id of each class, aligned with ``classes`` (None for a
+            class of ``class_names`` that the file does not have).
+    """
+
+    def __init__(
+        self,
+        annotation_file: str | os.PathLike[str],
+        image_root: str | os.PathLike[str] | None = None,
+        cache_images: bool = True,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
+        self.annotation_file = Path(annotation_file)
+        self.image_root = (
+            Path(image_root) if image_root is not None else self.annotation_file.parent.parent / "images"
+        )
+        self.cache_images = cache_images
+        self._cache: dict[Path, np.ndarray] = {}
+        coco = self._load_json()
+        self._parse(coco, class_names)
+
+    # ---------------------------------------------------------------- parsing
+
+    def _load_json(self) -> dict[str, Any]:
+        path = self.annotation_file
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise _annotation_error(path, "file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _annotation_error(path, _short_reason(exc)) from None
+        try:
+            coco = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _annotation_error(path, f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        if not isinstance(coco, dict):
+            raise _annotation_error(path, "the top level is not a JSON object")
+        for key in ("images", "categories"):
+            if not isinstance(coco.get(key), list):
+                raise _annotation_error(path, f"'{key}' is missing or not a list")
+        if not isinstance(coco.get("annotations", []), list):
+            raise _annotation_error(path, "'annotations' is not a list")
+        return coco
+
+    def _parse(self, coco: dict[str, Any], class_names: Sequence[str] | None) -> None:
+        path = self.annotation_file
+
+        # Categories -> labels 1..C.
+        cat_names: dict[int, str] = {}
+        for k, cat in enumerate(coco["categories"]):
+            if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
+                raise _annotation_error(path, f"category #{k} needs an integer 'id' and a string 'name'")
+            if cat["id"] in cat_names:
+                raise _annotation_error(path, f"category id {cat['id']} appears twice")
+            cat_names[int(cat["id"])] = cat["name"]
+        if class_names is None:
+            ordered = sorted(cat_names)
+            names = [cat_names[i] for i in ordered]
+            if len(set(names)) != len(names):
+                raise _annotation_error(path, "two categories share a name")
+            self.classes: list[str] = names
+            self.category_ids: list[int | None] = list(ordered)
+        else:
+            self.classes = [str(n) for n in class_names]
+            if len(set(self.classes)) != len(self.classes):
+                raise DatasetError(f"The class names given for '{path}' contain duplicates; pass each name once.")
+            unknown = sorted({n for n in cat_names.values() if n not in self.classes})
+            if unknown:
+                raise DatasetError(
+                    f"Categories {unknown} in '{path}' are not among the expected classes "
+                    f"{self.classes}; use a file with the same categories as the training set."
+                )
+            by_name = {n: i for i, n in cat_names.items()}
+            self.category_ids = [by_name.get(n) for n in self.classes]
+        label_of_name = {n: k + 1 for k, n in enumerate(self.classes)}
+        label_of_cat = {cid: label_of_name[name] for cid, name in cat_names.items()}
+
+        # Images.
+        self.image_ids: list[int] = []
+        self.file_paths: list[Path] = []
+        self.image_sizes: list[tuple[int, int] | None] = []
+        index_of: dict[int, int] = {}
+        for k, im in enumerate(coco["images"]):
+            if not isinstance(im, dict) or not _is_int(im.get("id")) or not isinstance(im.get("file_name"), str):
+                raise _annotation_error(path, f"image #{k} needs an integer 'id' and a string 'file_name'")
+            image_id = int(im["id"])
+            if image_id in index_of:
+                raise _annotation_error(path, f"image id {image_id} appears twice")
+            index_of[image_id] = len(self.image_ids)
+            self.image_ids.append(image_id)
+            self.file_paths.append(self.image_root / im["file_name"])
+            w, h = im.get("width"), im.get("height")
+            self.image_sizes.append((int(h), int(w)) if _is_int(w) and _is_int(h) else None)
+
+        # Annotations, grouped per image.
+        boxes: list[list[list[float]]] = [[] for _ in self.image_ids]
+        labels: list[list[int]] = [[] for _ in self.image_ids]
+        degenerate: dict[int, int] = {}
+        for k, ann in enumerate(coco.get("annotations", [])):
+            if not isinstance(ann, dict):
+                raise _annotation_error(path, f"annotation #{k} is not an object")
+            if ann.get("iscrowd", 0):
+                continue  # crowd regions are not single objects: COCO evaluation ignores them too
+            bbox = ann.get("bbox")
+            if (not isinstance(bbox, list) or len(bbox) != 4
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
+                raise _annotation_error(path, f"annotation #{k} needs a 'bbox' of four finite numbers")
+            if ann.get("image_id") not in index_of:
+                raise _annotation_error(path, f"annotation #{k} refers to image id {ann.get('image_id')!r}, which is not in 'images'")
+            if ann.get("category_id") not in label_of_cat:
+                raise _annotation_error(path, f"annotation #{k} has category id {ann.get('category_id')!r}, which is not in 'categories'")
+            i = index_of[ann["image_id"]]
+            x, y, w, h = (float(v) for v in bbox)
+            x0, y0, x1, y1 = x, y, x + w, y + h
+            size = self.image_sizes[i]
+            if size is not None:  # a box spilling over the border keeps only its part in the image
+                x0, x1 = min(max(x0, 0.0), size[1]), min(max(x1, 0.0), size[1])
+                y0, y1 = min(max(y0, 0.0), size[0]), min(max(y1, 0.0), size[0])
+            if x1 <= x0 or y1 <= y0:
+                degenerate[i] = degenerate.get(i, 0) + 1
+                continue
+            boxes[i].append([x0, y0, x1, y1])
+            labels[i].append(label_of_cat[ann["category_id"]])
+        for i, n in degenerate.items():
+            warnings.warn(
+                f"Dropped {n} box(es) with zero width or height (or outside the image) in image "
+                f"'{self.file_paths[i]}' (id {self.image_ids[i]}) of '{path}'.",
+                stacklevel=3,
+            )
+        self._boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
+        self._labels = [torch.tensor(lb, dtype=torch.int64) for lb in labels]
+
+    # ---------------------------------------------------------------- access
+
+    @property
+    def num_classes(self) -> int:
+        """Number of object classes C (labels are 1..C; 0 is background)."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def target(self, index: int) -> dict[str, Any]:
+        """The target of one image, without decoding the image."""
+        return {
+            "boxes": self._boxes[index].clone(),
+            "labels": self._labels[index].clone(),
+            "image_id": self.image_ids[index],
+        }
+
+    def targets(self) -> list[dict[str, Any]]:
+        """All targets in order, without decoding any image (for evaluation)."""
+        return [self.target(i) for i in range(len(self))]
+
+    def load_image(self, index: int) -> np.ndarray:
+        """The decoded uint8 RGB array (H, W, 3) of one image (cached if ``cache_images``)."""
+        path = self.file_paths[index]
+        arr = self._cache.get(path)
+        if arr is None:
+            arr = read_image(path)
+            size = self.image_sizes[index]
+            if size is not None and arr.shape[:2] != size:
+                raise DatasetError(
+                    f"Image '{path}' is {arr.shape[1]}x{arr.shape[0]} pixels but "
+                    f"'{self.annotation_file}' says {size[1]}x{size[0]}; fix the annotation "
+                    "file or the image, then try again."
+                )
+            if self.cache_images:
+                arr.flags.writeable = False  # shared between calls: nobody may edit it in place
+                self._cache[path] = arr
+        return arr
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} is out of range for {len(self)} images")
+        arr = self.load_image(index)
+        image = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float().div_(255.0)
+        return image, self.target(index)
+
+    def subset(self, indices: Iterable[int]) -> "CocoDetectionDataset":
+        """A dataset over the given positions (same classes, shared image cache)."""
+        indices = [int(i) for i in indices]
+        for i in indices:
+            if not 0 <= i < len(self):
+                raise IndexError(f"index {i} is out of range for {len(self)} images")
+        sub = copy.copy(self)  # shallow: the cache dict stays shared
+        sub.image_ids = [self.image_ids[i] for i in indices]
+        sub.file_paths = [self.file_paths[i] for i in indices]
+        sub.image_sizes = [self.image_sizes[i] for i in indices]
+        sub._boxes = [self._boxes[i] for i in indices]
+        sub._labels = [self._labels[i] for i in indices]
+        return sub
+
+    def index_of(self, image_id: int) -> int:
+        """Position of a COCO image id in this dataset."""
+        try:
+            return self.image_ids.index(image_id)
+        except ValueError:
+            raise KeyError(f"image id {image_id} is not in this dataset") from None
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}('{self.annotation_file}', images={len(self)}, "
+                f"classes={self.num_classes})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def collate_detection(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """Collate ``(image, target)`` pairs into ``(list_of_images, list_of_targets)``.
+
+    Detection images can differ in size and targets in box count, so nothing is stacked.
+    """
+    images = [item[0] for item in batch]
+    targets = [item[1] for item in batch]
+    return images, targets
+
+
+def _json_default(value: Any) -> Any:
+    """Let numpy scalars and arrays through ``json.dumps``."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def write_coco(
+    path: str | os.PathLike[str],
+    images: Sequence[dict[str, Any]],
+    annotations: Sequence[dict[str, Any]],
+    categories: Sequence[dict[str, Any]],
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write a COCO detection file deterministically (given order, no timestamps), atomically.
+
+    The file is written next to its destination and renamed into place, so readers never see
+    half a file. Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {}
+    if info is not None:
+        doc["info"] = info
+    doc["images"] = list(images)
+    doc["annotations"] = list(annotations)
+    doc["categories"] = list(categories)
+    text = json.dumps(doc, default=_json_default, ensure_ascii=False, separators=(",", ":"))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

@@ -1,0 +1,76 @@
+"""Training engine: schedule, exact resume after an interruption, NaN / explosion guard."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from almdn.data.coco import CocoDetectionDataset
+from almdn.engine.train import TrainConfig, TrainingDiverged, train
+from almdn.models import build_model
+
+
+def test_warmup_and_step_decay_follow_the_paper_schedule():
+    cfg = TrainConfig.paper()
+    assert cfg.lr_factor(0) == pytest.approx(1e-3)
+    assert cfg.lr_factor(500) == pytest.approx(1e-3 * 0.5 + 0.5)
+    assert cfg.lr_factor(1_000) == 1.0
+    assert cfg.lr_factor(79_999) == 1.0
+    assert cfg.lr_factor(80_000) == pytest.approx(0.1)
+    assert cfg.lr_factor(100_000) == pytest.approx(0.01)
+    assert (cfg.iterations, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (120_000, 32, 1e-3, 0.9, 5e-4)
+
+
+def _config(**kw):
+    base = TrainConfig(iterations=6, batch_size=4, lr=0.01, warmup_iters=2, milestones=(4,), checkpoint_every=3, log_every=1)
+    return dataclasses.replace(base, **kw)
+
+
+def _model(ds, seed=0):
+    torch.manual_seed(seed)
+    return build_model("ssd_small", len(ds.classes), head="gmm", class_names=ds.classes)
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_demo, tmp_path):
+    ds = CocoDetectionDataset(tiny_demo["train_annotations"])
+    straight = _model(ds)
+    train(straight, ds, _config(), out_dir=tmp_path / "a", progress=False)
+
+    interrupted = _model(ds)
+    result = train(interrupted, ds, _config(), out_dir=tmp_path / "b", progress=False, callback=lambda i, n, e: i < 3)
+    assert result.stopped_early and result.iterations == 3
+    resumed = _model(ds, seed=123)  # fresh weights: everything must come from the checkpoint
+    result = train(resumed, ds, _config(), out_dir=tmp_path / "b", progress=False)
+    assert result.iterations == 6
+    assert [h["iteration"] for h in result.history] == [1, 2, 3, 4, 5, 6]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert (tmp_path / "b" / "history.csv").read_text().count("\n") == 7
+
+
+def test_bad_loss_steps_are_skipped_and_a_streak_aborts_with_one_sentence(tiny_demo):
+    ds = CocoDetectionDataset(tiny_demo["train_annotations"])
+    model = _model(ds)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match=r"Training diverged: .* lower the learning rate"):
+        train(model, ds, _config(max_loss=1e-6, max_bad_steps=3), progress=False)
+    for k, v in model.state_dict().items():
+        if not k.endswith("num_batches_tracked") and "running" not in k:
+            assert torch.equal(v, before[k]), k  # no step was taken
+
+
+def test_exploding_learning_rate_is_caught_not_propagated(tiny_demo):
+    ds = CocoDetectionDataset(tiny_demo["train_annotations"])
+    model = _model(ds)
+    try:
+        result = train(model, ds, _config(lr=1e6, warmup_iters=0, grad_clip_norm=0.0, max_bad_steps=4, iterations=12), progress=False)
+    except TrainingDiverged:
+        return
+    # If it survived, every weight must still be finite.
+    assert all(torch.isfinite(p).all() for p in model.parameters()), result
+
+
+def test_empty_training_set_is_a_clear_error(tiny_demo):
+    ds = CocoDetectionDataset(tiny_demo["train_annotations"]).subset([])
+    with pytest.raises(ValueError, match="empty"):
+        train(_model(CocoDetectionDataset(tiny_demo["train_annotations"])), ds, _config(), progress=False)
