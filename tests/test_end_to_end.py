@@ -16,14 +16,19 @@ from almdn.engine.train import TrainConfig, train
 from almdn.models import build_model
 
 ITERATIONS = 300
-MEASURED_MAP50 = 0.0
-FLOOR_MAP50 = 0.0
+MEASURED_MAP50 = 0.149  # 2-core CPU, 300 iterations, 90 s (2026-11-24)
+FLOOR_MAP50 = 0.10  # about 2/3 of the measurement: margin for run-to-run variation
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("head", ["gmm"])
 def test_short_training_from_scratch_passes_the_map_floor(tmp_path, head):
-    info = generate_demo_dataset(tmp_path / "demo", DemoConfig(num_train=800, num_test=200, seed=11), progress=False)
+    # The demo generator with its difficulty knobs off, so 90 s of CPU training shows learning.
+    easy = DemoConfig(
+        num_train=800, num_test=200, seed=11, class_imbalance=0.0, low_contrast_fraction=0.0,
+        occlusion_fraction=0.0, truncation_fraction=0.0, clutter_fraction=0.0, min_size=20,
+    )
+    info = generate_demo_dataset(tmp_path / "demo", easy, progress=False)
     train_set = CocoDetectionDataset(info["train_annotations"])
     test_set = CocoDetectionDataset(info["test_annotations"], class_names=train_set.classes)
     torch.manual_seed(0)
