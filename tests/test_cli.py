@@ -20,7 +20,8 @@ def test_demo_data_train_evaluate_score(tiny_demo, tmp_path):
     assert metrics["iterations"] == 3 and "map50" in metrics
 
     result = runner.invoke(main, ["evaluate", "--checkpoint", str(run / "model.pt"), "--data", str(root)])
-    assert result.exit_code == 0, result.output and "VOC07" in result.output
+    assert result.exit_code == 0, result.output
+    assert "VOC07 mAP@0.5" in result.output and "AP@0.5" in result.output
 
     out = tmp_path / "scores"
     result = runner.invoke(main, ["score", "--checkpoint", str(run / "model.pt"), "--images", str(root), "--out", str(out), "--conf-threshold", "0.05"])
