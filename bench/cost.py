@@ -46,7 +46,7 @@ def _methods(arch: str):
     mc = mk(head="gmm", extras_dropout=0.1)
     ensemble = [mk(head="gmm") for _ in range(3)]
     count = lambda *ms: sum(p.numel() for m in ms for p in m.parameters())  # noqa: E731
-    return {
+    methods = {
         "plain": (count(plain), lambda x: plain(x)),
         "gmm": (count(gmm), lambda x: gmm(x)),
         "eff": (count(eff), lambda x: eff(x)),
@@ -54,6 +54,7 @@ def _methods(arch: str):
         "mc-dropout (25)": (count(mc), lambda x: mc.forward_mc_dropout(x, passes=25)),
         "ensemble (3)": (count(*ensemble), lambda x: [m(x) for m in ensemble]),
     }
+    return methods, [plain, gmm, eff, direct, mc, *ensemble]
 
 
 def _sync(device: torch.device) -> None:
@@ -62,14 +63,10 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(arch: str, device: torch.device, batch_sizes: tuple[int, ...], repeats: int) -> list[dict]:
-    methods = _methods(arch)
-    size = build_model(arch, 1, pretrained=False).size
-    for _, (_, fn) in methods.items():
-        for m in getattr(fn, "__closure__", None) or []:
-            pass
-    # move every model to the device
-    for obj in _models_in(methods):
-        obj.to(device)
+    methods, models = _methods(arch)
+    size = models[0].size
+    for model in models:
+        model.to(device)
     g = torch.Generator().manual_seed(0)
     rows = []
     for bs in batch_sizes:
@@ -101,17 +98,6 @@ def measure(arch: str, device: torch.device, batch_sizes: tuple[int, ...], repea
             )
         print(f"  {arch} batch {bs}: done", flush=True)
     return rows
-
-
-def _models_in(methods) -> list[torch.nn.Module]:
-    found = []
-    for _, fn in methods.values():
-        for cell in fn.__closure__ or []:
-            value = cell.cell_contents
-            for v in value if isinstance(value, list) else [value]:
-                if isinstance(v, torch.nn.Module):
-                    found.append(v)
-    return found
 
 
 def machine(device: torch.device) -> str:

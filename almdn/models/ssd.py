@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
@@ -291,10 +290,3 @@ class MixtureSSD(nn.Module):
         mean_outputs["bbox_means"] = (mean_sum / passes).unsqueeze(2).expand_as(outputs["bbox_means"]).contiguous()
         anchors = self.anchor_generator(image_list, features)
         return self.postprocess(mean_outputs, anchors, image_list.image_sizes, original_sizes, prob_sum / passes)
-
-
-def feature_vector(model: MixtureSSD, images: list[Tensor]) -> Tensor:
-    """Global-average-pooled last trunk feature map per image (the core-set embedding)."""
-    image_list, _, _ = model.preprocess(images)
-    trunk = model.backbone.forward_trunk(image_list.tensors)
-    return F.adaptive_avg_pool2d(trunk[-1], 1).flatten(1)
