@@ -72,7 +72,7 @@ def demo_data(out: str, num_train: int, num_test: int, image_size: int, seed: in
 
 def _model_options(func):
     options = [
-        click.option("--arch", default="ssd_small", show_default=True, type=click.Choice(["ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16"])),
+        click.option("--arch", default="ssd_small", show_default=True, type=click.Choice(["ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16", "frcnn_mobilenet_v2", "frcnn_resnet50_fpn"])),
         click.option("--head", default="gmm", show_default=True, type=click.Choice(["gmm", "eff", "plain"])),
         click.option("-K", "--components", "components", default=4, show_default=True, help="Mixture components K."),
         click.option("--loc-density", default="paper", show_default=True, type=click.Choice(["paper", "reference"])),
@@ -232,6 +232,46 @@ def score(checkpoint, images, out, conf_threshold, batch_size, device) -> None:
     click.echo(f"Scored {len(ok)} images ({len(detections)} detections >= {conf_threshold}) in {seconds:.1f} s; wrote {out_dir}/images.csv, detections.csv, detections.json.")
     for name in broken:
         click.echo(f"Skipped unreadable image: {name}", err=True)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False), help="An experiment YAML (configs/*.yaml).")
+@click.option("--out", default=None, type=click.Path(), help="Results folder (default: runs/<config name>).")
+@click.option("--methods", default=None, help="Comma-separated subset of the config's methods (or others).")
+@click.option("--seeds", default=None, help="Comma-separated seeds (default: the config's).")
+@click.option("--transfer", "transfer", multiple=True, help="Also train this architecture on every acquired set (Tab. 7).")
+@click.option("--device", default=None, help="auto, cpu, cuda, ... (default: the config's).")
+@click.option("--report-only", is_flag=True, help="Only rewrite results.csv/md/html from the finished cycles.")
+@_friendly
+def experiment(config_path, out, methods, seeds, transfer, device, report_only) -> None:
+    """Run (or resume) an active-learning experiment and write its tables and figure."""
+    from almdn.loop import Experiment, ExperimentConfig
+    from almdn.report import write_report
+
+    try:
+        config = ExperimentConfig.from_yaml(config_path)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"Invalid experiment config '{config_path}': {exc}") from None
+    if device:
+        config.device = device
+    if transfer:
+        config.transfer = list(dict.fromkeys([*config.transfer, *transfer]))
+    out_dir = Path(out or Path("runs") / config.name)
+    method_list = methods.split(",") if methods else None
+    seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+    if not report_only:
+        t0 = time.perf_counter()
+        try:
+            runner = Experiment(config, out_dir, progress=True, log=click.echo)
+            runner.run(method_list, seed_list)
+            for arch in config.transfer:
+                runner.run_transfer(arch, method_list, seed_list)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        click.echo(f"Experiment finished in {(time.perf_counter() - t0) / 60:.1f} min.")
+    paths = write_report(out_dir)
+    click.echo(paths["md"].read_text())
+    click.echo(f"Wrote {paths['csv']}, {paths['md']}, {paths['html']}.")
 
 
 if __name__ == "__main__":

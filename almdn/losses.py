@@ -135,6 +135,7 @@ def detection_loss(
     eps: float = 1e-9,
     min_variance: float = 1e-6,
     generator: torch.Generator | None = None,
+    per_image: bool = False,
 ) -> dict[str, Tensor]:
     """The SSD mixture loss of Eq. 6, batched over images and anchors.
 
@@ -155,6 +156,9 @@ def detection_loss(
         loc_targets: ``(B, A, 4)`` encoded matched boxes (only positives are read).
         cls_targets: ``(B, A)`` matched class, 0 for background.
 
+        per_image: also return ``"per_image"``: each image's own Eq. 6 loss ``(B,)``, normalised
+            by its own positives (the target of the LLAL loss-prediction baseline).
+
     Returns:
         ``{"loss_localization", "loss_classification"}``; their sum is L.
     """
@@ -172,13 +176,16 @@ def detection_loss(
     if num_pos == 0:
         # Eq. 6: the loss is 0 without positives; multiply to keep the graph for backward().
         zero = cls_loss.sum() * 0.0 + head_outputs["bbox_means"].sum() * 0.0
-        return {"loss_localization": zero, "loss_classification": zero.clone()}
+        out = {"loss_localization": zero, "loss_classification": zero.clone()}
+        if per_image:
+            out["per_image"] = zero.expand(cls_targets.shape[0]).clone()
+        return out
 
     pos_means = head_outputs["bbox_means"][foreground]  # (P, K, 4)
     pos_targets = loc_targets[foreground]  # (P, 4)
     bbox_var_logits = head_outputs.get("bbox_var_logits")
     if bbox_var_logits is None:
-        loc = F.smooth_l1_loss(pos_means[:, 0], pos_targets, reduction="sum")
+        loc = F.smooth_l1_loss(pos_means[:, 0], pos_targets, reduction="none").sum(1)
         loc_weight = 1.0
     else:
         loc = mixture_nll(
@@ -189,7 +196,13 @@ def detection_loss(
             density=density,
             eps=eps,
             min_variance=min_variance,
-        ).sum()
+        ).sum(-1)  # (P,): summed over the 4 coordinates
         loc_weight = 1.0 / eta
     cls = cls_loss[foreground].sum() + cls_loss[negatives].sum()
-    return {"loss_localization": loc * loc_weight / num_pos, "loss_classification": cls / num_pos}
+    out = {"loss_localization": loc.sum() * loc_weight / num_pos, "loss_classification": cls / num_pos}
+    if per_image:
+        image_of_positive = foreground.nonzero()[:, 0]
+        loc_i = torch.zeros(cls_targets.shape[0], dtype=loc.dtype, device=loc.device).index_add(0, image_of_positive, loc)
+        cls_i = (cls_loss * (foreground | negatives)).sum(1)
+        out["per_image"] = (loc_i * loc_weight + cls_i) / foreground.sum(1).clamp_min(1)
+    return out

@@ -2,7 +2,9 @@
 
 For each of the four uncertainties: z-score every kept detection with the mean and the
 population standard deviation over ALL kept detections of the scored pool, take the maximum
-over an image's detections, and score the image by the maximum of its four values.
+over an image's detections, and score the image by the maximum of its four values. The other
+aggregations the paper compares in Tab. 2 (single uncertainties, sums and maxima of pairs and
+of all four, over the same z-scored image values) are options, see :data:`AGGREGATIONS`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,29 @@ import torch
 from almdn.models import UNCERTAINTY_NAMES
 
 DETECTION_COLUMNS = ("label", "score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES, "cls_entropy")
+
+#: The paper's short names (u_alb, u_epb, u_alc, u_epc) for the four uncertainties.
+SHORT_NAMES = dict(zip(("alb", "epb", "alc", "epc"), UNCERTAINTY_NAMES))
+
+
+def _aggregation_table() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Tab. 2's aggregation functions: name -> ("max" | "sum", the uncertainties combined)."""
+    groups = {
+        "loc": ("alb", "epb"),  # both uncertainties of the localization head
+        "cls": ("alc", "epc"),  # both of the classification head
+        "al": ("alb", "alc"),  # aleatoric of both heads
+        "ep": ("epb", "epc"),  # epistemic of both heads
+        "all": ("alb", "epb", "alc", "epc"),
+    }
+    table = {short: ("max", (short,)) for short in SHORT_NAMES}
+    for op in ("sum", "max"):
+        table.update({f"{op}_{group}": (op, members) for group, members in groups.items()})
+    return table
+
+
+#: Every aggregation of Tab. 2 by name; ``max_all`` is the paper's (and the default).
+AGGREGATIONS: dict[str, tuple[str, tuple[str, ...]]] = _aggregation_table()
+DEFAULT_AGGREGATION = "max_all"
 
 
 def detections_frame(
@@ -49,13 +74,21 @@ def detections_frame(
     return frame[frame["score"] >= conf_threshold].reset_index(drop=True)
 
 
-def image_scores(detections: pd.DataFrame, image_ids: Sequence[int]) -> pd.DataFrame:
+def image_scores(detections: pd.DataFrame, image_ids: Sequence[int], aggregation: str = DEFAULT_AGGREGATION) -> pd.DataFrame:
     """Per image: detection count, the four raw uncertainties (max over detections), their
-    z-scored values (Sec. 3.3) and the final score ``max`` of the four z-values.
+    z-scored values (Sec. 3.3) and the final ``score`` by ``aggregation`` of the z-values.
 
     z-scores use the mean and population std over all rows of ``detections`` (the pool's kept
-    detections). Images without a kept detection get NaN values and NaN score.
+    detections). Images without a kept detection get NaN values and NaN score (see
+    :func:`almdn.acquisition.selection.select_batch` for what happens to them).
+
+    Args:
+        aggregation: a key of :data:`AGGREGATIONS`; ``"max_all"`` (the paper's best) takes the
+            maximum of the four z-scored values, ``"sum_loc"`` the sum of the localization
+            head's two, ``"alc"`` only the classification aleatoric one, and so on.
     """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"Unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}.")
     z = detections[list(UNCERTAINTY_NAMES)].astype(np.float64)
     std = z.std(ddof=0).replace(0.0, 1.0)  # a constant uncertainty carries no ranking signal
     z = (z - z.mean()) / std
@@ -66,5 +99,9 @@ def image_scores(detections: pd.DataFrame, image_ids: Sequence[int]) -> pd.DataF
     table.insert(0, "num_detections", grouped.size())
     table = table.reindex(pd.Index(list(image_ids), name="image_id"))
     table["num_detections"] = table["num_detections"].fillna(0).astype(int)
-    table["score"] = table[[f"z_{c}" for c in UNCERTAINTY_NAMES]].max(axis=1, skipna=True)
+    op, members = AGGREGATIONS[aggregation]
+    values = table[[f"z_{SHORT_NAMES[m]}" for m in members]]
+    # A plain head has no localization uncertainty (NaN): aggregate what exists.
+    table["score"] = values.max(axis=1, skipna=True) if op == "max" else values.sum(axis=1, min_count=1)
+    table.loc[table["num_detections"] == 0, "score"] = np.nan
     return table.reset_index()

@@ -12,9 +12,14 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
 from almdn.models.backbones import mobilenet_v2_backbone, small_backbone, vgg16_backbone
 from almdn.models.heads import HEAD_TYPES, build_head
+from almdn.models.loss_prediction import LossPredictionModule
 from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
+from almdn.models.frcnn import FRCNN_ARCHITECTURES, MixtureFasterRCNN, build_frcnn  # noqa: E402  (after ssd: it reuses it)
 
-__all__ = ["ARCHITECTURES", "HEAD_TYPES", "UNCERTAINTY_NAMES", "MixtureSSD", "build_model", "model_from_config"]
+__all__ = [
+    "ARCHITECTURES", "ARCH_NAMES", "FRCNN_ARCHITECTURES", "HEAD_TYPES", "UNCERTAINTY_NAMES",
+    "MixtureFasterRCNN", "MixtureSSD", "build_model", "model_from_config",
+]
 
 _IMAGENET_MEAN, _IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -52,6 +57,8 @@ ARCHITECTURES = {
     "ssd_mobilenet_v2": (_mobilenet_v2, 320),
     "ssd300_vgg16": (_vgg16, 300),
 }
+# Every architecture build_model accepts: the SSDs above and the Faster R-CNNs of frcnn.py.
+ARCH_NAMES: tuple[str, ...] = (*ARCHITECTURES, *FRCNN_ARCHITECTURES)
 
 
 def build_model(
@@ -64,6 +71,7 @@ def build_model(
     extras_dropout: float = 0.0,
     hidden_channels: int | None = None,
     image_size: int | None = None,
+    loss_prediction: bool = False,
     **detector_kwargs: Any,
 ) -> MixtureSSD:
     """Build a mixture-density SSD.
@@ -78,10 +86,15 @@ def build_model(
             package, or a download); otherwise random init with a warning.
         extras_dropout: dropout on the extra layers (0.1 for the MC-dropout baseline).
         hidden_channels: width of the mixture head's shared tower (per-architecture default).
+        loss_prediction: add LLAL's learning-loss module (the LLAL baseline).
         detector_kwargs: passed to :class:`MixtureSSD` (thresholds, ``loc_density``, ...).
     """
+    if arch in FRCNN_ARCHITECTURES:  # two-stage detector: Faster R-CNN with a mixture box predictor
+        return build_frcnn(
+            arch, num_classes, head, num_components, class_names, pretrained, extras_dropout, hidden_channels, image_size, **detector_kwargs
+        )
     if arch not in ARCHITECTURES:
-        raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+        raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_NAMES)}.")
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
     config = dict(
@@ -93,6 +106,7 @@ def build_model(
         extras_dropout=extras_dropout,
         hidden_channels=hidden_channels,
         image_size=image_size,
+        loss_prediction=loss_prediction,
         **detector_kwargs,
     )
     make, default_size = ARCHITECTURES[arch]
@@ -105,7 +119,10 @@ def build_model(
         num_components,
         default_hidden if hidden_channels is None else hidden_channels,
     )
-    model = MixtureSSD(backbone, anchors, size, num_classes + 1, head_module, mean, std, class_names=class_names, **detector_kwargs)
+    lp_module = LossPredictionModule(backbone.out_channels) if loss_prediction else None
+    model = MixtureSSD(
+        backbone, anchors, size, num_classes + 1, head_module, mean, std, class_names=class_names, loss_prediction=lp_module, **detector_kwargs
+    )
     model.config = config
     return model
 

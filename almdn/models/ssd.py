@@ -21,6 +21,7 @@ from torchvision.ops import batched_nms, box_iou
 
 from almdn.losses import LocDensity, detection_loss, log_variance
 from almdn.models.backbones import SSDBackbone
+from almdn.models.loss_prediction import loss_prediction_loss
 from almdn.uncertainty import (
     classification_uncertainty,
     entropy,
@@ -53,6 +54,9 @@ class MixtureSSD(nn.Module):
             code: std with a 0.3 offset in the normaliser); see :mod:`almdn.losses`.
         min_variance: floor on every predicted variance.
         class_names: the C object class names (label i is ``class_names[i-1]``).
+        loss_prediction: an optional LLAL :class:`~almdn.models.loss_prediction.LossPredictionModule`
+            on the feature maps; trained jointly (``loss_loss_prediction``, weight
+            ``loss_prediction_weight``) and its prediction returned as ``predicted_loss``.
     """
 
     def __init__(
@@ -74,6 +78,9 @@ class MixtureSSD(nn.Module):
         loc_density: LocDensity = "paper",
         min_variance: float = 1e-6,
         class_names: list[str] | None = None,
+        loss_prediction: nn.Module | None = None,
+        loss_prediction_weight: float = 1.0,
+        loss_prediction_margin: float = 1.0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -96,6 +103,9 @@ class MixtureSSD(nn.Module):
         self.loc_density = loc_density
         self.min_variance = min_variance
         self.class_names = list(class_names) if class_names else [str(i) for i in range(1, num_classes)]
+        self.loss_prediction = loss_prediction
+        self.loss_prediction_weight = loss_prediction_weight
+        self.loss_prediction_margin = loss_prediction_margin
         self.config: dict[str, Any] = {}  # the builder call that made this model, for checkpoints
 
     @property
@@ -120,8 +130,24 @@ class MixtureSSD(nn.Module):
         head_outputs = self.head(features)
         anchors = self.anchor_generator(image_list, features)
         if self.training:
-            return self.compute_loss(targets, head_outputs, anchors)
-        return self.postprocess(head_outputs, anchors, image_list.image_sizes, original_sizes)
+            losses = self.compute_loss(targets, head_outputs, anchors, per_image=self.loss_prediction is not None)
+            if self.loss_prediction is not None:
+                predicted = self.loss_prediction(features)
+                ranking = loss_prediction_loss(predicted, losses.pop("per_image"), self.loss_prediction_margin)
+                losses["loss_loss_prediction"] = self.loss_prediction_weight * ranking
+            return losses
+        detections = self.postprocess(head_outputs, anchors, image_list.image_sizes, original_sizes)
+        if self.loss_prediction is not None:
+            for det, predicted in zip(detections, self.loss_prediction(features)):
+                det["predicted_loss"] = predicted
+        return detections
+
+    @torch.no_grad()
+    def image_features(self, images: list[Tensor]) -> Tensor:
+        """``(B, D)`` global-average-pooled last trunk feature map: the core-set baseline's
+        image representation (the paper uses VGG-16's fc7, which is the trunk's last layer)."""
+        image_list, _, _ = self.preprocess(images)
+        return self.backbone.forward_trunk(image_list.tensors)[-1].mean(dim=(2, 3))
 
     # --------------------------------------------------------------------- loss
     def match(self, targets: list[dict[str, Tensor]], anchors: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -142,7 +168,7 @@ class MixtureSSD(nn.Module):
         loc_targets = self.box_coder.encode_single(boxes.flatten(0, 1), anchors_all.flatten(0, 1))
         return loc_targets.view_as(boxes), torch.stack(cls_targets)
 
-    def compute_loss(self, targets, head_outputs, anchors) -> dict[str, Tensor]:
+    def compute_loss(self, targets, head_outputs, anchors, per_image: bool = False) -> dict[str, Tensor]:
         loc_targets, cls_targets = self.match(targets, anchors)
         return detection_loss(
             head_outputs,
@@ -152,6 +178,7 @@ class MixtureSSD(nn.Module):
             eta=self.eta,
             density=self.loc_density,
             min_variance=self.min_variance,
+            per_image=per_image,
         )
 
     # ---------------------------------------------------------------- inference
@@ -285,8 +312,30 @@ class MixtureSSD(nn.Module):
                 mean_sum = box if mean_sum is None else mean_sum + box
         finally:
             self.backbone.mc_dropout = False
+        return self._averaged_detections(outputs, mean_sum / passes, prob_sum / passes, image_list, features, original_sizes)
+
+    @torch.no_grad()
+    def forward_ensemble(self, images: list[Tensor], members: list[MixtureSSD]) -> list[dict[str, Tensor]]:
+        """Ensemble inference (Sec. 4.2 baseline): this model and ``members`` (same architecture,
+        independently trained) run on the same images; detections come from their mean class
+        probabilities and mean mixture box per anchor, ``cls_entropy`` is the entropy of that
+        mean (the ensemble's acquisition value). Mixture parameters are this model's.
+        """
+        image_list, _, original_sizes = self.preprocess(images)
+        prob_sum, mean_sum, features, outputs = None, None, None, None
+        for model in (*members, self):  # self last: its outputs carry the mixture parameters
+            features = model.backbone(image_list.tensors)
+            outputs = model.head(features)
+            box, probs = model.mixture_predictions(outputs)
+            prob_sum = probs if prob_sum is None else prob_sum + probs
+            mean_sum = box if mean_sum is None else mean_sum + box
+        n = len(members) + 1
+        return self._averaged_detections(outputs, mean_sum / n, prob_sum / n, image_list, features, original_sizes)
+
+    def _averaged_detections(self, outputs, mean_box, mean_probs, image_list, features, original_sizes):
+        """Post-process averaged predictions: a mixture whose every component sits at the mean
+        box reproduces that box under Eq. 7, and ``mean_probs`` replaces the class mixture."""
         mean_outputs = dict(outputs)
-        # A single component at the mean box reproduces the averaged box under Eq. 7.
-        mean_outputs["bbox_means"] = (mean_sum / passes).unsqueeze(2).expand_as(outputs["bbox_means"]).contiguous()
+        mean_outputs["bbox_means"] = mean_box.unsqueeze(2).expand_as(outputs["bbox_means"]).contiguous()
         anchors = self.anchor_generator(image_list, features)
-        return self.postprocess(mean_outputs, anchors, image_list.image_sizes, original_sizes, prob_sum / passes)
+        return self.postprocess(mean_outputs, anchors, image_list.image_sizes, original_sizes, mean_probs)

@@ -1,0 +1,192 @@
+"""Acquisition methods by name: which model each one needs, and how it scores a pool.
+
+Every method runs on the same detector (Sec. 4.2: "we reproduce all numbers by applying each
+sampling method to the proposed GMM architecture"); what differs is the model variant it
+trains (:class:`Method`) and the function that turns that model's outputs into one score per
+pool image (:func:`score_pool`, built from :mod:`~almdn.acquisition.scoring` and
+:mod:`~almdn.acquisition.baselines`).
+
+Names: ``almdn`` (the paper's score on the gmm head, ``max_all``), ``almdn_eff`` (the same on
+the eff head), ``almdn:<aggregation>`` (any aggregation of Tab. 2, e.g. ``almdn:sum_cls``),
+``random``, ``entropy``, ``coreset``, ``llal``, ``mc_dropout``, ``ensemble``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from almdn.acquisition.baselines import coreset_scores, loss_prediction_scores, mean_entropy_scores, random_scores
+from almdn.acquisition.scoring import AGGREGATIONS, DEFAULT_AGGREGATION, detections_frame, image_scores
+from almdn.data.coco import collate_detection
+from almdn.engine.checkpoint import resolve_device
+from almdn.engine.inference import predict
+
+BASELINES = ("random", "entropy", "coreset", "llal", "mc_dropout", "ensemble")
+
+
+@dataclass(frozen=True)
+class Method:
+    """An acquisition method and the model variant it trains.
+
+    Attributes:
+        name: as given by the user.
+        kind: "almdn", or one of :data:`BASELINES`.
+        head: the mixture head ("gmm" or "eff").
+        aggregation: Tab. 2 aggregation of the almdn score.
+        extras_dropout: dropout on the extra layers while training and scoring (MC-dropout).
+        loss_prediction: train LLAL's learning-loss module with the detector.
+        members: independently trained models (the ensemble's 3).
+    """
+
+    name: str
+    kind: str
+    head: str = "gmm"
+    aggregation: str = DEFAULT_AGGREGATION
+    extras_dropout: float = 0.0
+    loss_prediction: bool = False
+    members: int = 1
+
+    @property
+    def model_variant(self) -> dict:
+        """The build_model keywords that distinguish this method's detector."""
+        return {"head": self.head, "extras_dropout": self.extras_dropout, "loss_prediction": self.loss_prediction}
+
+
+def get_method(name: str, mc_dropout: float = 0.1, ensemble_size: int = 3) -> Method:
+    """The :class:`Method` called ``name`` (see the module docstring for the names)."""
+    if name == "almdn":
+        return Method(name, "almdn")
+    if name == "almdn_eff":
+        return Method(name, "almdn", head="eff")
+    if name.startswith("almdn:") or name.startswith("almdn_eff:"):
+        base, aggregation = name.split(":", 1)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"Unknown aggregation '{aggregation}' in method '{name}'; choose one of {', '.join(AGGREGATIONS)}.")
+        return Method(name, "almdn", head="eff" if base == "almdn_eff" else "gmm", aggregation=aggregation)
+    if name in ("random", "entropy", "coreset"):
+        return Method(name, name)
+    if name == "llal":
+        return Method(name, name, loss_prediction=True)
+    if name == "mc_dropout":
+        return Method(name, name, extras_dropout=mc_dropout)
+    if name == "ensemble":
+        return Method(name, name, members=ensemble_size)
+    known = ["almdn", "almdn_eff", "almdn:<aggregation>", *BASELINES]
+    raise ValueError(f"Unknown acquisition method '{name}'; choose one of {', '.join(known)}.")
+
+
+@dataclass
+class PoolScores:
+    """One acquisition pass over the pool.
+
+    Attributes:
+        scores: one score per pool image (index: image id), NaN = no kept detection.
+        table: per-image detail: for the almdn methods the four raw and z-scored uncertainties
+            (:func:`~almdn.acquisition.scoring.image_scores`), else just the score.
+        seconds: wall-clock time of the pass (forward passes included).
+        forward_images: images that went through the model(s) (for seconds per image).
+    """
+
+    scores: pd.Series
+    table: pd.DataFrame
+    seconds: float
+    forward_images: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _loader(dataset: Dataset, batch_size: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection)
+
+
+@torch.no_grad()
+def _features(model, dataset: Dataset, batch_size: int, device: torch.device) -> torch.Tensor:
+    model.to(device).eval()
+    chunks = [model.image_features([img.to(device) for img in images]).cpu() for images, _ in _loader(dataset, batch_size)]
+    return torch.cat(chunks) if chunks else torch.zeros(0, 0)
+
+
+@torch.no_grad()
+def _averaged_predictions(models, dataset: Dataset, batch_size: int, device: torch.device, passes: int) -> list[dict]:
+    """Detections from class probabilities averaged over dropout passes (one model) or over
+    the members of an ensemble (several models)."""
+    for m in models:
+        m.to(device).eval()
+    out = []
+    for images, _ in _loader(dataset, batch_size):
+        images = [img.to(device) for img in images]
+        if len(models) == 1:
+            dets = models[0].forward_mc_dropout(images, passes)
+        else:
+            dets = models[0].forward_ensemble(images, list(models[1:]))
+        out.extend({k: v.cpu() for k, v in d.items()} for d in dets)
+    return out
+
+
+def score_pool(
+    method: Method,
+    models: list,
+    pool: Dataset,
+    pool_ids: list[int],
+    labeled: Dataset | None = None,
+    budget: int = 0,
+    seed: int = 0,
+    conf_threshold: float = 0.5,
+    mc_passes: int = 25,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    predictions: list[dict] | None = None,
+) -> PoolScores:
+    """Score every pool image with ``method``.
+
+    Args:
+        models: the method's trained detector(s) (``method.members`` of them).
+        pool, pool_ids: the unlabeled images and their ids, in the same order.
+        labeled: the labeled images (core-set measures distances to them).
+        budget: B (core-set's greedy selection needs it).
+        seed: random stream (the random baseline).
+        conf_threshold: detections at or above it are kept for scoring (Sec. 3.3).
+        predictions: the first model's detections on ``pool`` if already computed (the almdn
+            and entropy methods share them), else computed here.
+    """
+    device = resolve_device(device)
+    t0 = time.perf_counter()
+    forward_images = len(pool_ids)
+    kind = method.kind
+    table = None
+    if kind == "random":
+        scores, forward_images = random_scores(pool_ids, seed), 0
+    elif kind in ("almdn", "entropy", "llal"):
+        if predictions is None:
+            predictions = predict(models[0], pool, batch_size=batch_size, device=device)
+        if kind == "llal":
+            scores = loss_prediction_scores(torch.stack([p["predicted_loss"] for p in predictions]), pool_ids)
+        else:
+            detections = detections_frame(predictions, pool_ids, conf_threshold)
+            if kind == "almdn":
+                table = image_scores(detections, pool_ids, method.aggregation)
+                scores = table.set_index("image_id")["score"]
+            else:
+                scores = mean_entropy_scores(detections, pool_ids)
+    elif kind in ("mc_dropout", "ensemble"):
+        averaged = _averaged_predictions(models, pool, batch_size, device, mc_passes)
+        scores = mean_entropy_scores(detections_frame(averaged, pool_ids, conf_threshold), pool_ids)
+        forward_images *= mc_passes if kind == "mc_dropout" else len(models)
+    elif kind == "coreset":
+        if labeled is None:
+            raise ValueError("core-set needs the labeled images")
+        pool_features = _features(models[0], pool, batch_size, device)
+        labeled_features = _features(models[0], labeled, batch_size, device)
+        scores = coreset_scores(pool_features, labeled_features, budget, pool_ids)
+        forward_images += len(labeled)
+    else:
+        raise ValueError(f"unknown method kind {kind!r}")
+    if table is None:
+        table = scores.rename("score").reset_index()
+    seconds = time.perf_counter() - t0
+    return PoolScores(scores.astype(np.float64), table, seconds, forward_images)

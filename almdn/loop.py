@@ -1,0 +1,342 @@
+"""Active-learning experiments: the paper's protocol (Sec. 4), resumable.
+
+For every seed the same initial labeled set is drawn from the pool. Each cycle a detector is
+trained from scratch on the labeled set, evaluated on the test split, and (except in the last
+cycle) the acquisition method scores the rest of the pool and the top-B images join the
+labeled set. Every finished (method, seed, cycle) is written to
+``<out>/runs/<method>/seed-<s>/cycle-<c>.json`` and never recomputed.
+
+Trained models live in ``<out>/models/<key>/`` where the key hashes everything that determines
+the model (architecture, head, training schedule, seed, the labeled image ids). Methods that
+train the same model share it: at cycle 0 every gmm-based method (almdn, random, entropy,
+core-set and the ensemble's first member) trains on the same initial set and gets the same
+model, as in the paper's tables, where their first column is identical. A training interrupted
+midway resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from almdn.acquisition.methods import Method, get_method, score_pool
+from almdn.acquisition.selection import select_batch
+from almdn.data.coco import CocoDetectionDataset
+from almdn.engine.checkpoint import load_model, save_checkpoint
+from almdn.engine.inference import evaluate, predict
+from almdn.engine.train import TrainConfig, train
+from almdn.models import build_model
+
+METRIC_KEYS = ("map50", "map75", "map", "voc07_map50")
+
+
+@dataclass
+class ExperimentConfig:
+    """One active-learning experiment (see ``configs/*.yaml``).
+
+    Attributes:
+        name: a label for reports.
+        data: where the images are: ``{"format": "coco", "train": <json>, "test": <json>}``
+            (optional ``"image_root"``), or ``{"format": "demo", "root": <dir>, ...DemoConfig
+            fields}`` to generate the demo dataset there if it is missing.
+        model: build_model keywords shared by every method (``arch``, ``num_components``,
+            ``pretrained``, ``image_size``, ...); each method adds its head variant.
+        train: TrainConfig fields, plus ``preset`` ("demo" or "paper") they override.
+        initial: size of the initial labeled set.
+        budget: B, images labeled per cycle.
+        cycles: trained models per run (the first on the initial set).
+        seeds: independent trials (different initial sets and initialisations).
+        methods: acquisition methods (see :mod:`almdn.acquisition.methods`).
+        conf_threshold: detections kept for scoring.
+        no_detection: policy for pool images without a kept detection ("last" or "random").
+        mc_passes, mc_dropout, ensemble_size: the multi-pass baselines' settings.
+        transfer: architectures trained on each acquired set afterwards (Tab. 7), with
+            ``transfer_head``.
+        device, batch_size: inference settings.
+    """
+
+    name: str = "experiment"
+    data: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=lambda: {"arch": "ssd_small", "num_components": 4})
+    train: dict[str, Any] = field(default_factory=lambda: {"preset": "demo"})
+    initial: int = 200
+    budget: int = 100
+    cycles: int = 4
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = field(default_factory=lambda: ["almdn", "random"])
+    conf_threshold: float = 0.5
+    no_detection: str = "last"
+    mc_passes: int = 25
+    mc_dropout: float = 0.1
+    ensemble_size: int = 3
+    transfer: list[str] = field(default_factory=list)
+    transfer_head: str = "gmm"
+    device: str = "auto"
+    batch_size: int = 32
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ExperimentConfig:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        unknown = set(raw) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown setting(s) {', '.join(sorted(unknown))} in '{path}'.")
+        return cls(**raw)
+
+    def train_config(self, seed: int) -> TrainConfig:
+        settings = dict(self.train)
+        preset = settings.pop("preset", "demo")
+        base = TrainConfig.demo(settings.get("iterations", 900)) if preset == "demo" else TrainConfig.paper()
+        if "milestones" in settings:
+            settings["milestones"] = tuple(settings["milestones"])
+        return dataclasses.replace(base, seed=seed, **settings)
+
+
+# ----------------------------------------------------------------------------- data
+def load_datasets(config: ExperimentConfig, progress: bool = True) -> tuple[CocoDetectionDataset, CocoDetectionDataset]:
+    """The train pool (every image labeled: the labels are the oracle) and the test split."""
+    data = dict(config.data)
+    fmt = data.pop("format", "coco")
+    if fmt == "demo":
+        from almdn.data.demo import DemoConfig, generate_demo_dataset
+
+        root = data.pop("root", "data/demo")
+        info = generate_demo_dataset(root, DemoConfig(**data), progress=progress)
+        return CocoDetectionDataset(info["train_annotations"]), CocoDetectionDataset(info["test_annotations"])
+    if fmt == "coco":
+        train_set = CocoDetectionDataset(data["train"], image_root=data.get("image_root"))
+        test_set = CocoDetectionDataset(data["test"], image_root=data.get("test_image_root", data.get("image_root")), class_names=train_set.classes)
+        return train_set, test_set
+    raise ValueError(f"Unknown data format '{fmt}' (expected 'coco' or 'demo').")
+
+
+def initial_labeled_set(image_ids: Sequence[int], size: int, seed: int) -> list[int]:
+    """The seed's initial labeled set: a uniform sample, the same for every method."""
+    if size > len(image_ids):
+        raise ValueError(f"The initial labeled set ({size}) is larger than the pool ({len(image_ids)} images).")
+    chosen = np.random.default_rng(seed).choice(len(image_ids), size=size, replace=False)
+    return sorted(int(image_ids[i]) for i in chosen)
+
+
+# --------------------------------------------------------------------------- models
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+@dataclass
+class ModelSpec:
+    """Everything that determines a trained model."""
+
+    build: dict[str, Any]
+    train: dict[str, Any]
+    labeled_ids: list[int]
+
+    def key(self) -> str:
+        blob = json.dumps({"build": self.build, "train": self.train, "labeled": sorted(self.labeled_ids)}, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ModelCache:
+    """Trained, evaluated models under ``root/<key>/`` (model.pt, metrics.json, spec.json)."""
+
+    def __init__(self, root: Path, train_set: CocoDetectionDataset, test_set: CocoDetectionDataset, device: str, log: Callable[[str], None]):
+        self.root, self.train_set, self.test_set, self.device, self.log = Path(root), train_set, test_set, device, log
+
+    def get(self, spec: ModelSpec, progress: bool = True) -> tuple[Any, dict]:
+        """The model of ``spec`` and its test metrics, trained and evaluated if not cached."""
+        folder = self.root / spec.key()
+        model_path, metrics_path = folder / "model.pt", folder / "metrics.json"
+        if model_path.exists() and metrics_path.exists():
+            return load_model(model_path, device="cpu"), json.loads(metrics_path.read_text())
+        _write_json(folder / "spec.json", dataclasses.asdict(spec))
+        torch.manual_seed(spec.train["seed"])  # the initial weights are a function of the seed
+        model = build_model(num_classes=len(self.train_set.classes), class_names=self.train_set.classes, **spec.build)
+        config = TrainConfig(**{**spec.train, "milestones": tuple(spec.train["milestones"])})
+        subset = self.train_set.subset([self.train_set.index_of(i) for i in spec.labeled_ids])
+        self.log(f"  training {spec.build.get('arch')}/{spec.build.get('head')} on {len(subset)} images ({folder.name})")
+        result = train(model, subset, config, out_dir=folder, device=self.device, resume=True, progress=progress)
+        t0 = time.perf_counter()
+        metrics = evaluate(model, self.test_set, device=self.device)
+        eval_seconds = time.perf_counter() - t0
+        metrics = {k: float(metrics[k]) for k in METRIC_KEYS}
+        metrics.update(
+            train_seconds=result.seconds,
+            eval_s_per_image=eval_seconds / max(len(self.test_set), 1),
+            parameters=sum(p.numel() for p in model.parameters()),
+            skipped_steps=result.skipped_steps,
+        )
+        save_checkpoint(model_path, model.cpu(), metrics=metrics)
+        _write_json(metrics_path, metrics)
+        (folder / "checkpoint.pt").unlink(missing_ok=True)  # the resumable state is no longer needed
+        return model.eval(), metrics
+
+
+# --------------------------------------------------------------------------- runner
+class Experiment:
+    """Runs and resumes one experiment in ``out_dir``."""
+
+    def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool = True, log: Callable[[str], None] = print):
+        self.config, self.out, self.progress, self.log = config, Path(out_dir), progress, log
+        self.train_set, self.test_set = load_datasets(config, progress)
+        self.all_ids = [int(i) for i in self.train_set.image_ids]
+        self.cache = ModelCache(self.out / "models", self.train_set, self.test_set, config.device, log)
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_json(self.out / "config.json", dataclasses.asdict(config))
+
+    def record_path(self, method: str, seed: int, cycle: int) -> Path:
+        return self.out / "runs" / method.replace(":", "-") / f"seed-{seed}" / f"cycle-{cycle}.json"
+
+    def _spec(self, method: Method, seed: int, member: int, labeled: list[int], build_overrides: dict | None = None) -> ModelSpec:
+        build = {**self.config.model, **method.model_variant, **(build_overrides or {})}
+        train_seed = seed + 1000 * member  # ensemble members: independent inits and data orders
+        return ModelSpec(build, dataclasses.asdict(self.config.train_config(train_seed)), sorted(labeled))
+
+    def run(self, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> None:
+        """Every (method, seed) run of the config (or the given subset), skipping finished cycles."""
+        for seed in seeds if seeds is not None else self.config.seeds:
+            for name in methods if methods is not None else self.config.methods:
+                self.run_one(name, seed)
+
+    def run_one(self, name: str, seed: int) -> list[dict]:
+        cfg = self.config
+        method = get_method(name, cfg.mc_dropout, cfg.ensemble_size)
+        labeled = initial_labeled_set(self.all_ids, cfg.initial, seed)
+        records = []
+        for cycle in range(cfg.cycles):
+            path = self.record_path(name, seed, cycle)
+            if path.exists():
+                record = json.loads(path.read_text())
+            else:
+                self.log(f"[{name} seed {seed}] cycle {cycle + 1}/{cfg.cycles}: {len(labeled)} labeled images")
+                record = self._cycle(method, seed, cycle, labeled)
+                _write_json(path, record)
+                self.log(f"[{name} seed {seed}] cycle {cycle + 1}: mAP@0.5 {record['map50']:.4f}  mAP@0.75 {record['map75']:.4f}")
+            records.append(record)
+            labeled = sorted(set(record["labeled_ids"]) | set(record.get("selected_ids", [])))
+        return records
+
+    def _cycle(self, method: Method, seed: int, cycle: int, labeled: list[int]) -> dict:
+        cfg = self.config
+        specs = [self._spec(method, seed, m, labeled) for m in range(method.members)]
+        trained = [self.cache.get(spec, self.progress) for spec in specs]
+        models = [m for m, _ in trained]
+        metrics = trained[0][1]  # the detector the method labels for is its first (only) model
+        record = {
+            "method": method.name,
+            "seed": seed,
+            "cycle": cycle,
+            "num_labeled": len(labeled),
+            "labeled_ids": labeled,
+            **{k: metrics[k] for k in METRIC_KEYS},
+            "model_keys": [s.key() for s in specs],
+            "parameters": sum(m["parameters"] for _, m in trained),
+            "train_seconds": sum(m["train_seconds"] for _, m in trained),
+            "eval_s_per_image": metrics["eval_s_per_image"],
+        }
+        if cycle + 1 < cfg.cycles:
+            labeled_set = set(labeled)
+            pool_ids = [i for i in self.all_ids if i not in labeled_set]
+            pool = self.train_set.subset([self.train_set.index_of(i) for i in pool_ids])
+            predictions = self._cached_predictions(specs[0].key(), models[0], pool, pool_ids) if method.kind in ("almdn", "entropy", "llal") else None
+            result = score_pool(
+                method,
+                models,
+                pool,
+                pool_ids,
+                labeled=self.train_set.subset([self.train_set.index_of(i) for i in labeled]),
+                budget=cfg.budget,
+                seed=seed * 1000 + cycle,
+                conf_threshold=cfg.conf_threshold,
+                mc_passes=cfg.mc_passes,
+                batch_size=cfg.batch_size,
+                device=cfg.device,
+                predictions=predictions,
+            )
+            selection = select_batch(result.scores, cfg.budget, labeled, cfg.no_detection, seed=seed * 1000 + cycle)
+            if selection.message:
+                self.log(f"[{method.name} seed {seed}] {selection.message}")
+            scores_path = self.record_path(method.name, seed, cycle).with_suffix(".scores.csv")
+            scores_path.parent.mkdir(parents=True, exist_ok=True)
+            result.table.to_csv(scores_path, index=False)
+            record.update(
+                selected_ids=selection.image_ids,
+                selected_by_score=selection.by_score,
+                acquisition_seconds=result.seconds + predictions_seconds(predictions),
+                acquisition_s_per_image=(result.seconds + predictions_seconds(predictions)) / max(len(pool_ids), 1),
+            )
+        return record
+
+    def _cached_predictions(self, key: str, model, pool, pool_ids: list[int]) -> list[dict]:
+        """The first model's pool detections, computed once per model (almdn and entropy on
+        the same model read the same forward pass)."""
+        path = self.out / "models" / key / "pool_predictions.pt"
+        if path.exists():
+            payload = torch.load(path, weights_only=False)
+            if payload["pool_ids"] == pool_ids:
+                return _Timed(payload["predictions"], payload["seconds"])
+        t0 = time.perf_counter()
+        preds = predict(model, pool, batch_size=self.config.batch_size, device=self.config.device)
+        seconds = time.perf_counter() - t0
+        keep = ("boxes", "scores", "labels", "loc_aleatoric", "loc_epistemic", "cls_aleatoric", "cls_epistemic", "cls_entropy", "predicted_loss")
+        preds = [{k: v for k, v in p.items() if k in keep} for p in preds]
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save({"pool_ids": pool_ids, "predictions": preds, "seconds": seconds}, tmp)
+        os.replace(tmp, path)
+        return _Timed(preds, seconds)
+
+    # ------------------------------------------------------------------ transfer (Tab. 7)
+    def run_transfer(self, arch: str, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> None:
+        """Train ``arch`` on every acquired labeled set of the finished runs (Tab. 7)."""
+        cfg = self.config
+        for seed in seeds if seeds is not None else cfg.seeds:
+            for name in methods if methods is not None else cfg.methods:
+                for cycle in range(cfg.cycles):
+                    path = self.record_path(name, seed, cycle)
+                    out = path.with_suffix(f".transfer-{arch}.json")
+                    if not path.exists() or out.exists():
+                        continue
+                    record = json.loads(path.read_text())
+                    method = Method(name, "transfer", head=cfg.transfer_head)
+                    # another architecture keeps its own default input size
+                    overrides = {"arch": arch} if arch == cfg.model.get("arch") else {"arch": arch, "image_size": None}
+                    spec = self._spec(method, seed, 0, record["labeled_ids"], overrides)
+                    _, metrics = self.cache.get(spec, self.progress)
+                    _write_json(out, {"method": name, "seed": seed, "cycle": cycle, "arch": arch, "num_labeled": record["num_labeled"], **{k: metrics[k] for k in METRIC_KEYS}})
+
+    def records(self) -> pd.DataFrame:
+        """Every finished cycle record of this experiment, one row each."""
+        return read_records(self.out)
+
+
+def read_records(out_dir: str | Path, suffix: str = "") -> pd.DataFrame:
+    """The cycle records under ``out_dir/runs`` (``suffix=".transfer-<arch>"`` for Tab. 7's)."""
+    pattern = re.compile(rf"cycle-\d+{re.escape(suffix)}\.json")
+    paths = sorted(p for p in (Path(out_dir) / "runs").glob("*/seed-*/cycle-*.json") if pattern.fullmatch(p.name))
+    return pd.DataFrame([json.loads(p.read_text()) for p in paths])
+
+
+class _Timed(list):
+    """A list of predictions that remembers how long computing it took."""
+
+    def __init__(self, items, seconds: float):
+        super().__init__(items)
+        self.seconds = seconds
+
+
+def predictions_seconds(predictions) -> float:
+    return float(getattr(predictions, "seconds", 0.0))

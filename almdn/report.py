@@ -1,0 +1,209 @@
+"""Tables and figures of an experiment, in the layout of the paper's.
+
+From the cycle records of :mod:`almdn.loop`: ``results.csv`` (one row per method, seed and
+cycle), ``results.md`` (Tab. 4: mAP@0.5 and @0.75 per cycle as mean ± std over seeds with the
+parameter count and forward times; Tab. 2: the aggregation functions; Tab. 3: overlap of the
+images each single uncertainty selects; Tab. 7: transfer to another architecture; and how the
+paper's method compares with random sampling) and ``results.html`` (a plotly figure).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from almdn.acquisition.scoring import SHORT_NAMES
+from almdn.loop import read_records
+
+CSV_COLUMNS = [
+    "method", "seed", "cycle", "num_labeled", "map50", "map75", "map", "voc07_map50",
+    "parameters", "train_seconds", "eval_s_per_image", "acquisition_s_per_image", "selected_by_score",
+]
+
+
+def curves(records: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean and sample std (ddof=1) over seeds of ``metric`` per method and cycle."""
+    grouped = records.groupby(["method", "cycle"])
+    table = grouped.agg(num_labeled=("num_labeled", "mean"), mean=(metric, "mean"), std=(metric, "std"), seeds=("seed", "nunique"))
+    return table.reset_index()
+
+
+def _fmt(mean: float, std: float) -> str:
+    return f"{100 * mean:.2f}" if np.isnan(std) else f"{100 * mean:.2f}±{100 * std:.2f}"
+
+
+def _method_order(methods) -> list[str]:
+    preferred = ["random", "entropy", "coreset", "llal", "mc_dropout", "ensemble", "almdn", "almdn_eff"]
+    return sorted(methods, key=lambda m: (preferred.index(m) if m in preferred else len(preferred), m))
+
+
+def map_table(records: pd.DataFrame, metric: str, methods: list[str] | None = None) -> str:
+    """Tab. 4 layout: mAP per cycle (mean ± std over seeds, in %), parameters, forward time."""
+    c = curves(records, metric)
+    cycles = sorted(c["cycle"].unique())
+    methods = _method_order(methods or c["method"].unique())
+    labels = {cy: int(round(c.loc[c["cycle"] == cy, "num_labeled"].median())) for cy in cycles}
+    head = ["method", *[f"cycle {cy + 1} ({labels[cy]} img)" for cy in cycles], "params (M)", "detector forward (s/img)", "acquisition (s/pool img)", "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        rows = c[c["method"] == m].set_index("cycle")
+        rec = records[records["method"] == m]
+        cells = [_fmt(rows.loc[cy, "mean"], rows.loc[cy, "std"]) if cy in rows.index else "" for cy in cycles]
+        acq = rec["acquisition_s_per_image"].mean() if "acquisition_s_per_image" in rec else float("nan")
+        cells += [f"{rec['parameters'].mean() / 1e6:.3f}", f"{rec['eval_s_per_image'].mean():.4f}", "" if np.isnan(acq) else f"{acq:.4f}", str(int(rows["seeds"].max()))]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def overlap_table(out_dir: str | Path, method: str, budget: int) -> pd.DataFrame | None:
+    """Tab. 3: % overlap of the top-``budget`` pool images by each single uncertainty (its
+    z-scored image value), averaged over every scored (seed, cycle) of ``method``."""
+    folder = Path(out_dir) / "runs" / method.replace(":", "-")
+    mats = []
+    for path in sorted(folder.glob("seed-*/cycle-*.scores.csv")):
+        table = pd.read_csv(path)
+        cols = [f"z_{SHORT_NAMES[s]}" for s in SHORT_NAMES]
+        if not set(cols) <= set(table.columns):
+            return None
+        tops = {s: set(table.sort_values(f"z_{SHORT_NAMES[s]}", ascending=False, kind="stable", na_position="last")["image_id"].head(budget)) for s in SHORT_NAMES}
+        mats.append([[100.0 * len(tops[a] & tops[b]) / max(budget, 1) for b in SHORT_NAMES] for a in SHORT_NAMES])
+    if not mats:
+        return None
+    names = [f"u_{s}" for s in SHORT_NAMES]
+    return pd.DataFrame(np.mean(mats, axis=0), index=names, columns=names)
+
+
+def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
+    """Labeled images at which a mean curve first reaches ``target`` (linear interpolation
+    between cycles); NaN if it never does."""
+    xs, ys = curve["num_labeled"].to_numpy(float), curve["mean"].to_numpy(float)
+    for i, (x, y) in enumerate(zip(xs, ys)):
+        if y >= target:
+            if i == 0:
+                return float(x)
+            x0, y0 = xs[i - 1], ys[i - 1]
+            return float(x0 + (target - y0) / (y - y0) * (x - x0))
+    return float("nan")
+
+
+def comparison_with_random(records: pd.DataFrame) -> list[dict]:
+    """For each method: its mean mAP@0.5 gain over random per cycle after the first, and the
+    labels it needs to reach random's final mean mAP@0.5 (as a fraction of random's)."""
+    c = curves(records, "map50")
+    rand = c[c["method"] == "random"].sort_values("cycle")
+    if rand.empty:
+        return []
+    target, rand_labels = float(rand["mean"].iloc[-1]), float(rand["num_labeled"].iloc[-1])
+    out = []
+    for m in _method_order(c["method"].unique()):
+        if m == "random":
+            continue
+        cur = c[c["method"] == m].sort_values("cycle")
+        joined = cur.merge(rand, on="cycle", suffixes=("", "_random"))
+        later = joined[joined["cycle"] > 0]
+        gains = (100 * (later["mean"] - later["mean_random"])).tolist()
+        reach = labels_to_reach(cur, target)
+        out.append({
+            "method": m,
+            "gain_per_cycle": gains,
+            "mean_gain": float(np.mean(gains)) if gains else float("nan"),
+            "min_gain": float(np.min(gains)) if gains else float("nan"),
+            "labels_to_random_final": reach,
+            "fraction_of_random_labels": reach / rand_labels if rand_labels else float("nan"),
+        })
+    return out
+
+
+def figure(records: pd.DataFrame, title: str) -> go.Figure:
+    """mAP@0.5 and mAP@0.75 against labeled images, mean ± std over seeds per method."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("mAP@0.5", "mAP@0.75"))
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+    for col, metric in enumerate(("map50", "map75"), start=1):
+        c = curves(records, metric)
+        for i, m in enumerate(_method_order(c["method"].unique())):
+            cur = c[c["method"] == m].sort_values("cycle")
+            fig.add_trace(
+                go.Scatter(
+                    x=cur["num_labeled"], y=100 * cur["mean"], error_y={"type": "data", "array": 100 * cur["std"].fillna(0)},
+                    mode="lines+markers", name=m, legendgroup=m, showlegend=col == 1, line={"color": palette[i % len(palette)]},
+                ),
+                row=1, col=col,
+            )
+        fig.update_xaxes(title_text="labeled images", row=1, col=col)
+        fig.update_yaxes(title_text="%", row=1, col=col)
+    fig.update_layout(title=title, template="plotly_white", height=450, width=1000)
+    return fig
+
+
+def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
+    """Write results.csv, results.md and results.html into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    config = json.loads((out / "config.json").read_text())
+    records = read_records(out)
+    if records.empty:
+        raise ValueError(f"No finished cycles in '{out}' yet: run the experiment first.")
+    title = title or f"Active learning: {config.get('name', out.name)}"
+    cols = [c for c in CSV_COLUMNS if c in records.columns]
+    records.sort_values(["method", "seed", "cycle"])[cols].to_csv(out / "results.csv", index=False)
+
+    budget = int(config["budget"])
+    train = config.get("train", {})
+    md = [
+        f"# {title}",
+        "",
+        f"Initial labeled set {config['initial']}, budget {budget} per cycle, {config['cycles']} cycles, "
+        f"seeds {', '.join(map(str, sorted(records['seed'].unique())))}; model {json.dumps(config.get('model', {}))}; "
+        f"training {json.dumps(train)}; every cycle retrains from scratch. "
+        "mAP in %, mean ± std (ddof 1) over seeds. Detector forward: inference seconds per test image; "
+        "acquisition: seconds per pool image for the whole scoring pass (all passes / members).",
+        "",
+        "## mAP@0.5 (Tab. 4 layout)",
+        "",
+        map_table(records, "map50"),
+        "",
+        "## mAP@0.75",
+        "",
+        map_table(records, "map75"),
+    ]
+    comparison = comparison_with_random(records)
+    if comparison:
+        md += ["", "## Against random sampling (mAP@0.5)", "", "| method | gain per cycle after the first (points) | mean gain | labels to reach random's final mAP | fraction of random's labels |", "|---|---|---|---|---|"]
+        for row in comparison:
+            gains = ", ".join(f"{g:+.2f}" for g in row["gain_per_cycle"])
+            reach = "not reached" if np.isnan(row["labels_to_random_final"]) else f"{row['labels_to_random_final']:.0f}"
+            frac = "" if np.isnan(row["fraction_of_random_labels"]) else f"{100 * row['fraction_of_random_labels']:.0f}%"
+            md.append(f"| {row['method']} | {gains} | {row['mean_gain']:+.2f} | {reach} | {frac} |")
+    aggregations = [m for m in records["method"].unique() if m.startswith("almdn:")]
+    if aggregations:
+        md += ["", "## Aggregation functions (Tab. 2), mAP@0.5", "", map_table(records, "map50", ["random", "almdn", *aggregations])]
+    for method in ("almdn", "almdn_eff"):
+        overlap = overlap_table(out, method, budget)
+        if overlap is not None:
+            md += ["", f"## Overlap of the images each uncertainty selects (Tab. 3), {method}, %", "", "| | " + " | ".join(overlap.columns) + " |", "|---|" + "---|" * len(overlap.columns)]
+            md += [f"| {idx} | " + " | ".join(f"{v:.0f}" for v in row) + " |" for idx, row in overlap.iterrows()]
+    for arch in config.get("transfer", []) or []:
+        transfer = read_records(out, f".transfer-{arch}")
+        if not transfer.empty:
+            transfer["eval_s_per_image"], transfer["parameters"] = np.nan, np.nan
+            md += ["", f"## Transfer: {arch} trained on each acquired set (Tab. 7), mAP@0.5", "", _transfer_table(transfer)]
+    (out / "results.md").write_text("\n".join(md) + "\n")
+    figure(records, title).write_html(out / "results.html", include_plotlyjs="cdn")
+    return {"csv": out / "results.csv", "md": out / "results.md", "html": out / "results.html"}
+
+
+def _transfer_table(transfer: pd.DataFrame) -> str:
+    c = curves(transfer, "map50")
+    cycles = sorted(c["cycle"].unique())
+    lines = ["| method | " + " | ".join(f"cycle {cy + 1}" for cy in cycles) + " |", "|---|" + "---|" * len(cycles)]
+    for m in _method_order(c["method"].unique()):
+        rows = c[c["method"] == m].set_index("cycle")
+        lines.append(f"| {m} | " + " | ".join(_fmt(rows.loc[cy, "mean"], rows.loc[cy, "std"]) if cy in rows.index else "" for cy in cycles) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["comparison_with_random", "curves", "figure", "labels_to_reach", "map_table", "overlap_table", "write_report"]
