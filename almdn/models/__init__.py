@@ -78,7 +78,9 @@ def build_model(
 
     Args:
         arch: "ssd_small" (demo, 128 px, trains on a CPU in minutes), "ssd_mobilenet_v2"
-            (ImageNet MobileNetV2, 320 px) or "ssd300_vgg16" (the paper's).
+            (ImageNet MobileNetV2, 320 px) or "ssd300_vgg16" (the paper's); or a Faster R-CNN,
+            "frcnn_resnet50_fpn" (the paper's Tab. 6) or "frcnn_mobilenet_v2", built by
+            :func:`almdn.models.frcnn.build_frcnn` (which documents its extra keyword arguments).
         num_classes: C, object classes without background.
         head: "gmm", "eff" or "plain" (torchvision's SSD head, the baseline).
         num_components: K mixture components (K = 1 is the single Gaussian model).
