@@ -10,12 +10,17 @@ machine load hits every method alike. Methods, all on the same detector:
   computed once and only the extra layers and head are repeated
 * ensemble: 3 independently initialised gmm models, each run in full
 
+Faster R-CNN models (``frcnn_*``, Tab. 6) get plain (torchvision's predictor) / gmm / eff, and
+gmm with class-specific box mixtures, on one 375 x 500 image (a typical VOC image, which the
+transform resizes to 800 x 1067 as in the paper's setting).
+
 "Forward time" is the whole inference call: preprocessing, network, Eq. 7 decoding, NMS and
 the four uncertainties. Random weights are used (the cost does not depend on training, except
 through the number of NMS candidates, which random weights make maximal for every method).
 
-Usage: python bench/cost.py [--models ssd300_vgg16,ssd_small] [--device cpu] [--repeats 5]
-Writes bench/results/cost-<device>.md and .json.
+Usage: python bench/cost.py [--models ssd300_vgg16,ssd_small] [--device cpu] [--repeats 5] [--note TEXT]
+Writes bench/results/cost-<device>.md and .json; rows of models not measured in this run are kept
+from the existing files, so one model can be re-measured alone (--note records why and when).
 """
 
 from __future__ import annotations
@@ -34,10 +39,25 @@ import torch  # noqa: E402
 
 from almdn.models import build_model  # noqa: E402
 
-NUM_CLASSES = {"ssd300_vgg16": 20, "ssd_small": 10, "ssd_mobilenet_v2": 20}  # VOC for the paper's model
+NUM_CLASSES = {"ssd300_vgg16": 20, "ssd_small": 10, "ssd_mobilenet_v2": 20, "frcnn_resnet50_fpn": 20, "frcnn_mobilenet_v2": 20}
+FRCNN_INPUT = (375, 500)  # (H, W) of a typical VOC image; Faster R-CNN resizes it itself
+
+
+def _frcnn_methods(arch: str):
+    """Faster R-CNN: the mixture predictor replaces the box predictor after RoI pooling (Tab. 6)."""
+    c = NUM_CLASSES[arch]
+    mk = lambda **kw: build_model(arch, c, pretrained=False, **kw).eval()  # noqa: E731
+    torch.manual_seed(0)
+    plain, gmm, eff = mk(head="plain"), mk(head="gmm"), mk(head="eff")
+    specific = mk(head="gmm", class_agnostic_boxes=False)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    models = {"plain": plain, "gmm": gmm, "eff": eff, "gmm, class-specific boxes": specific}
+    return {name: (count(m), m) for name, m in models.items()}, list(models.values())
 
 
 def _methods(arch: str):
+    if arch.startswith("frcnn"):
+        return _frcnn_methods(arch)
     c = NUM_CLASSES[arch]
     mk = lambda **kw: build_model(arch, c, pretrained=False, **kw).eval()  # noqa: E731
     torch.manual_seed(0)
@@ -64,7 +84,7 @@ def _sync(device: torch.device) -> None:
 
 def measure(arch: str, device: torch.device, batch_sizes: tuple[int, ...], repeats: int) -> list[dict]:
     methods, models = _methods(arch)
-    size = models[0].size
+    size = getattr(models[0], "size", FRCNN_INPUT)
     for model in models:
         model.to(device)
     g = torch.Generator().manual_seed(0)
@@ -130,6 +150,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--note", default=None, help="A remark on this run, shown under the table for its models.")
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = []
@@ -140,13 +161,22 @@ def main() -> None:
         f"Forward cost per image, median of {args.repeats} interleaved runs, random weights, "
         f"one run on the same inputs. Machine: {where}."
     )
-    table = to_markdown(rows, header)
-    print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"cost-{device.type}"
+    measured = {r["model"] for r in rows}
+    notes = {m: args.note for m in measured if args.note}
+    previous = out / f"{stem}.json"
+    if previous.exists():  # keep the other models' rows and notes from their own run
+        old = json.loads(previous.read_text())
+        rows = [r for r in old["rows"] if r["model"] not in measured] + rows
+        notes = {**{m: n for m, n in old.get("notes", {}).items() if m not in measured}, **notes}
+    table = to_markdown(rows, header)
+    if notes:
+        table += "\n\n" + "\n".join(f"- {m}: {n}" for m, n in notes.items())
+    print(table)
     (out / f"{stem}.md").write_text(table + "\n")
-    (out / f"{stem}.json").write_text(json.dumps({"machine": where, "rows": rows}, indent=2))
+    (out / f"{stem}.json").write_text(json.dumps({"machine": where, "rows": rows, "notes": notes}, indent=2))
     print(f"written to {out / stem}.md")
 
 
