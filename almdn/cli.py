@@ -269,7 +269,10 @@ def experiment(config_path, out, methods, seeds, transfer, device, report_only) 
         except ValueError as exc:
             raise UserError(str(exc)) from None
         click.echo(f"Experiment finished in {(time.perf_counter() - t0) / 60:.1f} min.")
-    paths = write_report(out_dir)
+    try:
+        paths = write_report(out_dir)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     click.echo(paths["md"].read_text())
     click.echo(f"Wrote {paths['csv']}, {paths['md']}, {paths['html']}.")
 

@@ -195,8 +195,23 @@ class Experiment:
         self.train_set, self.test_set = load_datasets(config, progress)
         self.all_ids = [int(i) for i in self.train_set.image_ids]
         self.cache = ModelCache(self.out / "models", self.train_set, self.test_set, config.device, log)
+        self._check_same_protocol()
         self.out.mkdir(parents=True, exist_ok=True)
         _write_json(self.out / "config.json", dataclasses.asdict(config))
+
+    #: Settings a results folder is tied to; methods, seeds, transfer and device may change.
+    PROTOCOL_KEYS = ("data", "model", "train", "initial", "budget", "cycles", "conf_threshold", "no_detection", "mc_passes", "mc_dropout", "ensemble_size", "transfer_head")
+
+    def _check_same_protocol(self) -> None:
+        """Refuse to mix results of different protocols in one folder (cached models are keyed
+        by model, schedule and labeled ids, not by the dataset)."""
+        path = self.out / "config.json"
+        if not path.exists():
+            return
+        old, new = json.loads(path.read_text()), json.loads(json.dumps(dataclasses.asdict(self.config), default=list))
+        changed = [k for k in self.PROTOCOL_KEYS if k in old and old[k] != new[k]]
+        if changed:
+            raise ValueError(f"'{self.out}' holds an experiment with different {', '.join(changed)}; choose another output folder.")
 
     def record_path(self, method: str, seed: int, cycle: int) -> Path:
         return self.out / "runs" / method.replace(":", "-") / f"seed-{seed}" / f"cycle-{cycle}.json"

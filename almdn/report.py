@@ -143,6 +143,8 @@ def figure(records: pd.DataFrame, title: str) -> go.Figure:
 def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Path]:
     """Write results.csv, results.md and results.html into ``out_dir``; returns their paths."""
     out = Path(out_dir)
+    if not (out / "config.json").exists():
+        raise ValueError(f"No experiment in '{out}': run the experiment first (almdn experiment --config ... --out {out}).")
     config = json.loads((out / "config.json").read_text())
     records = read_records(out)
     if records.empty:

@@ -61,3 +61,38 @@ def test_user_errors_are_one_sentence_without_traceback(tmp_path):
     assert "Traceback" not in result.output and "No checkpoint at" in result.output
     result = runner.invoke(main, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "No 'train' annotations found" in result.output
+
+
+def test_experiment_runs_resumes_and_reports(tiny_demo, tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        "name: cli\n"
+        f"data: {{format: coco, train: '{tiny_demo['train_annotations']}', test: '{tiny_demo['test_annotations']}'}}\n"
+        "model: {arch: ssd_small, num_components: 2}\n"
+        "train: {preset: demo, iterations: 2, batch_size: 4}\n"
+        "initial: 10\nbudget: 5\ncycles: 2\nseeds: [0, 1]\nmethods: [almdn, random]\nconf_threshold: 0.0\n"
+    )
+    out = tmp_path / "out"
+    runner = CliRunner()
+    result = runner.invoke(main, ["experiment", "--config", str(config), "--out", str(out), "--seeds", "0"])
+    assert result.exit_code == 0, result.output
+    assert "## mAP@0.5 (Tab. 4 layout)" in result.output and "| almdn |" in result.output
+    assert {p.name for p in out.iterdir()} >= {"results.csv", "results.md", "results.html", "config.json", "runs", "models"}
+    assert len(pd.read_csv(out / "results.csv")) == 4  # 2 methods x 1 seed x 2 cycles
+    result = runner.invoke(main, ["experiment", "--config", str(config), "--out", str(out), "--seeds", "0"])
+    assert result.exit_code == 0 and "cycle 1/2" not in result.output  # nothing recomputed
+
+
+def test_experiment_errors_are_one_sentence(tmp_path):
+    runner = CliRunner()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbudgte: 3\n")
+    result = runner.invoke(main, ["experiment", "--config", str(bad)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "Unknown setting(s) budgte" in result.output
+    (tmp_path / "empty").mkdir()
+    good = tmp_path / "good.yaml"
+    good.write_text("name: x\n")
+    result = runner.invoke(main, ["experiment", "--config", str(good), "--out", str(tmp_path / "empty"), "--report-only"])
+    assert result.exit_code == 1 and result.exception.__class__.__name__ == "SystemExit"
+    assert "No experiment in" in result.output and "run the experiment first" in result.output

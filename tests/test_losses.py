@@ -158,3 +158,19 @@ def test_gradients_reach_every_mixture_parameter(eff):
             continue
         assert t.grad is not None and torch.isfinite(t.grad).all(), name
         assert t.grad.abs().sum() > 0, name
+
+
+def test_per_image_loss_is_each_image_s_own_eq6_loss():
+    # eff head: no noise draw, so the batch and the single-image losses are comparable exactly.
+    torch.manual_seed(0)
+    out = _outputs(3, 30, 2, 4, eff=True)
+    cls_t = torch.zeros(3, 30, dtype=torch.long)
+    cls_t[0, [1, 5]] = 2
+    cls_t[2, 7] = 1  # image 1 has no positive
+    loc_t = torch.randn(3, 30, 4)
+    batch = detection_loss(out, loc_t, cls_t, per_image=True)
+    for i in range(3):
+        alone = detection_loss({k: None if v is None else v[i : i + 1] for k, v in out.items()}, loc_t[i : i + 1], cls_t[i : i + 1])
+        assert float(batch["per_image"][i]) == pytest.approx(float(sum(alone.values())), rel=1e-5)
+    assert float(batch["per_image"][1]) == 0.0
+    assert "per_image" not in detection_loss(out, loc_t, cls_t)

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 
@@ -39,3 +40,44 @@ def test_z_scores_at_detection_level_then_max_per_image_then_max_of_four():
     assert table.loc[2, "score"] == (6 - 3) / std
     assert table.loc[3, "num_detections"] == 0 and pd.isna(table.loc[3, "score"])
     assert table.index.tolist() == [1, 2, 3]
+
+
+def _two_image_table(aggregation):
+    # Image 1: one detection with loc_al 1, loc_ep 4, cls_al 0, cls_ep 2; image 2: one with 3, 0, 2, 0.
+    preds = [_pred([0.9], [[1.0], [4.0], [0.0], [2.0]]), _pred([0.9], [[3.0], [0.0], [2.0], [0.0]])]
+    return image_scores(detections_frame(preds, [1, 2]), [1, 2], aggregation).set_index("image_id")
+
+
+def test_every_aggregation_of_table_2_is_available():
+    from almdn.acquisition.scoring import AGGREGATIONS
+
+    assert len(AGGREGATIONS) == 14  # Tab. 2's rows besides random sampling
+    assert AGGREGATIONS["max_all"] == ("max", ("alb", "epb", "alc", "epc"))
+    assert AGGREGATIONS["sum_al"] == ("sum", ("alb", "alc"))
+
+
+def test_aggregations_against_a_hand_computation():
+    # Two detections per uncertainty: z = (v - mean) / pop std = -1 or +1 for each column.
+    # z per image:   alb   epb   alc   epc
+    #   image 1:     -1    +1    -1    +1
+    #   image 2:     +1    -1    +1    -1
+    expected = {
+        "alb": (-1, 1), "epc": (1, -1), "sum_loc": (0, 0), "sum_cls": (0, 0), "sum_al": (-2, 2),
+        "sum_ep": (2, -2), "sum_all": (0, 0), "max_loc": (1, 1), "max_al": (-1, 1), "max_ep": (1, -1), "max_all": (1, 1),
+    }
+    for aggregation, (s1, s2) in expected.items():
+        table = _two_image_table(aggregation)
+        assert table.loc[1, "score"] == pytest.approx(s1), aggregation
+        assert table.loc[2, "score"] == pytest.approx(s2), aggregation
+
+
+def test_unknown_aggregation_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="max_all"):
+        _two_image_table("mean_all")
+
+
+def test_images_without_detections_have_no_score_under_every_aggregation():
+    preds = [_pred([0.9], [[1.0], [4.0], [0.0], [2.0]]), _pred([], [[]] * 4)]
+    for aggregation in ("sum_all", "max_all", "alc"):
+        table = image_scores(detections_frame(preds, [1, 2]), [1, 2], aggregation).set_index("image_id")
+        assert pd.isna(table.loc[2, "score"])

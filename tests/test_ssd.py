@@ -140,6 +140,48 @@ def test_mc_dropout_reuses_the_trunk_and_varies_between_runs():
         build_model("ssd_small", 3).eval().forward_mc_dropout(images)
 
 
+
+def test_ensemble_of_identical_members_equals_the_single_model_and_disagreement_raises_entropy():
+    import copy
+
+    torch.manual_seed(5)
+    keep_all = dict(topk_candidates=10_000, detections_per_img=100_000, nms_thresh=1.0, score_thresh=-1.0)
+    model = build_model("ssd_small", 3, head="gmm", **keep_all).eval()
+    images = [torch.rand(3, 128, 128), torch.rand(3, 128, 128)]
+    with torch.no_grad():
+        for p in model.head.parameters():  # confident predictions, unlike a fresh init
+            p.add_(0.3 * torch.randn_like(p))
+        single = model(images)
+    same = model.forward_ensemble(images, [copy.deepcopy(model), copy.deepcopy(model)])
+    for a, b in zip(single, same):
+        # near-equal scores may swap places: compare by (anchor, class)
+        oa, ob = (torch.argsort(d["anchor_index"] * 10 + d["labels"]) for d in (a, b))
+        assert torch.equal(a["anchor_index"][oa], b["anchor_index"][ob])
+        for key in ("boxes", "scores", "labels", "cls_entropy"):
+            assert torch.allclose(a[key][oa], b[key][ob], rtol=1e-4, atol=1e-4), key  # sums of 3 equal terms
+    other = build_model("ssd_small", 3, head="gmm", **keep_all).eval()
+    with torch.no_grad():
+        for p in other.head.parameters():  # a member that disagrees
+            p.add_(0.3 * torch.randn_like(p))
+        theirs = other(images)
+    mixed = model.forward_ensemble(images, [other])
+
+    def entropies(dets):  # per (anchor, class), every pair is a detection here
+        return torch.cat([d["cls_entropy"][torch.argsort(d["anchor_index"] * 10 + d["labels"])] for d in dets])
+
+    # the entropy of averaged distributions is at least the average of their entropies (concavity)
+    average_of_entropies = (entropies(single) + entropies(theirs)) / 2
+    assert (entropies(mixed) >= average_of_entropies - 1e-5).all()
+    assert entropies(mixed).mean() > average_of_entropies.mean() + 0.01
+
+
+def test_image_features_are_one_pooled_vector_per_image():
+    model = build_model("ssd_small", 3).eval()
+    feats = model.image_features([torch.rand(3, 128, 128), torch.zeros(3, 100, 140)])
+    assert feats.shape == (2, model.backbone.out_channels[1]) and torch.isfinite(feats).all()
+    assert not torch.allclose(feats[0], feats[1])
+
+
 def test_mobilenet_builder_shapes_and_head_cost_independent_of_k():
     m4 = build_model("ssd_mobilenet_v2", 20, head="gmm", num_components=4, pretrained=False)
     m8 = build_model("ssd_mobilenet_v2", 20, head="gmm", num_components=8, pretrained=False)

@@ -1,0 +1,81 @@
+"""Each baseline: one finite score per image, and a planted uncertain image ranked above a
+planted easy one."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from almdn.acquisition.baselines import coreset_scores, loss_prediction_scores, mean_entropy_scores, random_scores
+from almdn.acquisition.selection import select_batch
+
+
+def test_random_scores_are_finite_seeded_and_uniform_over_the_pool():
+    ids = list(range(100, 200))
+    a, b, c = random_scores(ids, 3), random_scores(ids, 3), random_scores(ids, 4)
+    assert a.index.tolist() == ids and np.isfinite(a).all()
+    assert a.equals(b) and not a.equals(c)
+    # top-10 of many seeds hits every image about equally often
+    hits = pd.concat([random_scores(ids, s).nlargest(10) for s in range(300)]).index.value_counts()
+    assert len(hits) == 100 and hits.max() < 3 * hits.mean()
+
+
+def test_entropy_is_the_mean_over_an_image_s_detections():
+    frame = pd.DataFrame({"image_id": [1, 1, 2, 3, 3, 3], "cls_entropy": [0.2, 0.4, 1.5, 0.0, 0.1, 0.2]})
+    scores = mean_entropy_scores(frame, [1, 2, 3, 4])
+    assert scores.loc[1] == np.float64(0.3) or abs(scores.loc[1] - 0.3) < 1e-12
+    assert scores.loc[2] == 1.5 and abs(scores.loc[3] - 0.1) < 1e-12
+    assert np.isnan(scores.loc[4])  # no detection: the selection policy decides
+    assert select_batch(scores, 1).image_ids == [2]  # the planted uncertain image first
+
+
+def _brute_force_k_center(pool, labeled, budget):
+    """The greedy k-center order by a direct double loop (the definition)."""
+    centers = [tuple(x) for x in labeled]
+    order = []
+    for _ in range(budget):
+        best, best_d = None, -1.0
+        for i, x in enumerate(pool):
+            if i in order:
+                continue
+            d = min(np.linalg.norm(np.subtract(x, c)) for c in centers)
+            if d > best_d:
+                best, best_d = i, d
+        order.append(best)
+        centers.append(tuple(pool[best]))
+    return order
+
+
+def test_coreset_scores_reproduce_greedy_k_center():
+    rng = np.random.default_rng(0)
+    pool, labeled = rng.normal(size=(40, 3)), rng.normal(size=(5, 3))
+    ids = list(range(1000, 1040))
+    scores = coreset_scores(torch.tensor(pool), torch.tensor(labeled), 8, ids)
+    assert np.isfinite(scores).all() and len(scores) == 40
+    expected = [ids[i] for i in _brute_force_k_center(pool, labeled, 8)]
+    assert select_batch(scores, 8).image_ids == expected
+
+
+def test_coreset_picks_the_planted_outlier_and_skips_near_duplicates():
+    labeled = torch.zeros(3, 2)
+    pool = torch.tensor([[0.1, 0.0], [10.0, 10.0], [10.0, 10.01], [0.0, 0.2], [-5.0, 0.0]])
+    scores = coreset_scores(pool, labeled, 2, [1, 2, 3, 4, 5])
+    chosen = select_batch(scores, 2).image_ids
+    assert chosen == [3, 5]  # the farther of the two outliers, then the next farthest, not its duplicate
+
+
+def test_coreset_without_labeled_images_starts_from_the_pool_mean():
+    pool = torch.tensor([[0.0], [1.0], [2.0], [9.0]])
+    scores = coreset_scores(pool, torch.zeros(0, 1), 1, [1, 2, 3, 4])
+    assert np.isfinite(scores).all()
+    assert select_batch(scores, 1).image_ids == [4]
+
+
+def test_loss_prediction_scores_rank_the_highest_predicted_loss_first():
+    scores = loss_prediction_scores(torch.tensor([0.5, 3.0, -1.0]), [7, 8, 9])
+    assert scores.to_dict() == {7: 0.5, 8: 3.0, 9: -1.0}
+    assert select_batch(scores, 1).image_ids == [8]
+
+
+def test_every_score_is_float64():
+    for s in (random_scores([1, 2], 0), loss_prediction_scores([1.0, 2.0], [1, 2]), coreset_scores(torch.rand(3, 2), torch.rand(2, 2), 1, [1, 2, 3])):
+        assert s.dtype == np.float64

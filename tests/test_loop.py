@@ -1,0 +1,104 @@
+"""The experiment runner: the protocol's invariants, shared cycle-0 models, resuming."""
+
+import json
+
+import pytest
+
+from almdn.loop import Experiment, ExperimentConfig, initial_labeled_set, read_records
+
+
+def _config(tiny_demo, **overrides):
+    settings = dict(
+        name="t",
+        data={"format": "coco", "train": str(tiny_demo["train_annotations"]), "test": str(tiny_demo["test_annotations"])},
+        model={"arch": "ssd_small", "num_components": 2},
+        train={"preset": "demo", "iterations": 2, "batch_size": 4, "checkpoint_every": 1},
+        initial=10,
+        budget=5,
+        cycles=3,
+        seeds=[0],
+        methods=["almdn", "random"],
+        conf_threshold=0.0,
+        batch_size=16,
+    )
+    settings.update(overrides)
+    return ExperimentConfig(**settings)
+
+
+def test_initial_set_is_seeded_and_the_same_for_every_method():
+    ids = list(range(100, 160))
+    assert initial_labeled_set(ids, 10, 0) == initial_labeled_set(ids, 10, 0)
+    assert initial_labeled_set(ids, 10, 0) != initial_labeled_set(ids, 10, 1)
+    with pytest.raises(ValueError, match="larger than the pool"):
+        initial_labeled_set(ids, 61, 0)
+
+
+def test_protocol_invariants_shared_models_and_resume(tiny_demo, tmp_path):
+    logs = []
+    exp = Experiment(_config(tiny_demo), tmp_path / "exp", progress=False, log=logs.append)
+    exp.run()
+    records = read_records(tmp_path / "exp")
+    all_ids = set(exp.all_ids)
+    assert len(records) == 6
+    for method in ("almdn", "random"):
+        rows = records[records["method"] == method].sort_values("cycle").to_dict("records")
+        assert [r["num_labeled"] for r in rows] == [10, 15, 20]
+        for before, after in zip(rows, rows[1:]):
+            selected = set(before["selected_ids"])
+            assert len(selected) == 5 and not selected & set(before["labeled_ids"])  # never relabels
+            assert set(after["labeled_ids"]) == set(before["labeled_ids"]) | selected
+            assert set(after["labeled_ids"]) <= all_ids  # labeled + pool stays the dataset
+        last = json.loads((tmp_path / f"exp/runs/{method}/seed-0/cycle-2.json").read_text())
+        assert "selected_ids" not in last  # the last cycle only trains and evaluates
+    first = records[records["cycle"] == 0].set_index("method")
+    assert first.loc["almdn", "model_keys"] == first.loc["random", "model_keys"]  # one cycle-0 model
+    assert first.loc["almdn", "map50"] == first.loc["random", "map50"]
+    assert sum("training" in line for line in logs) == 5  # 1 shared + 2 per method
+    assert (tmp_path / "exp/runs/almdn/seed-0/cycle-0.scores.csv").exists()
+
+    # Resuming does nothing that is done; a lost record is recomputed from the cached model.
+    logs.clear()
+    Experiment(_config(tiny_demo), tmp_path / "exp", progress=False, log=logs.append).run()
+    assert logs == []
+    lost = tmp_path / "exp/runs/random/seed-0/cycle-2.json"
+    before = json.loads(lost.read_text())
+    lost.unlink()
+    Experiment(_config(tiny_demo), tmp_path / "exp", progress=False, log=logs.append).run()
+    assert not any("training" in line for line in logs) and any("cycle 3/3" in line for line in logs)
+    assert json.loads(lost.read_text())["labeled_ids"] == before["labeled_ids"]
+
+    # More methods or seeds may join the folder; another protocol may not.
+    Experiment(_config(tiny_demo, methods=["entropy"], seeds=[0]), tmp_path / "exp", progress=False, log=logs.append)
+    with pytest.raises(ValueError, match="different budget"):
+        Experiment(_config(tiny_demo, budget=7), tmp_path / "exp", progress=False, log=logs.append)
+
+
+def test_a_budget_larger_than_the_pool_takes_what_is_left_and_says_so(tiny_demo, tmp_path):
+    logs = []
+    n = 60  # tiny_demo's train images
+    config = _config(tiny_demo, initial=n - 3, budget=10, cycles=2, methods=["almdn"])
+    Experiment(config, tmp_path / "exp", progress=False, log=logs.append).run()
+    record = json.loads((tmp_path / "exp/runs/almdn/seed-0/cycle-0.json").read_text())
+    assert len(record["selected_ids"]) == 3
+    assert any("Only 3 unlabeled images are left" in line for line in logs)
+    assert json.loads((tmp_path / "exp/runs/almdn/seed-0/cycle-1.json").read_text())["num_labeled"] == n
+
+
+def test_config_files_are_read_and_checked(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ninitial: 5\nbudget: 2\ntrain: {preset: demo, iterations: 50, lr: 0.02}\n")
+    config = ExperimentConfig.from_yaml(path)
+    tc = config.train_config(seed=3)
+    assert (config.initial, tc.iterations, tc.lr, tc.seed) == (5, 50, 0.02, 3)
+    path.write_text("name: x\nbudgte: 2\n")
+    with pytest.raises(ValueError, match="budgte"):
+        ExperimentConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize("name", ["demo", "voc07", "coco", "smoke"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    config = ExperimentConfig.from_yaml(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
+    assert config.initial > 0 and config.budget > 0 and len(config.seeds) >= 2
+    assert config.train_config(0).iterations > 0

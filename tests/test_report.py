@@ -1,0 +1,90 @@
+"""Experiment tables and figure from hand-made cycle records."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from almdn.report import comparison_with_random, curves, labels_to_reach, overlap_table, write_report
+
+
+def _write(out, method, seed, cycle, n, map50, **extra):
+    path = out / "runs" / method.replace(":", "-") / f"seed-{seed}" / f"cycle-{cycle}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"method": method, "seed": seed, "cycle": cycle, "num_labeled": n, "map50": map50, "map75": map50 / 2, "map": map50 / 3,
+              "voc07_map50": map50, "parameters": 1_500_000, "eval_s_per_image": 0.01, "acquisition_s_per_image": 0.02, **extra}
+    path.write_text(json.dumps(record))
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"name": "t", "initial": 100, "budget": 100, "cycles": 3, "model": {}, "train": {}, "transfer": []}))
+    curves_by_method = {"random": [[0.10, 0.20, 0.30], [0.12, 0.22, 0.28]], "almdn": [[0.10, 0.26, 0.34], [0.12, 0.28, 0.36]]}
+    for method, seeds in curves_by_method.items():
+        for seed, values in enumerate(seeds):
+            for cycle, value in enumerate(values):
+                _write(out, method, seed, cycle, 100 * (cycle + 1), value)
+    return out
+
+
+def test_curves_are_mean_and_sample_std_over_seeds(experiment):
+    from almdn.loop import read_records
+
+    c = curves(read_records(experiment), "map50").set_index(["method", "cycle"])
+    assert c.loc[("random", 2), "mean"] == pytest.approx(0.29)
+    assert c.loc[("random", 2), "std"] == pytest.approx(np.std([0.30, 0.28], ddof=1))
+    assert c.loc[("almdn", 1), "num_labeled"] == 200
+
+
+def test_labels_to_reach_interpolates_between_cycles():
+    curve = pd.DataFrame({"num_labeled": [100, 200, 300], "mean": [0.1, 0.2, 0.4]})
+    assert labels_to_reach(curve, 0.3) == pytest.approx(250)
+    assert labels_to_reach(curve, 0.05) == 100
+    assert np.isnan(labels_to_reach(curve, 0.5))
+
+
+def test_comparison_with_random_gives_gains_and_label_savings(experiment):
+    from almdn.loop import read_records
+
+    (row,) = comparison_with_random(read_records(experiment))
+    assert row["method"] == "almdn"
+    assert row["gain_per_cycle"] == pytest.approx([6.0, 6.0])  # points of mAP@0.5
+    # random's final mean 0.29 is reached between 200 (0.27) and 300 (0.35) labels: 225
+    assert row["labels_to_random_final"] == pytest.approx(225)
+    assert row["fraction_of_random_labels"] == pytest.approx(0.75)
+
+
+def test_overlap_of_single_uncertainty_selections(tmp_path):
+    folder = tmp_path / "runs" / "almdn" / "seed-0"
+    folder.mkdir(parents=True)
+    # top-2 by each: alb {1, 2}, epb {1, 3}, alc {3, 4}, epc {1, 2}
+    pd.DataFrame({
+        "image_id": [1, 2, 3, 4],
+        "z_loc_aleatoric": [3, 2, 1, 0], "z_loc_epistemic": [3, 0, 2, 1],
+        "z_cls_aleatoric": [0, 1, 3, 2], "z_cls_epistemic": [2, 3, 0, np.nan],
+    }).to_csv(folder / "cycle-0.scores.csv", index=False)
+    table = overlap_table(tmp_path, "almdn", budget=2)
+    assert table.loc["u_alb", "u_alb"] == 100
+    assert table.loc["u_alb", "u_epb"] == 50
+    assert table.loc["u_alb", "u_alc"] == 0
+    assert table.loc["u_alb", "u_epc"] == 100
+    assert (table.to_numpy() == table.to_numpy().T).all()
+
+
+def test_write_report_makes_the_csv_markdown_and_figure(experiment):
+    paths = write_report(experiment)
+    md = paths["md"].read_text()
+    assert "| random | 11.00±1.41 | 21.00±1.41 | 29.00±1.41 | 1.500 | 0.0100 | 0.0200 | 2 |" in md
+    assert "| almdn | +6.00, +6.00 | +6.00 | 225 | 75% |" in md
+    assert len(pd.read_csv(paths["csv"])) == 12
+    html = paths["html"].read_text()
+    assert "plotly" in html and "mAP@0.75" in html
+
+
+def test_report_without_finished_cycles_says_what_to_do(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"name": "t", "initial": 1, "budget": 1, "cycles": 1}))
+    with pytest.raises(ValueError, match="run the experiment first"):
+        write_report(tmp_path)
