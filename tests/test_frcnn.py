@@ -244,9 +244,25 @@ def test_checkpoint_rebuilds_the_same_model(tmp_path):
     torch.testing.assert_close(a["cls_epistemic"], b["cls_epistemic"])
 
 
+def test_image_features_for_core_set_are_the_pooled_deepest_backbone_map():
+    torch.manual_seed(9)
+    model = build_model("frcnn_mobilenet_v2", 3, **SMALL).eval()
+    images = [torch.rand(3, 128, 128), torch.rand(3, 128, 128)]
+    features = model.image_features(images)
+    assert features.shape == (2, 1280)  # MobileNetV2's last stage
+    with torch.no_grad():
+        x = model.transform(images)[0].tensors
+        for block in model.backbone.body.values():  # the whole MobileNetV2 feature stack, in order
+            x = block(x)
+    torch.testing.assert_close(features, x.mean(dim=(2, 3)))
+    assert not torch.equal(features[0], features[1])
+
+
 def test_builder_errors_are_clear():
     with pytest.raises(ValueError, match="extras_dropout"):
         build_model("frcnn_mobilenet_v2", 3, extras_dropout=0.1, **SMALL)
+    with pytest.raises(ValueError, match="loss_prediction"):
+        build_model("frcnn_mobilenet_v2", 3, loss_prediction=True, **SMALL)
     with pytest.raises(ValueError, match="score_thresh"):
         build_model("frcnn_mobilenet_v2", 3, box_score_thresh=0.1, **SMALL)
     with pytest.raises(ValueError, match="frcnn_resnet50_fpn"):

@@ -93,7 +93,8 @@ def build_model(
     """
     if arch in FRCNN_ARCHITECTURES:  # two-stage detector: Faster R-CNN with a mixture box predictor
         return build_frcnn(
-            arch, num_classes, head, num_components, class_names, pretrained, extras_dropout, hidden_channels, image_size, **detector_kwargs
+            arch, num_classes, head, num_components, class_names, pretrained, extras_dropout, hidden_channels, image_size,
+            loss_prediction=loss_prediction, **detector_kwargs,
         )
     if arch not in ARCHITECTURES:
         raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_NAMES)}.")

@@ -408,6 +408,13 @@ class MixtureFasterRCNN(FasterRCNN):
     def detections_per_img(self, value: int) -> None:
         self.roi_heads.detections_per_img = value
 
+    @torch.no_grad()
+    def image_features(self, images: list[Tensor]) -> Tensor:
+        """``(B, D)`` global-average-pooled deepest backbone map (before the FPN): the core-set
+        baseline's image representation, as :meth:`MixtureSSD.image_features` is the SSD's."""
+        image_list, _ = self.transform(images)
+        return list(self.backbone.body(image_list.tensors).values())[-1].mean(dim=(2, 3))
+
 
 # ----------------------------------------------------------------------- builders
 def _norm_and_trainable(state: dict | None, frozen_batchnorm: bool | None, trainable: int | None, all_layers: int):
@@ -505,6 +512,7 @@ def build_frcnn(
     fpn_channels: int | None = None,
     anchor_sizes: tuple[tuple[int, ...], ...] | None = None,
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+    loss_prediction: bool = False,
     **detector_kwargs: Any,
 ) -> MixtureFasterRCNN:
     """Build a mixture-density Faster R-CNN (called by :func:`almdn.models.build_model`).
@@ -518,6 +526,7 @@ def build_frcnn(
         pretrained: ImageNet backbone weights where available (MobileNetV2 ships offline;
             ResNet-50 needs a download, else random init with a warning, all layers trainable).
         extras_dropout: must be 0 (MC-dropout's extra layers exist only in the SSD).
+        loss_prediction: must be False (LLAL's module is built for the SSD only).
         hidden_channels: representation size of the two-layer box head (1024 / 256).
         image_size: shorter side the images are resized to (longer side capped at
             ``max_size_ratio`` times it, or ``max_size`` in ``detector_kwargs``).
@@ -536,6 +545,8 @@ def build_frcnn(
         raise ValueError(f"Unknown head {head!r}; choose one of gmm, eff, plain.")
     if extras_dropout:
         raise ValueError("extras_dropout (MC-dropout) applies to SSD's extra layers; Faster R-CNN has none.")
+    if loss_prediction:
+        raise ValueError("loss_prediction (the LLAL baseline) is implemented for the SSD architectures only.")
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
     spec = FRCNN_ARCHITECTURES[arch]
