@@ -1,0 +1,79 @@
+"""Creating projects from COCO, VOC, YOLO and image folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from almdn.data.coco import DatasetError, write_coco
+from almdn.project import add_source, create_project
+from almdn.store import Store
+from tests.test_voc import make_voc
+from tests.test_yolo import make_yolo
+
+
+def make_coco_dataset(root: Path, n_train: int = 3, n_test: int = 2) -> Path:
+    (root / "images").mkdir(parents=True)
+    categories = [{"id": 3, "name": "car"}, {"id": 1, "name": "bus"}]
+    for split, n, offset in (("train", n_train, 0), ("test", n_test, 100)):
+        images, annotations = [], []
+        for i in range(n):
+            name = f"{split}_{i}.png"
+            Image.new("RGB", (50, 40)).save(root / "images" / name)
+            images.append({"id": offset + i, "file_name": name, "width": 50, "height": 40})
+            annotations.append({"id": offset + i, "image_id": offset + i, "category_id": 3 if i % 2 else 1, "bbox": [2, 3, 10, 20], "area": 200, "iscrowd": 0})
+        write_coco(root / "annotations" / f"{split}.json", images, annotations, categories)
+    return root
+
+
+def test_project_from_a_coco_dataset_folder(tmp_path):
+    data = make_coco_dataset(tmp_path / "coco")
+    store, summaries = create_project(tmp_path / "p", [("coco", data, None)])
+    assert [(s.split, s.added, s.labels) for s in summaries] == [("labeled", 3, 3), ("test", 2, 2)]
+    assert store.classes() == ["bus", "car"]  # the COCO reader orders categories by id
+    labels = store.labels(split="labeled")
+    assert labels[["class_name", "x1", "y1", "x2", "y2"]].values.tolist()[:2] == [["bus", 2, 3, 12, 23], ["car", 2, 3, 12, 23]]
+    assert labels["source"].iloc[0].endswith("train.json")
+    assert store.images()["source_id"].tolist() == ["0", "1", "2", "100", "101"]
+    # Adding the same dataset again changes nothing.
+    again = add_source(store, "coco", data)
+    assert [(s.added, s.existing) for s in again] == [(0, 3), (0, 2)]
+    assert store.counts()["labels"] == 5
+    store.close()
+
+
+def test_labeled_source_into_the_pool_drops_its_boxes_and_says_so(tmp_path):
+    data = make_coco_dataset(tmp_path / "coco", n_test=0)
+    store, summaries = create_project(tmp_path / "p", [("coco", data / "annotations" / "train.json", "pool")])
+    assert (summaries[0].split, summaries[0].dropped_labels) == ("pool", 3)
+    assert "3 boxes left out" in str(summaries[0])
+    assert store.counts()["labels"] == 0 and store.counts()["pool"] == 3
+    store.close()
+
+
+def test_project_from_voc_yolo_and_images_together(tmp_path):
+    voc = make_voc(tmp_path / "VOC2007", {"000001": [("person", 1, 1, 20, 20, 0)]})
+    yolo = make_yolo(tmp_path / "yolo", {"y0": "0 0.5 0.5 0.5 0.5\n"}, names=("person", "bus"))
+    folder = tmp_path / "unlabeled" / "sub"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (30, 30)).save(folder / f"u{i}.jpg")
+    store, summaries = create_project(tmp_path / "p", [("voc", voc, None), ("yolo", yolo, None), ("images", tmp_path / "unlabeled", None)], classes=["bus"])
+    assert store.classes()[0] == "bus"  # given classes come first, in the given order
+    assert "person" in store.classes()
+    assert [s.split for s in summaries] == ["labeled", "labeled", "pool"]
+    assert store.counts()["pool"] == 4 and store.counts()["labeled"] == 2
+    assert sorted(store.labels()["class_name"]) == ["person", "person"]
+    store.close()
+
+
+def test_broken_image_in_a_source_adds_nothing_from_it(tmp_path):
+    data = make_coco_dataset(tmp_path / "coco", n_test=0)
+    (data / "images" / "train_1.png").write_bytes(b"broken")
+    store = Store.open(tmp_path / "p")
+    with pytest.raises(DatasetError, match="train_1.png"):
+        add_source(store, "coco", data)
+    assert store.counts()["images"] == 0 and store.classes() == []  # classes rolled back too
+    store.close()
