@@ -182,12 +182,15 @@ def evaluate(checkpoint, data, split, device, out) -> None:
 @click.option("--images", required=True, help="A folder of images, a COCO json file, or a dataset folder (its train split).")
 @click.option("--out", required=True, type=click.Path(), help="Folder for images.csv, detections.csv, detections.json.")
 @click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score are kept for scoring.")
+@click.option("--aggregation", default="max_all", show_default=True, help="How the four z-scored uncertainties make the final score (Tab. 2): max_all, sum_all, alb, max_cls, ...")
+@click.option("--no-detection", default="last", show_default=True, type=click.Choice(["last", "random"]), help="Where images without a kept detection go in the ranking.")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @_friendly
-def score(checkpoint, images, out, conf_threshold, batch_size, device) -> None:
+def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, batch_size, device) -> None:
     """Score every image: the four uncertainties per detection, raw and z-scored per image."""
     from almdn.acquisition.scoring import detections_frame, image_scores
+    from almdn.acquisition.selection import select_batch
     from almdn.data.coco import CocoDetectionDataset
     from almdn.data.images import ImageFolderDataset
     from almdn.engine.checkpoint import load_model
@@ -209,9 +212,13 @@ def score(checkpoint, images, out, conf_threshold, batch_size, device) -> None:
     ok = [i for i, p in enumerate(predictions) if p is not None]
     ids = [dataset.image_ids[i] for i in ok]
     detections = detections_frame([predictions[i] for i in ok], ids, conf_threshold)
-    table = image_scores(detections, ids)
+    try:
+        table = image_scores(detections, ids, aggregation)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     table.insert(1, "file_name", [names[i] for i in ok])
-    table = table.sort_values("score", ascending=False, na_position="last", kind="stable")
+    order = select_batch(table.set_index("image_id")["score"], len(table), no_detection=no_detection).image_ids
+    table = table.set_index("image_id").loc[order].reset_index()
     table.insert(0, "rank", range(1, len(table) + 1))
     detections.insert(4, "class_name", [model.class_names[int(label) - 1] for label in detections["label"]])
     out_dir = Path(out)
@@ -275,6 +282,13 @@ def experiment(config_path, out, methods, seeds, transfer, device, report_only) 
         raise UserError(str(exc)) from None
     click.echo(paths["md"].read_text())
     click.echo(f"Wrote {paths['csv']}, {paths['md']}, {paths['html']}.")
+
+
+# The project store and the Label Studio round trip: almdn project / ls / push / pull.
+from almdn import cli_labeling  # noqa: E402
+
+for _command in cli_labeling.COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,15 @@ def test_demo_data_train_evaluate_score(tiny_demo, tmp_path):
     payload = json.loads((out / "detections.json").read_text())
     assert len(payload["images"]) == 60 and payload["unreadable"] == []
 
+    # Another aggregation of Tab. 2: the ranking follows that single z-scored uncertainty.
+    result = runner.invoke(main, ["score", "--checkpoint", str(run / "model.pt"), "--images", str(root), "--out", str(out / "alc"), "--conf-threshold", "0.05", "--aggregation", "alc"])
+    assert result.exit_code == 0, result.output
+    alc = pd.read_csv(out / "alc" / "images.csv")
+    assert alc["score"].dropna().tolist() == alc["z_cls_aleatoric"].dropna().tolist()
+    assert alc["score"].dropna().is_monotonic_decreasing
+    result = runner.invoke(main, ["score", "--checkpoint", str(run / "model.pt"), "--images", str(root), "--out", str(out / "x"), "--aggregation", "mean_all"])
+    assert result.exit_code != 0 and "Unknown aggregation 'mean_all'" in result.output
+
 
 def test_score_a_folder_lists_broken_files_and_goes_on(tiny_demo, tmp_path):
     runner = CliRunner()

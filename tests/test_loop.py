@@ -102,3 +102,20 @@ def test_shipped_configs_load(name):
     config = ExperimentConfig.from_yaml(Path(__file__).parents[1] / "configs" / f"{name}.yaml")
     assert config.initial > 0 and config.budget > 0 and len(config.seeds) >= 2
     assert config.train_config(0).iterations > 0
+
+
+def test_transfer_trains_another_model_on_each_acquired_set(tiny_demo, tmp_path):
+    from almdn.report import write_report
+
+    config = _config(tiny_demo, cycles=2, methods=["almdn"], transfer=["ssd_small"], transfer_head="eff")
+    exp = Experiment(config, tmp_path / "exp", progress=False, log=lambda line: None)
+    exp.run()
+    exp.run_transfer("ssd_small")
+    transfer = read_records(tmp_path / "exp", ".transfer-ssd_small")
+    main_records = read_records(tmp_path / "exp").set_index("cycle")
+    assert sorted(transfer["cycle"]) == [0, 1]
+    assert transfer.set_index("cycle")["num_labeled"].to_dict() == main_records["num_labeled"].to_dict()
+    # a different model (eff head) than the acquiring one
+    specs = [json.loads(p.read_text()) for p in (tmp_path / "exp/models").glob("*/spec.json")]
+    assert {s["build"]["head"] for s in specs} == {"gmm", "eff"}
+    assert "Transfer: ssd_small" in write_report(tmp_path / "exp")["md"].read_text()
