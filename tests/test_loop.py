@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from almdn.loop import Experiment, ExperimentConfig, initial_labeled_set, read_records
@@ -119,3 +120,18 @@ def test_transfer_trains_another_model_on_each_acquired_set(tiny_demo, tmp_path)
     specs = [json.loads(p.read_text()) for p in (tmp_path / "exp/models").glob("*/spec.json")]
     assert {s["build"]["head"] for s in specs} == {"gmm", "eff"}
     assert "Transfer: ssd_small" in write_report(tmp_path / "exp")["md"].read_text()
+
+
+@pytest.mark.slow
+def test_the_runner_works_with_faster_rcnn_unchanged(tiny_demo, tmp_path):
+    config = _config(
+        tiny_demo, initial=6, budget=3, cycles=2, methods=["almdn", "entropy"],
+        model={"arch": "frcnn_mobilenet_v2", "num_components": 2, "image_size": 128, "pretrained": False},
+        train={"preset": "demo", "iterations": 2, "batch_size": 2},
+    )
+    Experiment(config, tmp_path / "exp", progress=False, log=lambda line: None).run()
+    records = read_records(tmp_path / "exp").set_index(["method", "cycle"])
+    assert records.loc[("almdn", 1), "num_labeled"] == 9
+    assert len(records.loc[("entropy", 0), "selected_ids"]) == 3
+    scores = pd.read_csv(tmp_path / "exp/runs/almdn/seed-0/cycle-0.scores.csv")
+    assert {"z_loc_aleatoric", "z_cls_epistemic"} <= set(scores.columns) and len(scores) == 60 - 6

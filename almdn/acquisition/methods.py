@@ -158,6 +158,9 @@ def score_pool(
     t0 = time.perf_counter()
     forward_images = len(pool_ids)
     kind = method.kind
+    needs = {"mc_dropout": "forward_mc_dropout", "ensemble": "forward_ensemble", "coreset": "image_features"}.get(kind)
+    if needs and not hasattr(models[0], needs):
+        raise ValueError(f"The {kind} baseline is not available for {type(models[0]).__name__}; use the SSD detectors for it.")
     table = None
     if kind == "random":
         scores, forward_images = random_scores(pool_ids, seed), 0
