@@ -247,7 +247,9 @@ class Experiment:
 
     def _cycle(self, method: Method, seed: int, cycle: int, labeled: list[int]) -> dict:
         cfg = self.config
-        specs = [self._spec(method, seed, m, labeled) for m in range(method.members)]
+        # The last cycle only evaluates the first model: the other members would score nothing.
+        members = method.members if cycle + 1 < cfg.cycles else 1
+        specs = [self._spec(method, seed, m, labeled) for m in range(members)]
         trained = [self.cache.get(spec, self.progress) for spec in specs]
         models = [m for m, _ in trained]
         metrics = trained[0][1]  # the detector the method labels for is its first (only) model
@@ -259,7 +261,7 @@ class Experiment:
             "labeled_ids": labeled,
             **{k: metrics[k] for k in METRIC_KEYS},
             "model_keys": [s.key() for s in specs],
-            "parameters": sum(m["parameters"] for _, m in trained),
+            "parameters": metrics["parameters"] * method.members,  # the method's size: all its members
             "train_seconds": sum(m["train_seconds"] for _, m in trained),
             "eval_s_per_image": metrics["eval_s_per_image"],
         }

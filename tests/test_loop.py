@@ -135,3 +135,15 @@ def test_the_runner_works_with_faster_rcnn_unchanged(tiny_demo, tmp_path):
     assert len(records.loc[("entropy", 0), "selected_ids"]) == 3
     scores = pd.read_csv(tmp_path / "exp/runs/almdn/seed-0/cycle-0.scores.csv")
     assert {"z_loc_aleatoric", "z_cls_epistemic"} <= set(scores.columns) and len(scores) == 60 - 6
+
+
+def test_ensemble_members_are_trained_only_where_they_score(tiny_demo, tmp_path):
+    logs = []
+    config = _config(tiny_demo, cycles=2, methods=["almdn", "ensemble"], ensemble_size=2)
+    Experiment(config, tmp_path / "exp", progress=False, log=logs.append).run()
+    records = read_records(tmp_path / "exp").set_index(["method", "cycle"])
+    # cycle 0: the shared model (member 0) + member 1; cycle 1: almdn's and the ensemble's first members
+    assert sum("training" in line for line in logs) == 4
+    assert len(records.loc[("ensemble", 0), "model_keys"]) == 2 and len(records.loc[("ensemble", 1), "model_keys"]) == 1
+    assert records.loc[("ensemble", 0), "model_keys"][0] == records.loc[("almdn", 0), "model_keys"][0]
+    assert records.loc[("ensemble", 1), "parameters"] == 2 * records.loc[("almdn", 1), "parameters"]
