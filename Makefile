@@ -1,4 +1,4 @@
-.PHONY: setup demo test test-quick bench
+.PHONY: setup demo test test-quick bench label-studio bench-label-studio
 
 setup:
 	bash scripts/setup.sh
@@ -14,3 +14,9 @@ test-quick:
 
 bench:
 	bash scripts/setup.sh && .venv/bin/python bench/cost.py
+
+label-studio:
+	bash scripts/setup_label_studio.sh
+
+bench-label-studio:
+	bash scripts/setup.sh && bash scripts/setup_label_studio.sh && .venv/bin/python bench/label_studio_roundtrip.py

@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The Label Studio server (its own venv) for the round-trip tests; stamped, so a no-op when ready.
+bash scripts/setup_label_studio.sh
 export OMP_WAIT_POLICY=PASSIVE
 exec .venv/bin/python -m pytest -q "$@"

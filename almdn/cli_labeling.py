@@ -1,0 +1,327 @@
+"""The command line of a project and its Label Studio round trip.
+
+``almdn project create|add|info|export|score``, ``almdn ls start|stop|status|connect``,
+``almdn push --top-k K`` and ``almdn pull``. Every command works on one project folder:
+``--project DIR`` (default: ``$ALMDN_PROJECT``, else the current folder).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+
+import click
+
+from almdn.store import SPLITS
+
+
+class UserError(click.ClickException):
+    """A problem the user can fix: printed as one sentence, no traceback."""
+
+
+def _friendly(func):
+    """The library's user-facing errors become one-line CLI errors."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from almdn.data.coco import DatasetError
+        from almdn.store import StoreError
+        from label_studio.client import LabelStudioError
+        from label_studio.server import ServerError
+
+        try:
+            return func(*args, **kwargs)
+        except (DatasetError, StoreError, ServerError, LabelStudioError) as exc:
+            raise UserError(str(exc)) from None
+
+    return wrapper
+
+
+def _project_option(func):
+    return click.option(
+        "--project", "project_dir", type=click.Path(file_okay=False), default=lambda: os.environ.get("ALMDN_PROJECT", "."),
+        show_default="$ALMDN_PROJECT or .", help="The project folder (holds almdn.sqlite).",
+    )(func)
+
+
+def _open(project_dir: str):
+    from almdn.store import Store
+
+    return Store.open(project_dir, create=False)
+
+
+# --------------------------------------------------------------------------- project
+
+
+def _source_options(func):
+    options = [
+        click.option("--coco", "coco", multiple=True, help="A COCO json file, or a dataset folder with annotations/train.json (and test.json)."),
+        click.option("--voc", "voc", multiple=True, help="A Pascal VOC year folder (Annotations/, JPEGImages/)."),
+        click.option("--voc-set", default=None, help="Only this ImageSets/Main set of the VOC folders (e.g. trainval)."),
+        click.option("--yolo", "yolo", multiple=True, help="A YOLO dataset folder (images/, labels/, data.yaml or classes.txt)."),
+        click.option("--images", "images", multiple=True, help="A folder of unlabeled images (they go to the pool)."),
+        click.option("--split", type=click.Choice(SPLITS), default=None, help="Split for the sources' images (default: labeled for annotated sources, pool for --images)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _add_sources(store, coco, voc, voc_set, yolo, images, split) -> None:
+    from almdn.project import add_source
+
+    sources = [("coco", p, None) for p in coco] + [("voc", p, voc_set) for p in voc] + [("yolo", p, None) for p in yolo] + [("images", p, None) for p in images]
+    for kind, path, image_set in sources:
+        for summary in add_source(store, kind, path, split, image_set):
+            click.echo(str(summary))
+
+
+@click.group("project")
+def project() -> None:
+    """Create a project from datasets and look into it."""
+
+
+@project.command("create")
+@_project_option
+@_source_options
+@click.option("--classes", default=None, help="Comma-separated class names, in label order (before any dataset's own).")
+@click.option("--name", default=None, help="Project name (default: the folder's name).")
+@_friendly
+def project_create(project_dir, coco, voc, voc_set, yolo, images, split, classes, name) -> None:
+    """Create a project (a folder with its store) from COCO / VOC / YOLO data or an image folder."""
+    from almdn.store import STORE_FILE, Store
+
+    if (Path(project_dir) / STORE_FILE).exists():
+        raise UserError(f"'{project_dir}' already holds a project; add sources with 'almdn project add'.")
+    store = Store.open(project_dir, name=name or Path(project_dir).resolve().name)
+    with store:
+        if classes:
+            store.add_classes([c.strip() for c in classes.split(",") if c.strip()])
+        _add_sources(store, coco, voc, voc_set, yolo, images, split)
+        click.echo(f"Project '{store.name}' in {store.path.parent}: " + _counts_line(store.counts()))
+
+
+@project.command("add")
+@_project_option
+@_source_options
+@_friendly
+def project_add(project_dir, coco, voc, voc_set, yolo, images, split) -> None:
+    """Add more images (and labels) to a project; files already in it are left as they are."""
+    with _open(project_dir) as store:
+        _add_sources(store, coco, voc, voc_set, yolo, images, split)
+        click.echo(_counts_line(store.counts()))
+
+
+def _counts_line(c: dict) -> str:
+    return (f"{c['images']} images ({c['labeled']} labeled, {c['pool']} pool, {c['test']} test), {c['classes']} classes, "
+            f"{c['labels']} boxes, {c['model_versions']} model versions, {c['batches']} batches, {c['open_tasks']} open tasks.")
+
+
+@project.command("info")
+@_project_option
+@_friendly
+def project_info(project_dir) -> None:
+    """Counts, classes, model versions and Label Studio batches of a project."""
+    with _open(project_dir) as store:
+        click.echo(f"Project '{store.name}' ({store.path}): " + _counts_line(store.counts()))
+        click.echo("Classes: " + ", ".join(store.classes()))
+        for r in store.model_versions().itertuples(index=False):
+            scored = f", scored {r.num_scored:.0f} images" if r.num_scored == r.num_scored and r.num_scored is not None else ""
+            click.echo(f"Model version {r.model_version_id} '{r.name}': trained on {r.num_labeled} images{scored} ({r.checkpoint})")
+        for b in store.batches().itertuples(index=False):
+            click.echo(f"Batch {b.batch_id} ({b.created_at[:19]}): {b.status}, {b.tasks} tasks: {b.open} open, {b.annotated} annotated, {b.skipped} skipped, {b.deleted} deleted")
+
+
+@project.command("export")
+@_project_option
+@click.option("--split", type=click.Choice(SPLITS), default="labeled", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="COCO json to write (default: <project>/exports/<split>.json).")
+@_friendly
+def project_export(project_dir, split, out) -> None:
+    """Write a split with its current labels as COCO json (almdn train --data reads it)."""
+    with _open(project_dir) as store:
+        path = store.export_coco(split, out)
+        click.echo(f"Wrote {len(store.image_ids(split))} images of '{split}' to {path}.")
+
+
+@project.command("score")
+@_project_option
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A model.pt trained on this project's labeled export.")
+@click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score are kept for scoring.")
+@click.option("--aggregation", default="max_all", show_default=True, help="How the four z-scored uncertainties make one score (Tab. 2).")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@_friendly
+def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_size, device) -> None:
+    """Record a model version and score every pool image with it (Sec. 3.3)."""
+    from almdn.acquisition.scoring import detections_frame, image_scores
+    from almdn.data.images import ImageFolderDataset
+    from almdn.engine.checkpoint import CheckpointError, load_model, read_checkpoint
+    from almdn.engine.inference import predict
+
+    t0 = time.perf_counter()
+    with _open(project_dir) as store:
+        try:
+            model = load_model(checkpoint, device="cpu")
+            metrics = read_checkpoint(checkpoint).get("metrics") or {}
+        except CheckpointError as exc:
+            raise UserError(str(exc)) from None
+        pool = store.images("pool")
+        if pool.empty:
+            raise UserError("The pool is empty: there is nothing to score.")
+        dataset = ImageFolderDataset(pool["path"].tolist())
+        dataset.image_ids = pool["image_id"].tolist()  # detections carry the store's ids
+        try:
+            predictions = predict(model, dataset, batch_size=batch_size, device=device, progress=True, desc="score")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        ok = [i for i, p in enumerate(predictions) if p is not None]
+        ids = [dataset.image_ids[i] for i in ok]
+        detections = detections_frame([predictions[i] for i in ok], ids, conf_threshold)
+        try:
+            table = image_scores(detections, ids, aggregation)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        mv = store.record_model_version(Path(checkpoint).resolve(), metrics, class_names=list(model.class_names))
+        store.write_scores(mv, table, detections, aggregation=aggregation, conf_threshold=conf_threshold)
+        click.echo(f"Model version {mv}: scored {len(ids)} pool images ({len(detections)} detections) in {time.perf_counter() - t0:.1f} s.")
+        for i, p in enumerate(predictions):
+            if p is None:
+                click.echo(f"Skipped unreadable image: {dataset.file_paths[i]}", err=True)
+
+
+# --------------------------------------------------------------------------- Label Studio server
+
+
+def _home(project_dir: str) -> Path:
+    return Path(project_dir) / "label-studio"
+
+
+def _document_root(store) -> Path:
+    """The folder a local server serves: the parent of the deepest folder holding every image
+    (Label Studio serves sub-folders of its root only)."""
+    paths = store.images()["path"].tolist()
+    if not paths:
+        raise UserError("The project has no images yet; add some (almdn project add) before starting Label Studio.")
+    common = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
+    return common.parent if common.parent != common else common
+
+
+@click.group("ls")
+def ls() -> None:
+    """A local Label Studio server for the project, or a connection to a remote one."""
+
+
+@ls.command("start")
+@_project_option
+@click.option("--port", default=8080, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--template/--no-template", default=True, show_default=True, help="Copy a migrated data folder (made once per machine) instead of migrating a new one.")
+@_friendly
+def ls_start(project_dir, port, template) -> None:
+    """Start the project's Label Studio on 127.0.0.1 (credentials stay in the project folder)."""
+    from label_studio.client import save_connection
+    from label_studio.server import LocalServer, default_template_dir, prepare_template
+
+    with _open(project_dir) as store:
+        root = _document_root(store)
+    home = _home(project_dir)
+    template_dir = None
+    if template and not (home / "data").exists():
+        template_dir = default_template_dir()
+        if not (template_dir / "READY").exists():
+            click.echo(f"Preparing the Label Studio data template in {template_dir} (once per machine, about a minute)...")
+        prepare_template(template_dir)
+    server = LocalServer(home, port=port, document_root=root, template=template_dir)
+    seconds = server.start()
+    save_connection(project_dir, server.url, local=True, document_root=str(root))
+    click.echo(f"Label Studio runs at {server.url} (ready in {seconds:.1f} s); log in with the e-mail and password in {server.credentials_path}.")
+
+
+@ls.command("stop")
+@_project_option
+@_friendly
+def ls_stop(project_dir) -> None:
+    """Stop the project's local Label Studio."""
+    from label_studio.server import LocalServer
+
+    stopped = LocalServer(_home(project_dir)).stop()
+    click.echo("Label Studio stopped." if stopped else "The project's Label Studio was not running.")
+
+
+@ls.command("status")
+@_project_option
+@_friendly
+def ls_status(project_dir) -> None:
+    """Is the project's server running, and what is out for labeling."""
+    from label_studio.client import load_connection
+    from label_studio.server import LocalServer, health
+
+    state = LocalServer(_home(project_dir)).status()
+    if state["running"]:
+        click.echo(f"Local Label Studio: running at {state['url']} (pid {state['pid']}, {'healthy' if state['healthy'] else 'not answering'}).")
+    else:
+        click.echo("Local Label Studio: not running.")
+    try:
+        conn = load_connection(project_dir)
+    except Exception:
+        conn = None
+    if conn and not conn.get("local"):
+        click.echo(f"Connected to {conn['url']}: {'answering' if health(conn['url']) else 'not answering'}.")
+    with _open(project_dir) as store:
+        for b in store.batches().itertuples(index=False):
+            click.echo(f"Batch {b.batch_id}: {b.status}, {b.open} open / {b.tasks} tasks.")
+
+
+@ls.command("connect")
+@_project_option
+@click.argument("url")
+@click.option("--token", envvar="LABEL_STUDIO_API_KEY", prompt="API token", hide_input=True, help="Read from $LABEL_STUDIO_API_KEY or asked for (never put it on the command line).")
+@_friendly
+def ls_connect(project_dir, url, token) -> None:
+    """Use a Label Studio server at URL (images are uploaded with their tasks)."""
+    from label_studio.client import connect
+
+    _open(project_dir).close()
+    client = connect(project_dir, url, token)
+    version = client.version()
+    client.close()
+    click.echo(f"Connected to Label Studio {version} at {client.url}; the token is stored in {Path(project_dir) / 'label-studio' / 'connection.json'} (mode 0600).")
+
+
+# --------------------------------------------------------------------------- push and pull
+
+
+@click.command("push")
+@_project_option
+@click.option("--top-k", "top_k", required=True, type=click.IntRange(min=1), help="Send the K most informative pool images (those already sent count).")
+@click.option("--model-version", type=int, default=None, help="Rank by this model version (default: the latest scored).")
+@_friendly
+def push(project_dir, top_k, model_version) -> None:
+    """Send the top-K of the pool ranking to Label Studio, with the model's detections."""
+    from label_studio.client import LabelStudioClient
+
+    with _open(project_dir) as store, LabelStudioClient.for_project(project_dir) as client:
+        click.echo(str(client.push(store, top_k, model_version=model_version)))
+
+
+@click.command("pull")
+@_project_option
+@_friendly
+def pull(project_dir) -> None:
+    """Bring finished annotations from Label Studio into the project."""
+    from label_studio.client import LabelStudioClient
+
+    with _open(project_dir) as store, LabelStudioClient.for_project(project_dir) as client:
+        report = client.pull(store)
+    click.echo(str(report))
+    for b in report.batches:
+        click.echo(f"  batch {b['batch_id']}: {b['status']}, {b['annotated']} annotated, {b['skipped']} skipped, {b['deleted']} deleted, {b['open']} open of {b['tasks']}")
+    for problem in report.problems:
+        click.echo(problem, err=True)
+    if report.problems:
+        raise UserError(f"{len(report.problems)} annotations were not imported (see above); everything else was stored.")
+
+
+COMMANDS = (project, ls, push, pull)

@@ -1,0 +1,133 @@
+"""The project and Label Studio commands: almdn project create|add|info|export|score,
+almdn ls start|stop|status|connect, almdn push, almdn pull."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from almdn.cli import main
+from almdn.store import Store
+from label_studio.client import IMAGE_KEY
+from label_studio.server import LocalServer, free_port
+from tests.label_studio_support import TEMPLATE, Annotator, ls_server, write_pool_images  # noqa: F401  (fixtures)
+from tests.test_project import make_coco_dataset
+
+
+def run(*args: str, env: dict | None = None, ok: bool = True):
+    result = CliRunner().invoke(main, list(args), env=env)
+    if ok:
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def test_create_info_add_export(tmp_path):
+    data = make_coco_dataset(tmp_path / "coco")
+    project = str(tmp_path / "p")
+    out = run("project", "create", "--project", project, "--coco", str(data), "--classes", "car").output
+    assert "annotations/train.json: 3 images added to 'labeled' with 3 boxes." in out
+    assert "annotations/test.json: 2 images added to 'test' with 2 boxes." in out
+    assert "5 images (3 labeled, 0 pool, 2 test), 2 classes" in out
+    write_pool_images(tmp_path / "pool", 4, size=(64, 64))
+    out = run("project", "add", "--project", project, "--images", str(tmp_path / "pool")).output
+    assert "4 images added to 'pool' with 0 boxes." in out
+    info = run("project", "info", "--project", project).output
+    assert "Classes: car, bus" in info and "9 images (3 labeled, 4 pool, 2 test)" in info
+    out = run("project", "export", "--project", project, "--split", "test", "--out", str(tmp_path / "t.json")).output
+    assert out.strip() == f"Wrote 2 images of 'test' to {tmp_path / 't.json'}."
+    assert [c["name"] for c in json.loads((tmp_path / "t.json").read_text())["categories"]] == ["car", "bus"]
+    again = run("project", "create", "--project", project, ok=False)
+    assert again.exit_code == 1 and "already holds a project; add sources with 'almdn project add'" in again.output
+
+
+def test_user_errors_are_one_sentence_without_traceback(tmp_path):
+    missing = run("project", "info", "--project", str(tmp_path / "none"), ok=False)
+    assert missing.exit_code == 1 and "No project store at" in missing.output and "Traceback" not in missing.output
+    run("project", "create", "--project", str(tmp_path / "p"), "--classes", "a")
+    bad = run("project", "add", "--project", str(tmp_path / "p"), "--voc", str(tmp_path), ok=False)
+    assert bad.exit_code == 1 and "is not a Pascal VOC folder" in bad.output
+    push = run("push", "--project", str(tmp_path / "p"), "--top-k", "3", ok=False)
+    assert push.exit_code == 1
+    assert push.output.strip().startswith("Error: Project") and "is not connected to Label Studio; start a local server (almdn ls start)" in push.output
+    assert len(push.output.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def scored_project(tmp_path, ls_server):
+    """A project in the server's document root, scored by a real (untrained) model."""
+    from almdn.engine.checkpoint import save_checkpoint
+    from almdn.models import build_model
+
+    images = ls_server.root / f"cli-{tmp_path.name}" / "pool"
+    write_pool_images(images, 6, size=(128, 128))
+    project = str(tmp_path / "p")
+    run("project", "create", "--project", project, "--images", str(images), "--classes", "cat,dog")
+    model = build_model("ssd_small", num_classes=2, class_names=["cat", "dog"], pretrained=False)
+    save_checkpoint(tmp_path / "model.pt", model, metrics={"map50": 0.0})
+    out = run("project", "score", "--project", project, "--checkpoint", str(tmp_path / "model.pt"), "--conf-threshold", "0.0").output
+    assert "Model version 1: scored 6 pool images" in out
+    return project
+
+
+def test_score_connect_push_pull(scored_project, ls_server):
+    project = scored_project
+    with Store.open(project) as store:
+        assert store.model_versions()["num_scored"].tolist() == [6]
+        assert store.model_version(1)["metrics"] == {"map50": 0.0}
+    env = {"LABEL_STUDIO_API_KEY": ls_server.token}
+    out = run("ls", "connect", "--project", project, ls_server.url, env=env).output
+    assert "Connected to Label Studio 1.23.2" in out and ls_server.token not in out
+    connection = os.path.join(project, "label-studio", "connection.json")
+    assert stat.S_IMODE(os.stat(connection).st_mode) == 0o600
+    # Remote mode: the images are uploaded with their tasks.
+    out = run("push", "--project", project, "--top-k", "3").output
+    assert out.startswith("Pushed 3 new tasks to Label Studio project") and "(batch 1)" in out
+    out = run("push", "--project", project, "--top-k", "3").output
+    assert out.startswith("Pushed 0 new tasks") and "3 of the top 3 images already have a task" in out
+
+    annotator = Annotator(ls_server)
+    with Store.open(project) as store:
+        project_id = int(store.ls_projects()["project_id"].iloc[0])
+    tasks = annotator.tasks(project_id)
+    annotator.submit(project_id, tasks[0]["id"], [("dog", (1.0, 2.0, 30.0, 40.0))], size=(128, 128))
+    annotator.submit(project_id, tasks[1]["id"], [("zebra", (1.0, 2.0, 30.0, 40.0))], size=(128, 128))
+    annotator.close()
+    pulled = run("pull", "--project", project, ok=False)
+    assert pulled.exit_code == 1
+    assert "Pulled 1 new and 0 updated annotations" in pulled.output and "1 annotations rejected" in pulled.output
+    assert "uses the label 'zebra', which is not one of the project's classes (cat, dog)" in pulled.output
+    assert "batch 1: partial, 1 annotated, 0 skipped, 0 deleted, 2 open of 3" in pulled.output
+    assert "Error: 1 annotations were not imported (see above); everything else was stored." in pulled.output
+    with Store.open(project) as store:
+        assert store.labels()["image_id"].tolist() == [tasks[0]["data"][IMAGE_KEY]]
+    info = run("project", "info", "--project", project).output
+    assert "Batch 1" in info and "partial, 3 tasks: 2 open, 1 annotated" in info
+
+
+def test_ls_start_status_stop(scored_project, ls_server, monkeypatch):
+    project = scored_project
+    monkeypatch.setenv("ALMDN_LABEL_STUDIO_TEMPLATE", str(TEMPLATE))  # the session's migrated template
+    port = free_port()
+    out = run("ls", "start", "--project", project, "--port", str(port)).output
+    assert f"Label Studio runs at http://127.0.0.1:{port}" in out
+    try:
+        home = os.path.join(project, "label-studio")
+        credentials = os.path.join(home, "credentials.json")
+        assert stat.S_IMODE(os.stat(credentials).st_mode) == 0o600
+        token = json.load(open(credentials))["token"]
+        assert token not in out
+        status = run("ls", "status", "--project", project).output
+        assert f"Local Label Studio: running at http://127.0.0.1:{port}" in status and "healthy" in status
+        # push and pull reach the local server with the stored credentials, images in place.
+        out = run("push", "--project", project, "--top-k", "2").output
+        assert out.startswith("Pushed 2 new tasks")
+        assert "Pulled 0 new" in run("pull", "--project", project).output
+    finally:
+        stopped = run("ls", "stop", "--project", project).output
+    assert stopped.strip() == "Label Studio stopped."
+    assert "not running" in run("ls", "status", "--project", project).output
+    assert not LocalServer(os.path.join(project, "label-studio")).status()["running"]
