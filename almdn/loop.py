@@ -34,7 +34,7 @@ import yaml
 
 from almdn.acquisition.methods import Method, get_method, score_pool
 from almdn.acquisition.selection import select_batch
-from almdn.data.coco import CocoDetectionDataset
+from almdn.data.coco import CocoDetectionDataset, write_coco
 from almdn.engine.checkpoint import load_model, save_checkpoint
 from almdn.engine.inference import evaluate, predict
 from almdn.engine.train import TrainConfig, train
@@ -50,8 +50,10 @@ class ExperimentConfig:
     Attributes:
         name: a label for reports.
         data: where the images are: ``{"format": "coco", "train": <json>, "test": <json>}``
-            (optional ``"image_root"``), or ``{"format": "demo", "root": <dir>, ...DemoConfig
-            fields}`` to generate the demo dataset there if it is missing.
+            (optional ``"image_root"``), ``{"format": "voc", "root": <VOC2007 folder>,
+            "train_split": "trainval", "test_split": "test"}``, ``{"format": "yolo", "root": <dir>,
+            "train_split": "train", "test_split": "val"}``, or ``{"format": "demo", "root": <dir>,
+            ...DemoConfig fields}`` to generate the demo dataset there if it is missing.
         model: build_model keywords shared by every method (``arch``, ``num_components``,
             ``pretrained``, ``image_size``, ...); each method adds its head variant.
         train: TrainConfig fields, plus ``preset`` ("demo" or "paper") they override.
@@ -105,8 +107,10 @@ class ExperimentConfig:
 
 
 # ----------------------------------------------------------------------------- data
-def load_datasets(config: ExperimentConfig, progress: bool = True) -> tuple[CocoDetectionDataset, CocoDetectionDataset]:
-    """The train pool (every image labeled: the labels are the oracle) and the test split."""
+def load_datasets(config: ExperimentConfig, progress: bool = True, cache_dir: str | Path | None = None) -> tuple[CocoDetectionDataset, CocoDetectionDataset]:
+    """The train pool (every image labeled: the labels are the oracle) and the test split.
+
+    VOC and YOLO folders are converted once to COCO files in ``cache_dir``."""
     data = dict(config.data)
     fmt = data.pop("format", "coco")
     if fmt == "demo":
@@ -119,7 +123,48 @@ def load_datasets(config: ExperimentConfig, progress: bool = True) -> tuple[Coco
         train_set = CocoDetectionDataset(data["train"], image_root=data.get("image_root"))
         test_set = CocoDetectionDataset(data["test"], image_root=data.get("test_image_root", data.get("image_root")), class_names=train_set.classes)
         return train_set, test_set
-    raise ValueError(f"Unknown data format '{fmt}' (expected 'coco' or 'demo').")
+    if fmt in ("voc", "yolo"):
+        return _converted_datasets(fmt, data, cache_dir)
+    raise ValueError(f"Unknown data format '{fmt}' (expected 'coco', 'voc', 'yolo' or 'demo').")
+
+
+def _converted_datasets(fmt: str, data: dict[str, Any], cache_dir: Path | None) -> tuple[CocoDetectionDataset, CocoDetectionDataset]:
+    """Read a Pascal VOC folder (``root``, ``train_split``, ``test_split``: image sets) or a YOLO
+    folder (``root``, ``train_split``, ``test_split``: sub-folders) once into COCO files under
+    ``cache_dir``. Boxes VOC marks ``difficult`` are left out, as SSD training does."""
+    from almdn.data.records import image_size
+
+    if cache_dir is None:
+        raise ValueError("an output folder is needed to convert VOC / YOLO data")
+    splits = {"train": data.get("train_split", "trainval" if fmt == "voc" else "train"), "test": data.get("test_split", "test" if fmt == "voc" else "val")}
+    if fmt == "voc":
+        from almdn.data.voc import read_voc, voc_class_names
+
+        records = {k: read_voc(data["root"], v) for k, v in splits.items()}
+        classes = voc_class_names(records["train"] + records["test"])
+    else:
+        from almdn.data.yolo import read_yolo, read_yolo_names
+
+        classes = read_yolo_names(data["root"])
+        records = {k: read_yolo(data["root"], v, classes) for k, v in splits.items()}
+    paths = {}
+    for split, recs in records.items():
+        path = Path(cache_dir) / "data" / f"{split}.json"
+        paths[split] = path
+        if path.exists():
+            continue
+        images, annotations = [], []
+        for image_id, r in enumerate(recs, start=1):
+            width, height = (r.width, r.height) if r.width and r.height else image_size(r.path)
+            images.append({"id": image_id, "file_name": str(Path(r.path).resolve()), "width": width, "height": height})
+            for b in r.boxes or []:
+                if b.difficult:
+                    continue
+                w, h = b.x2 - b.x1, b.y2 - b.y1
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": classes.index(b.class_name) + 1, "bbox": [b.x1, b.y1, w, h], "area": w * h, "iscrowd": 0})
+        write_coco(path, images, annotations, [{"id": i + 1, "name": n} for i, n in enumerate(classes)])
+    train_set = CocoDetectionDataset(paths["train"], image_root="/")
+    return train_set, CocoDetectionDataset(paths["test"], image_root="/", class_names=train_set.classes)
 
 
 def initial_labeled_set(image_ids: Sequence[int], size: int, seed: int) -> list[int]:
@@ -192,7 +237,7 @@ class Experiment:
 
     def __init__(self, config: ExperimentConfig, out_dir: str | Path, progress: bool = True, log: Callable[[str], None] = print):
         self.config, self.out, self.progress, self.log = config, Path(out_dir), progress, log
-        self.train_set, self.test_set = load_datasets(config, progress)
+        self.train_set, self.test_set = load_datasets(config, progress, cache_dir=self.out)
         self.all_ids = [int(i) for i in self.train_set.image_ids]
         self.cache = ModelCache(self.out / "models", self.train_set, self.test_set, config.device, log)
         self._check_same_protocol()

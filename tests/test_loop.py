@@ -147,3 +147,46 @@ def test_ensemble_members_are_trained_only_where_they_score(tiny_demo, tmp_path)
     assert len(records.loc[("ensemble", 0), "model_keys"]) == 2 and len(records.loc[("ensemble", 1), "model_keys"]) == 1
     assert records.loc[("ensemble", 0), "model_keys"][0] == records.loc[("almdn", 0), "model_keys"][0]
     assert records.loc[("ensemble", 1), "parameters"] == 2 * records.loc[("almdn", 1), "parameters"]
+
+
+def _voc_folder(root, tiny_demo):
+    """A small Pascal VOC folder made from the tiny demo images (VOC07 layout)."""
+    import shutil
+
+    from almdn.data.coco import CocoDetectionDataset
+
+    data = CocoDetectionDataset(tiny_demo["train_annotations"])
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(8):
+        name = f"{i:06d}"
+        names.append(name)
+        shutil.copy(data.file_paths[i], root / "JPEGImages" / f"{name}.png")
+        target = data.target(i)
+        objects = "".join(
+            f"<object><name>{data.classes[int(label) - 1]}</name><difficult>{int(j == 0 and i == 0)}</difficult>"
+            f"<bndbox><xmin>{b[0] + 1:.0f}</xmin><ymin>{b[1] + 1:.0f}</ymin><xmax>{b[2]:.0f}</xmax><ymax>{b[3]:.0f}</ymax></bndbox></object>"
+            for j, (b, label) in enumerate(zip(target["boxes"].tolist(), target["labels"].tolist()))
+        )
+        (root / "Annotations" / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.png</filename><size><width>128</width><height>128</height><depth>3</depth></size>{objects}</annotation>"
+        )
+    (root / "ImageSets/Main/trainval.txt").write_text("\n".join(names[:6]) + "\n")
+    (root / "ImageSets/Main/test.txt").write_text("\n".join(names[6:]) + "\n")
+    return data
+
+
+def test_voc_folders_are_read_once_into_coco(tiny_demo, tmp_path):
+    from almdn.loop import load_datasets
+
+    source = _voc_folder(tmp_path / "VOC2007", tiny_demo)
+    config = ExperimentConfig(data={"format": "voc", "root": str(tmp_path / "VOC2007"), "train_split": "trainval", "test_split": "test"})
+    train_set, test_set = load_datasets(config, progress=False, cache_dir=tmp_path / "out")
+    assert (len(train_set), len(test_set)) == (6, 2)
+    assert (tmp_path / "out/data/train.json").exists()
+    boxes = sum(len(train_set.target(i)["boxes"]) for i in range(6))
+    assert boxes == sum(len(source.target(i)["boxes"]) for i in range(6)) - 1  # one marked difficult
+    image, target = train_set[1]
+    assert image.shape[1:] == (128, 128)
+    assert set(train_set.classes) >= {source.classes[int(label) - 1] for label in source.target(1)["labels"].tolist()}
