@@ -291,12 +291,5 @@ for _command in cli_labeling.COMMANDS:
     main.add_command(_command)
 
 
-# The project store and the Label Studio round trip: almdn project / ls / push / pull.
-from almdn import cli_labeling  # noqa: E402
-
-for _command in cli_labeling.COMMANDS:
-    main.add_command(_command)
-
-
 if __name__ == "__main__":
     sys.exit(main())
