@@ -1,0 +1,435 @@
+"""What the app shows, computed from the project store: the pool table, an image's mixture
+and why it ranks where it does, the acquisition batch, the active-learning history.
+
+The app (``app/``) only draws these; every number on its pages comes from here, so it is
+tested without a browser and the same views could serve another front end.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from almdn.store import UNCERTAINTY_NAMES, Z_NAMES, Store, StoreError
+
+#: The four uncertainties in words (Sec. 3.3: box / class x aleatoric / epistemic).
+UNCERTAINTY_LABELS = {
+    "loc_aleatoric": "box aleatoric",
+    "loc_epistemic": "box epistemic",
+    "cls_aleatoric": "class aleatoric",
+    "cls_epistemic": "class epistemic",
+}
+#: Sort keys of the pool: the final score or one of the four uncertainties.
+SORT_KEYS = ("score", *UNCERTAINTY_NAMES)
+#: Acquisition methods that work from a model version's stored scores (the other baselines of
+#: Tab. 4 need other model variants: see almdn experiment).
+ACQUISITION_METHODS = ("almdn", "almdn:sum_all", "almdn:max_loc", "almdn:max_cls", "almdn:max_al", "almdn:max_ep", "entropy", "random")
+ACQUISITION_LABELS = {
+    "almdn": "almdn: max of the four z-scored uncertainties (the paper's)",
+    "almdn:sum_all": "almdn: sum of the four z-scored uncertainties",
+    "almdn:max_loc": "almdn: box uncertainties only (max of aleatoric, epistemic)",
+    "almdn:max_cls": "almdn: class uncertainties only (max of aleatoric, epistemic)",
+    "almdn:max_al": "almdn: aleatoric only (max of box, class)",
+    "almdn:max_ep": "almdn: epistemic only (max of box, class)",
+    "entropy": "entropy: mean class entropy of the detections (Roy et al.)",
+    "random": "random sample of the pool",
+}
+
+
+def store_revision(store: Store) -> tuple:
+    """A cheap fingerprint of everything the pages read: it changes when labels, splits,
+    model versions, scores or tasks change (a cache key for the app)."""
+    with store.snapshot() as conn:
+        return tuple(
+            conn.execute(sql).fetchone()[0]
+            for sql in (
+                "SELECT MAX(id) FROM annotations",
+                "SELECT COUNT(*) FROM images WHERE split = 'pool'",
+                "SELECT COUNT(*) FROM images",
+                "SELECT MAX(id) FROM model_versions",
+                "SELECT MAX(scored_at) FROM scorings",
+                "SELECT MAX(updated_at) FROM tasks",
+                "SELECT MAX(updated_at) FROM batches",
+                "SELECT COUNT(*) FROM batches",
+            )
+        )
+
+
+# --------------------------------------------------------------------------- the pool
+
+
+def unreadable_images(store: Store, model_version: int | None = None) -> list[dict[str, Any]]:
+    """Pool files the scoring of ``model_version`` (default: latest scored) could not read."""
+    mv = store.latest_model_version(scored=True) if model_version is None else model_version
+    if mv is None:
+        return []
+    from almdn.rounds import unreadable_key
+
+    raw = store.meta(unreadable_key(int(mv)))
+    return list(json.loads(raw)) if raw else []
+
+
+def pool_table(store: Store, model_version: int | None = None) -> pd.DataFrame:
+    """The pool ranked by the final score, with the predicted classes and a status per image.
+
+    Columns: rank, image_id, path, file, score, num_detections, the four raw uncertainties and
+    their ``z_`` values, task_status, classes (predicted class names, comma-separated),
+    status: ``scored``, ``no detection`` (nothing above the confidence threshold),
+    ``unreadable`` (listed and skipped), ``not scored`` (added after the scoring).
+    Raises :class:`StoreError` when no model version has scored the pool.
+    """
+    mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
+    ranking = store.pool_ranking(mv)
+    detections = store.detections(mv, None)
+    pool_ids = set(ranking["image_id"].tolist())
+    detections = detections[detections["image_id"].isin(pool_ids)]
+    classes = detections.groupby("image_id")["class_name"].agg(lambda names: ", ".join(sorted(set(names), key=_natural)))
+    names = classes.to_dict()
+    ranking["classes"] = [names.get(i, "") for i in ranking["image_id"]]
+    scored_ids = set(store.image_scores(mv)["image_id"].tolist())
+    bad = {int(u["image_id"]) for u in unreadable_images(store, mv)}
+    status = np.where(ranking["image_id"].isin(bad), "unreadable", np.where(ranking["image_id"].isin(scored_ids), "scored", "not scored"))
+    status = np.where((status == "scored") & (ranking["num_detections"].fillna(0) == 0), "no detection", status)
+    ranking["status"] = status
+    for column in ("score", *UNCERTAINTY_NAMES, *Z_NAMES):
+        ranking[column] = pd.to_numeric(ranking[column], errors="coerce").astype(np.float64)  # SQL NULL -> NaN
+    ranking["file"] = [Path(p).name for p in ranking["path"]]
+    ranking["num_detections"] = ranking["num_detections"].fillna(0).astype(int)
+    return ranking
+
+
+def _natural(name: str) -> tuple:
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def pool_classes(table: pd.DataFrame) -> list[str]:
+    """Every predicted class in the pool table, in natural order."""
+    names = {n.strip() for cell in table["classes"] for n in cell.split(",") if n.strip()}
+    return sorted(names, key=_natural)
+
+
+def sort_pool(table: pd.DataFrame, by: str = "score", z_scored: bool = False, descending: bool = True) -> pd.DataFrame:
+    """The table sorted by the final score or one uncertainty (raw, or z-scored with ``z_scored``);
+    images without a value come last; ties keep the ranking's order."""
+    if by not in SORT_KEYS:
+        raise ValueError(f"Unknown sort key '{by}'; choose one of {', '.join(SORT_KEYS)}.")
+    column = f"z_{by}" if z_scored and by != "score" else by
+    return table.sort_values(column, ascending=not descending, na_position="last", kind="stable")
+
+
+def filter_pool(table: pd.DataFrame, classes: Sequence[str] | None = None, min_detections: int | None = None, max_detections: int | None = None, status: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows with any of the predicted ``classes`` and a detection count in the range."""
+    keep = np.ones(len(table), dtype=bool)
+    if classes:
+        wanted = set(classes)
+        keep &= np.array([bool(wanted & {n.strip() for n in cell.split(",")}) for cell in table["classes"]], dtype=bool)
+    if min_detections is not None:
+        keep &= table["num_detections"].to_numpy() >= int(min_detections)
+    if max_detections is not None:
+        keep &= table["num_detections"].to_numpy() <= int(max_detections)
+    if status:
+        keep &= table["status"].isin(list(status)).to_numpy()
+    return table[keep]
+
+
+def page_of(table: pd.DataFrame, page: int, per_page: int) -> tuple[pd.DataFrame, int]:
+    """Rows of the 1-based ``page`` and the number of pages."""
+    pages = max(1, math.ceil(len(table) / per_page))
+    page = min(max(1, int(page)), pages)
+    return table.iloc[(page - 1) * per_page : page * per_page], pages
+
+
+def thumbnail(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None, size: int = 96) -> bytes | None:
+    """A JPEG thumbnail (longer side ``size``) of an image, kept in ``cache_dir``; None for a
+    file that cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    cached = None
+    if cache_dir is not None:
+        stat_key = hashlib.sha1(f"{path.resolve()}|{size}".encode()).hexdigest()[:20]
+        cached = Path(cache_dir) / str(size) / f"{stat_key}.jpg"
+        try:
+            if cached.stat().st_mtime >= path.stat().st_mtime:
+                return cached.read_bytes()
+        except OSError:
+            pass
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (size, size))  # JPEG: decode at a reduced size directly
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            buffer = io.BytesIO()
+            im.save(buffer, format="JPEG", quality=80)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+    data = buffer.getvalue()
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+        tmp.write_bytes(data)
+        os.replace(tmp, cached)
+    return data
+
+
+def data_url(jpeg: bytes | None) -> str | None:
+    return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+# --------------------------------------------------------------------------- one image
+
+
+def percentile_of(values: np.ndarray, value: float) -> float:
+    """Percent of ``values`` at or below ``value`` (NaN values ignored)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if values.size == 0 or value is None or (isinstance(value, float) and math.isnan(value)):
+        return float("nan")
+    return float(100.0 * np.count_nonzero(values <= value) / values.size)
+
+
+@dataclass
+class ImageExplanation:
+    """Why an image ranks where it does under a model version.
+
+    Attributes:
+        rank, pool_size: its place in the pool ranking (1 = most informative).
+        score: its final score (NaN without a kept detection).
+        uncertainties: one row per uncertainty: raw value, z-score, percentile of the raw value
+            among the pool's images, and which detection gave the image its value.
+        detections: the kept detections with their four uncertainties and, per uncertainty,
+            the percentile among all kept detections of the pool.
+        sentence: the reason in words.
+    """
+
+    image_id: int
+    model_version: int
+    rank: int | None
+    pool_size: int
+    score: float
+    aggregation: str
+    uncertainties: pd.DataFrame
+    detections: pd.DataFrame
+    sentence: str
+
+
+def explain_image(store: Store, image_id: int, model_version: int | None = None, table: pd.DataFrame | None = None, pool_detections: pd.DataFrame | None = None) -> ImageExplanation:
+    """The four uncertainty values of an image with their percentiles in the pool, and the
+    sentence that says why it ranks where it does (``table``/``pool_detections`` may be given
+    when the caller has them cached)."""
+    from almdn.acquisition.scoring import AGGREGATIONS, SHORT_NAMES
+
+    mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
+    if mv is None:
+        raise StoreError("No model has scored the pool yet; train one on the Train page.")
+    table = pool_table(store, mv) if table is None else table
+    if pool_detections is None:
+        pool_detections = store.detections(mv)
+        pool_detections = pool_detections[pool_detections["image_id"].isin(set(table["image_id"]))]
+    info = store.model_version(mv)
+    aggregation = str(info.get("aggregation") or "max_all")
+    row = table[table["image_id"] == int(image_id)]
+    own = pool_detections[pool_detections["image_id"] == int(image_id)].reset_index(drop=True)
+    det_rows = own[["detection", "class_name", "score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES]].copy()
+    for name in UNCERTAINTY_NAMES:
+        det_rows[f"pct_{name}"] = [percentile_of(pool_detections[name].to_numpy(), v) for v in own[name]]
+    if row.empty:
+        split = store.image(int(image_id))["split"]
+        sentence = f"Image {image_id} is in the {split} split, not in the pool: it is not ranked."
+        return ImageExplanation(int(image_id), mv, None, len(table), float("nan"), aggregation, pd.DataFrame(), det_rows, sentence)
+    r = row.iloc[0]
+    scored = table[table["status"] == "scored"]
+    unc = []
+    for name in UNCERTAINTY_NAMES:
+        raw, z = r[name], r[f"z_{name}"]
+        source = None
+        if len(own) and not pd.isna(raw):
+            source = int(own.loc[own[name].idxmax(), "detection"])
+        unc.append({"uncertainty": name, "label": UNCERTAINTY_LABELS[name], "value": raw, "z": z,
+                    "percentile": percentile_of(scored[name].to_numpy(), raw), "detection": source})
+    uncertainties = pd.DataFrame(unc)
+    rank = int(r["rank"])
+    status = r["status"]
+    if status == "unreadable":
+        sentence = f"Image {image_id} could not be read when the pool was scored, so it was skipped and ranks last; fix or remove the file."
+    elif status == "not scored":
+        sentence = f"Image {image_id} was added after model version {mv} scored the pool; retrain or rescore to rank it."
+    elif status == "no detection":
+        sentence = (f"Image {image_id} ranks {rank} of {len(table)} (among the last): model version {mv} finds no object above the "
+                    "confidence threshold in it, so it has no uncertainty to rank by.")
+    else:
+        op, members = AGGREGATIONS.get(aggregation, ("max", tuple(SHORT_NAMES)))
+        names = [SHORT_NAMES[m] for m in members]
+        top = max(names, key=lambda n: -math.inf if pd.isna(r[f"z_{n}"]) else r[f"z_{n}"])
+        top_row = uncertainties.set_index("uncertainty").loc[top]
+        det = own[own["detection"] == top_row["detection"]]
+        what = f"detection {int(top_row['detection'])} ('{det.iloc[0]['class_name']}', score {det.iloc[0]['score']:.2f})" if len(det) else "one detection"
+        combine = "the largest" if op == "max" else "the sum"
+        sentence = (
+            f"Image {image_id} ranks {rank} of {len(table)} pool images with score {r['score']:.2f}, {combine} of its z-scored "
+            f"{', '.join(UNCERTAINTY_LABELS[n] for n in names)} uncertainties ({aggregation}). Its strongest is the "
+            f"{UNCERTAINTY_LABELS[top]} uncertainty of {what}: z = {r[f'z_{top}']:.2f}, higher than "
+            f"{top_row['percentile']:.0f} % of the pool's images."
+        )
+    return ImageExplanation(int(image_id), mv, rank, len(table), float(r["score"]) if not pd.isna(r["score"]) else float("nan"), aggregation, uncertainties, det_rows, sentence)
+
+
+def load_detector(checkpoint: str | os.PathLike[str]):
+    """The model of a model version, on the CPU, in eval mode."""
+    from almdn.engine.checkpoint import load_model
+
+    return load_model(checkpoint, device="cpu")
+
+
+def mixture_detections(model, image_path: str | os.PathLike[str], detections: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """Each detection of ``model`` on the image with its mixture, for drawing.
+
+    Per detection: ``detection`` (index, as in the store), ``box``, ``label``, ``class_name``,
+    ``score``, the four uncertainties, and per component k: ``component_boxes`` (K, 4) mean
+    box in pixels, ``component_weights`` (K,) mixture weight (pi averaged over the four
+    coordinates), ``component_sigmas`` (K, 4) one standard deviation of each box edge in pixels,
+    ``class_weights`` (K,), ``class_probs`` (K, C+1) and the mixture's ``mixture_probs`` (C+1).
+
+    The edge deviations come from the component variances of the encoded offsets (Eq. 3's
+    parameterization with SSD's (0.1, 0.2) variances) by the delta method:
+    sd(x1) = sqrt((w_a sd(dx) / 10)^2 + (w sd(dw) / 10)^2), w_a the anchor width, w the box's.
+    """
+    import torch
+
+    from almdn.data.coco import read_image
+
+    array = read_image(image_path)
+    image = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
+    with torch.no_grad():
+        det = model([image])[0]
+        image_list, _, _ = model.preprocess([image])
+        anchors = model.anchor_generator(image_list, model.backbone(image_list.tensors))[0]
+    in_h, in_w = image_list.image_sizes[0]
+    orig_h, orig_w = array.shape[:2]
+    ratio = torch.tensor([orig_w / in_w, orig_h / in_h])
+    wanted = None if detections is None else {int(d) for d in detections}
+    names = list(model.class_names)
+    out = []
+    wx, wy, ww, wh = model.box_coder.weights
+    for i in range(len(det["scores"])):
+        if wanted is not None and i not in wanted:
+            continue
+        anchor = anchors[int(det["anchor_index"][i])]
+        wa, ha = float((anchor[2] - anchor[0]) * ratio[0]), float((anchor[3] - anchor[1]) * ratio[1])
+        boxes = det["component_boxes"][i]  # (K, 4) original pixels
+        var = det["component_variances"][i]  # (K, 4) encoded (dx, dy, dw, dh)
+        sd = var.clamp_min(0).sqrt()
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        sx = torch.sqrt((wa * sd[:, 0] / wx) ** 2 + (w * sd[:, 2] / ww / 2) ** 2)
+        sy = torch.sqrt((ha * sd[:, 1] / wy) ** 2 + (h * sd[:, 3] / wh / 2) ** 2)
+        class_weights = det["class_weights"][i]
+        class_probs = det["class_probs"][i]
+        label = int(det["labels"][i])
+        out.append({
+            "detection": i,
+            "box": det["boxes"][i].tolist(),
+            "label": label,
+            "class_name": names[label - 1] if 0 < label <= len(names) else str(label),
+            "score": float(det["scores"][i]),
+            **{name: float(det[name][i]) for name in UNCERTAINTY_NAMES},
+            "component_boxes": boxes.tolist(),
+            "component_weights": det["component_weights"][i].mean(-1).tolist(),
+            "component_sigmas": torch.stack([sx, sy, sx, sy], dim=1).tolist(),
+            "class_weights": class_weights.tolist(),
+            "class_probs": class_probs.tolist(),
+            "mixture_probs": (class_weights[:, None] * class_probs).sum(0).tolist(),
+        })
+    return out
+
+
+# --------------------------------------------------------------------------- labeling
+
+
+def acquisition_scores(store: Store, method: str = "almdn", model_version: int | None = None, seed: int = 0) -> pd.Series:
+    """One score per pool image (higher = label it sooner) by ``method`` of
+    :data:`ACQUISITION_METHODS`, from the model version's stored uncertainties."""
+    from almdn.acquisition.baselines import mean_entropy_scores, random_scores
+    from almdn.acquisition.scoring import AGGREGATIONS, SHORT_NAMES
+
+    if method not in ACQUISITION_METHODS:
+        raise ValueError(f"Unknown acquisition method '{method}'; choose one of {', '.join(ACQUISITION_METHODS)}.")
+    pool_ids = store.image_ids("pool")
+    if method == "random":
+        return random_scores(pool_ids, seed)
+    mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
+    if mv is None:
+        raise StoreError("No model has scored the pool yet; train one on the Train page first.")
+    if method == "entropy":
+        return mean_entropy_scores(store.detections(mv, pool_ids), pool_ids)
+    aggregation = "max_all" if method == "almdn" else method.split(":", 1)[1]
+    table = store.image_scores(mv).set_index("image_id").reindex(pd.Index(pool_ids, name="image_id"))
+    op, members = AGGREGATIONS[aggregation]
+    values = table[[f"z_{SHORT_NAMES[m]}" for m in members]]
+    score = values.max(axis=1, skipna=True) if op == "max" else values.sum(axis=1, min_count=1)
+    score[table["num_detections"].fillna(0) == 0] = np.nan
+    return score.astype(np.float64).rename("score")
+
+
+def select_for_labeling(store: Store, k: int, method: str = "almdn", model_version: int | None = None, seed: int = 0, exclude_sent: bool = True):
+    """The top-``k`` pool images by ``method`` (:func:`almdn.acquisition.selection.select_batch`),
+    leaving out images that already have a live Label Studio task when ``exclude_sent``."""
+    from almdn.acquisition.selection import select_batch
+
+    if int(k) < 1:
+        raise ValueError("K must be at least 1.")
+    scores = acquisition_scores(store, method, model_version, seed)
+    if exclude_sent:
+        tasks = store.tasks()
+        sent = set(tasks.loc[tasks["status"] != "deleted", "image_id"].tolist()) if not tasks.empty else set()
+        scores = scores[~scores.index.isin(sent)]
+    return select_batch(scores, int(k))
+
+
+# --------------------------------------------------------------------------- history
+
+
+def learning_curve(store: Store) -> pd.DataFrame:
+    """One row per model version: round, labeled-set size, mAP@0.5, mAP@0.75, mAP, VOC07."""
+    versions = store.model_versions()
+    rows = []
+    for r in versions.itertuples(index=False):
+        m = r.metrics or {}
+        rows.append({"model_version": int(r.model_version_id), "name": r.name, "round": r.round_id, "num_labeled": int(r.num_labeled),
+                     "map50": m.get("map50"), "map75": m.get("map75"), "map": m.get("map"), "voc07_map50": m.get("voc07_map50"),
+                     "created_at": r.created_at})
+    return pd.DataFrame(rows, columns=["model_version", "name", "round", "num_labeled", "map50", "map75", "map", "voc07_map50", "created_at"])
+
+
+def labels_per_class(store: Store) -> pd.DataFrame:
+    """Boxes per class in the labeled split (every class listed, zero included)."""
+    labels = store.labels(split="labeled")
+    counts = labels.groupby("class_name").size() if not labels.empty else pd.Series(dtype=int)
+    classes = store.classes()
+    return pd.DataFrame({"class_name": classes, "boxes": [int(counts.get(c, 0)) for c in classes]})
+
+
+def pool_detections(store: Store, model_version: int | None = None) -> pd.DataFrame:
+    """The kept detections of the pool images under a model version (uncertainty plots)."""
+    mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
+    if mv is None:
+        return pd.DataFrame(columns=["image_id", "detection", "class_name", "score", *UNCERTAINTY_NAMES])
+    detections = store.detections(mv)
+    return detections[detections["image_id"].isin(set(store.image_ids("pool")))].reset_index(drop=True)
+
+
+__all__ = [
+    "ACQUISITION_METHODS", "SORT_KEYS", "UNCERTAINTY_LABELS", "Z_NAMES", "ImageExplanation", "acquisition_scores", "explain_image",
+    "filter_pool", "labels_per_class", "learning_curve", "mixture_detections", "page_of", "pool_classes", "pool_detections", "pool_table",
+    "select_for_labeling", "sort_pool", "store_revision", "thumbnail", "unreadable_images",
+]

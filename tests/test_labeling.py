@@ -1,0 +1,62 @@
+"""The app's side of Label Studio without a server: connection states, a server that is down,
+batch progress. (The round trip with a real server: tests/test_app_e2e.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from almdn import labeling
+from almdn.store import Store
+from label_studio.client import LabelStudioUnavailable, save_connection
+from label_studio.server import free_port
+from tests.app_support import project  # noqa: F401
+
+
+def test_not_connected(project):
+    status = labeling.server_status(project)
+    assert not status.connected and not status.reachable
+    assert status.message.startswith("Not connected to Label Studio")
+
+
+def test_unreachable_server_is_one_sentence_and_push_writes_nothing(project):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    save_connection(project, url, token="0123456789abcdef")
+    status = labeling.server_status(project, timeout=0.5)
+    assert status.connected and not status.reachable and status.url == url
+    assert status.message == f"Label Studio at {url} does not answer; check that the server runs and the URL on the Settings page is right. Everything else in the app keeps working."
+    with Store.open(project, create=False) as store:
+        before = store.counts()
+        with pytest.raises(LabelStudioUnavailable, match=f"Cannot reach Label Studio at {url}"):
+            labeling.push_batch(store, project, store.image_ids("pool")[:3])
+        assert store.counts() == before
+
+
+def test_a_local_server_that_stopped_says_to_start_it(project):
+    save_connection(project, f"http://127.0.0.1:{free_port()}", token="0123456789abcdef")
+    # a local connection keeps its token in the server's credentials file
+    from label_studio.server import Credentials
+
+    Credentials.generate().save(project / "label-studio" / "credentials.json")
+    save_connection(project, f"http://127.0.0.1:{free_port()}", local=True, document_root=str(project))
+    status = labeling.server_status(project, timeout=0.5)
+    assert status.local and "start it again on the Settings page" in status.message
+
+
+def test_damaged_connection_file(project):
+    (project / "label-studio").mkdir()
+    (project / "label-studio" / "connection.json").write_text("{not json")
+    status = labeling.server_status(project)
+    assert not status.connected and "Cannot read the credentials file" in status.message
+
+
+def test_batch_progress(project):
+    with Store.open(project, create=False) as store:
+        assert labeling.batch_table(store).empty and not labeling.has_open_tasks(store)
+        ids = store.image_ids("pool")[:3]
+        row = store.ls_project("http://127.0.0.1:1", 5, "t")
+        batch = store.record_batch(row, [(11, ids[0]), (12, ids[1]), (13, ids[2])], 1, 3)
+        assert labeling.has_open_tasks(store)
+        store.record_pull(row, "http://127.0.0.1:1", [], {11: "annotated", 12: "skipped"}, [])
+        table = labeling.batch_table(store).set_index("batch_id")
+        assert table.loc[batch, "finished"] == 2 and table.loc[batch, "progress"] == pytest.approx(2 / 3)
+        assert table.loc[batch, "status"] == "partial"

@@ -1,0 +1,176 @@
+"""What the app shows, computed from a real tiny project."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from almdn import views
+from almdn.acquisition.baselines import mean_entropy_scores
+from almdn.rounds import rescore, run_round
+from almdn.store import UNCERTAINTY_NAMES, Store
+from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project  # noqa: F401
+
+
+@pytest.fixture
+def store(project):
+    with Store.open(project, create=False) as s:
+        yield s
+
+
+def test_pool_table_ranks_every_pool_image_with_its_classes(store):
+    table = views.pool_table(store)
+    assert sorted(table["image_id"]) == sorted(store.image_ids("pool"))
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))
+    assert table["score"].is_monotonic_decreasing
+    assert set(table["status"]) == {"scored"}
+    detections = store.detections()
+    first = int(table.iloc[0]["image_id"])
+    names = set(detections.loc[detections["image_id"] == first, "class_name"])
+    assert set(table.iloc[0]["classes"].split(", ")) == names
+    assert table["num_detections"].dtype.kind == "i"
+
+
+def test_statuses_unreadable_no_detection_not_scored(project):
+    bad = add_corrupt_pool_image(project)
+    with Store.open(project, create=False) as store:
+        mv = run_round(store, TINY_SETTINGS).model_version
+        copy = project / "incoming" / "late.png"
+        shutil.copy(store.image(store.image_ids("test")[0])["path"], copy)
+        late = store.add_images([copy], split="pool")["added"][0]  # added after the scoring
+        table = views.pool_table(store)
+        status = dict(zip(table["image_id"], table["status"]))
+        assert status[bad] == "unreadable"
+        assert status[late] == "not scored"
+        assert "was added after model version" in views.explain_image(store, late).sentence
+        assert [u["image_id"] for u in views.unreadable_images(store, mv)] == [bad]
+        rescore(store, mv, TINY_SETTINGS.replace(conf_threshold=0.999))
+        table = views.pool_table(store)
+        assert (table.loc[table["image_id"] != bad, "status"] == "no detection").all()
+        explanation = views.explain_image(store, bad)
+        assert "could not be read" in explanation.sentence
+
+
+def test_sort_filter_and_page(store):
+    table = views.pool_table(store)
+    by_raw = views.sort_pool(table, "cls_epistemic")
+    assert by_raw["cls_epistemic"].is_monotonic_decreasing
+    by_z = views.sort_pool(table, "loc_aleatoric", z_scored=True, descending=False)
+    assert by_z["z_loc_aleatoric"].is_monotonic_increasing
+    classes = views.pool_classes(table)
+    some = views.filter_pool(table, [classes[0]])
+    assert len(some) and all(classes[0] in c.split(", ") for c in some["classes"])
+    few = views.filter_pool(table, min_detections=0, max_detections=int(table["num_detections"].min()))
+    assert (few["num_detections"] == table["num_detections"].min()).all()
+    rows, pages = views.page_of(table, 2, 7)
+    assert pages == -(-len(table) // 7) and rows["image_id"].tolist() == table["image_id"].iloc[7:14].tolist()
+    rows, _ = views.page_of(table, 99, 7)  # past the end: the last page
+    assert rows["image_id"].tolist() == table["image_id"].iloc[(pages - 1) * 7:].tolist()
+    with pytest.raises(ValueError, match="Unknown sort key"):
+        views.sort_pool(table, "size")
+
+
+def test_percentile_and_the_reason_for_a_rank(store):
+    assert views.percentile_of(np.array([1.0, 2.0, 3.0, 4.0, np.nan]), 3.0) == 75.0
+    assert np.isnan(views.percentile_of(np.array([]), 1.0))
+    table = views.pool_table(store)
+    top = int(table.iloc[0]["image_id"])
+    explanation = views.explain_image(store, top)
+    assert explanation.rank == 1 and explanation.pool_size == len(table)
+    assert explanation.sentence.startswith(f"Image {top} ranks 1 of {len(table)} pool images with score {table.iloc[0]['score']:.2f}")
+    unc = explanation.uncertainties.set_index("uncertainty")
+    for name in UNCERTAINTY_NAMES:
+        expected = 100.0 * (table[name] <= table.iloc[0][name]).mean()
+        assert unc.loc[name, "percentile"] == pytest.approx(expected)
+    # the detection named as the source holds the image's max of that uncertainty
+    dets = store.detections(image_ids=[top])
+    for name in UNCERTAINTY_NAMES:
+        assert dets.loc[dets["detection"] == unc.loc[name, "detection"], name].iloc[0] == pytest.approx(dets[name].max())
+    assert len(explanation.detections) == len(dets)
+    labeled = store.labeled_image_ids()[0]
+    assert "not in the pool" in views.explain_image(store, labeled).sentence
+
+
+def test_mixture_detections_reproduce_the_stored_detections(store):
+    table = views.pool_table(store)
+    row = table.iloc[0]
+    model = views.load_detector(store.model_version(1)["checkpoint"])
+    drawn = views.mixture_detections(model, row["path"])
+    stored = store.detections(image_ids=[int(row["image_id"])])
+    by_index = {d["detection"]: d for d in drawn}
+    k = model.num_components
+    for r in stored.itertuples(index=False):
+        d = by_index[int(r.detection)]
+        assert d["box"] == pytest.approx([r.x1, r.y1, r.x2, r.y2], abs=1e-3)
+        assert d["cls_epistemic"] == pytest.approx(r.cls_epistemic, rel=1e-4, abs=1e-7)
+        assert np.array(d["component_boxes"]).shape == (k, 4)
+        assert sum(d["component_weights"]) == pytest.approx(1.0, abs=1e-5)
+        assert sum(d["class_weights"]) == pytest.approx(1.0, abs=1e-5)
+        assert sum(d["mixture_probs"]) == pytest.approx(1.0, abs=1e-5)
+        assert np.all(np.array(d["component_sigmas"]) > 0)
+    only = views.mixture_detections(model, row["path"], detections=[0])
+    assert [d["detection"] for d in only] == [0]
+
+
+def test_acquisition_scores_by_method(store):
+    pool = store.image_ids("pool")
+    almdn = views.acquisition_scores(store, "almdn")
+    stored = store.image_scores().set_index("image_id")["score"]
+    assert almdn.reindex(stored.index).to_numpy() == pytest.approx(stored.to_numpy())
+    summed = views.acquisition_scores(store, "almdn:sum_all")
+    table = store.image_scores().set_index("image_id")
+    assert summed.loc[pool[0]] == pytest.approx(table.loc[pool[0], ["z_loc_aleatoric", "z_loc_epistemic", "z_cls_aleatoric", "z_cls_epistemic"]].sum())
+    entropy = views.acquisition_scores(store, "entropy")
+    expected = mean_entropy_scores(store.detections(), pool)
+    assert entropy.to_numpy() == pytest.approx(expected.to_numpy())
+    r1, r2 = views.acquisition_scores(store, "random", seed=1), views.acquisition_scores(store, "random", seed=2)
+    assert sorted(r1.index) == sorted(pool) and not np.allclose(r1.to_numpy(), r2.to_numpy())
+    with pytest.raises(ValueError, match="Unknown acquisition method"):
+        views.acquisition_scores(store, "coreset")
+
+
+def test_selection_leaves_out_images_already_sent(store):
+    first = views.select_for_labeling(store, 5)
+    assert first.image_ids == views.pool_table(store)["image_id"].iloc[:5].tolist()
+    row = store.ls_project("http://127.0.0.1:1", 7, "t")
+    store.record_batch(row, [(100 + i, image_id) for i, image_id in enumerate(first.image_ids[:2])], 1, 5)
+    second = views.select_for_labeling(store, 5)
+    assert second.image_ids[:3] == first.image_ids[2:] and not set(first.image_ids[:2]) & set(second.image_ids)
+    with pytest.raises(ValueError, match="K must be at least 1"):
+        views.select_for_labeling(store, 0)
+
+
+def test_thumbnails_are_cached_on_disk(store, tmp_path):
+    path = store.images("pool")["path"].iloc[0]
+    data = views.thumbnail(path, tmp_path, size=48)
+    from PIL import Image
+
+    assert max(Image.open(io.BytesIO(data)).size) == 48
+    files = list((tmp_path / "48").glob("*.jpg"))
+    assert len(files) == 1 and files[0].read_bytes() == data
+    assert views.thumbnail(path, tmp_path, size=48) == data
+    assert views.data_url(data).startswith("data:image/jpeg;base64,")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert views.thumbnail(bad, tmp_path) is None and views.data_url(None) is None
+
+
+def test_history_curve_labels_and_revision(project):
+    with Store.open(project, create=False) as store:
+        rev = views.store_revision(store)
+        run_round(store, TINY_SETTINGS)
+        curve = views.learning_curve(store)
+        assert curve["model_version"].tolist() == [1, 2]
+        assert curve["num_labeled"].tolist() == [8, 8]
+        assert curve["map50"].notna().all()
+        labels = views.labels_per_class(store)
+        assert labels["boxes"].sum() == len(store.labels(split="labeled"))
+        assert labels["class_name"].tolist() == store.classes()
+        assert views.store_revision(store) != rev
+        dets = views.pool_detections(store)
+        assert set(dets["image_id"]) <= set(store.image_ids("pool"))
+        assert isinstance(dets, pd.DataFrame) and len(dets) == len(store.detections(2))
