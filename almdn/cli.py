@@ -37,6 +37,19 @@ def _friendly(func):
     return wrapper
 
 
+def _precision_options(func):
+    """--amp and --channels-last: mixed precision on CUDA (ignored with a note on the CPU)."""
+    func = click.option("--channels-last", is_flag=True, help="channels_last memory format (CUDA only).")(func)
+    return click.option("--amp", default="off", show_default=True, type=click.Choice(["off", "bf16", "fp16"]), help="Mixed precision on CUDA (fp16 adds loss scaling).")(func)
+
+
+def _join_torchrun(device: str):
+    """Join the process group when started by torchrun (a context of rank 0 of 1 otherwise)."""
+    from almdn.engine import distributed
+
+    return distributed.init_from_env(device)
+
+
 def _resolve_annotations(data: str, split: str) -> Path:
     """``data`` is a COCO json file, or a dataset folder with ``annotations/<split>.json``."""
     path = Path(data)
@@ -90,7 +103,7 @@ def _model_options(func):
 @_model_options
 @click.option("--preset", default="demo", show_default=True, type=click.Choice(["demo", "paper"]), help="Schedule defaults.")
 @click.option("--iterations", type=int, default=None, help="SGD steps (overrides the preset).")
-@click.option("--batch-size", type=int, default=None)
+@click.option("--batch-size", type=int, default=None, help="Images per step; under torchrun the global batch, split evenly over the processes.")
 @click.option("--lr", type=float, default=None)
 @click.option("--warmup-iters", type=int, default=None)
 @click.option("--milestones", default=None, help="Comma-separated iterations where lr drops by 10x.")
@@ -99,10 +112,17 @@ def _model_options(func):
 @click.option("--workers", default=0, show_default=True, help="Data-loading worker processes.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run folder's checkpoint.")
 @click.option("--no-pretrained", is_flag=True, help="Do not load ImageNet backbone weights.")
+@_precision_options
 @_friendly
-def train(data, test_data, out, arch, head, components, loc_density, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained) -> None:
-    """Train a mixture-density SSD, then evaluate it on the test split."""
+def train(data, test_data, out, arch, head, components, loc_density, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, amp, channels_last) -> None:
+    """Train a mixture-density SSD, then evaluate it on the test split.
+
+    Multi-GPU / multi-process: torchrun --nproc_per_node N -m almdn.cli train ... (DDP; the
+    batch size is the global batch; rank 0 writes the checkpoints and evaluates).
+    """
     import dataclasses
+
+    from almdn.engine import distributed
 
     from almdn.data.coco import CocoDetectionDataset
     from almdn.engine.checkpoint import read_checkpoint, save_checkpoint
@@ -117,12 +137,16 @@ def train(data, test_data, out, arch, head, components, loc_density, extras_drop
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if milestones:
         overrides["milestones"] = tuple(int(m) for m in milestones.split(","))
-    config = dataclasses.replace(config, seed=seed, num_workers=workers, **overrides)
+    config = dataclasses.replace(config, seed=seed, num_workers=workers, amp=amp, channels_last=channels_last, **overrides)
+    ctx = _join_torchrun(device)
+    if config.batch_size % ctx.world_size:
+        raise UserError(f"The batch size {config.batch_size} cannot be split evenly over {ctx.world_size} processes; choose a multiple of {ctx.world_size}.")
     out_dir = Path(out)
     ckpt = out_dir / "checkpoint.pt"
     if resume and ckpt.exists():
         model = model_from_config(read_checkpoint(ckpt)["model_config"])
-        click.echo(f"Resuming from {ckpt}.")
+        if ctx.is_main:
+            click.echo(f"Resuming from {ckpt}.")
     else:
         model = build_model(
             arch,
@@ -135,6 +159,9 @@ def train(data, test_data, out, arch, head, components, loc_density, extras_drop
             loc_density=loc_density,
         )
     result = run_training(model, train_set, config, out_dir=out_dir, device=device, resume=resume)
+    if not ctx.is_main:
+        distributed.shutdown()
+        return
     metrics: dict = {"train_seconds": round(result.seconds, 1), "iterations": result.iterations, "skipped_steps": result.skipped_steps}
     test_path = Path(test_data) if test_data else Path(data) / "annotations" / "test.json"
     if test_path.is_file():
@@ -144,6 +171,7 @@ def train(data, test_data, out, arch, head, components, loc_density, extras_drop
     save_checkpoint(out_dir / "model.pt", model, metrics=metrics, train_config=dataclasses.asdict(config))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     click.echo(f"Model saved to {out_dir / 'model.pt'}.")
+    distributed.shutdown()
 
 
 def _scalar_metrics(metrics: dict) -> dict:
@@ -184,19 +212,28 @@ def evaluate(checkpoint, data, split, device, out) -> None:
 @click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score are kept for scoring.")
 @click.option("--aggregation", default="max_all", show_default=True, help="How the four z-scored uncertainties make the final score (Tab. 2): max_all, sum_all, alb, max_cls, ...")
 @click.option("--no-detection", default="last", show_default=True, type=click.Choice(["last", "random"]), help="Where images without a kept detection go in the ranking.")
-@click.option("--batch-size", default=32, show_default=True)
+@click.option("--batch-size", default=32, show_default=True, help="Images per forward pass (per process under torchrun).")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--workers", default=0, show_default=True, help="Data-loading worker processes (per process under torchrun).")
+@_precision_options
 @_friendly
-def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, batch_size, device) -> None:
-    """Score every image: the four uncertainties per detection, raw and z-scored per image."""
-    from almdn.acquisition.scoring import detections_frame, image_scores
+def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, batch_size, device, workers, amp, channels_last) -> None:
+    """Score every image: the four uncertainties per detection, raw and z-scored per image.
+
+    Sharded: torchrun --nproc_per_node N -m almdn.cli score ... (each process scores its share
+    of the pool; the z-scores use every process's detections; rank 0 writes the files).
+    """
+    import numpy as np
+
+    from almdn.acquisition.scoring import image_scores, pool_detections
     from almdn.acquisition.selection import select_batch
     from almdn.data.coco import CocoDetectionDataset
     from almdn.data.images import ImageFolderDataset
+    from almdn.engine import distributed
     from almdn.engine.checkpoint import load_model
-    from almdn.engine.inference import predict
 
     t0 = time.perf_counter()
+    ctx = _join_torchrun(device)
     model = load_model(checkpoint, device="cpu")
     source = Path(images)
     if source.is_dir() and not (source / "annotations").is_dir():
@@ -207,11 +244,15 @@ def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, ba
         names = [str(p.relative_to(dataset.image_root)) if p.is_relative_to(dataset.image_root) else str(p) for p in dataset.file_paths]
     if len(dataset) == 0:
         raise UserError(f"No images found in '{images}'.")
-    predictions = predict(model, dataset, batch_size=batch_size, device=device, progress=True, desc="score")
-    broken = [names[i] for i, p in enumerate(predictions) if p is None]
-    ok = [i for i, p in enumerate(predictions) if p is not None]
+    detections, readable = pool_detections(
+        model, dataset, conf_threshold, batch_size, ctx.device, workers, amp, channels_last, progress=True
+    )
+    if not ctx.is_main:  # every rank holds the whole pool's detections; one writes them
+        distributed.shutdown()
+        return
+    broken = [names[i] for i in np.flatnonzero(~readable)]
+    ok = np.flatnonzero(readable).tolist()
     ids = [dataset.image_ids[i] for i in ok]
-    detections = detections_frame([predictions[i] for i in ok], ids, conf_threshold)
     try:
         table = image_scores(detections, ids, aggregation)
     except ValueError as exc:
@@ -239,6 +280,7 @@ def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, ba
     click.echo(f"Scored {len(ok)} images ({len(detections)} detections >= {conf_threshold}) in {seconds:.1f} s; wrote {out_dir}/images.csv, detections.csv, detections.json.")
     for name in broken:
         click.echo(f"Skipped unreadable image: {name}", err=True)
+    distributed.shutdown()
 
 
 @main.command()

@@ -7,7 +7,7 @@ import pytest
 import pandas as pd
 import torch
 
-from almdn.acquisition.scoring import detections_frame, image_scores
+from almdn.acquisition.scoring import detections_frame, image_scores, pool_detections
 from almdn.models import UNCERTAINTY_NAMES
 
 
@@ -81,3 +81,29 @@ def test_images_without_detections_have_no_score_under_every_aggregation():
     for aggregation in ("sum_all", "max_all", "alc"):
         table = image_scores(detections_frame(preds, [1, 2]), [1, 2], aggregation).set_index("image_id")
         assert pd.isna(table.loc[2, "score"])
+
+
+def test_pool_detections_equal_detections_frame_of_predict_exactly(tmp_path):
+    from PIL import Image
+
+    from almdn.data.images import ImageFolderDataset
+    from almdn.engine.inference import predict
+    from almdn.models import build_model
+
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 255, (96, 96 if i != 4 else 112, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "2.png").write_bytes(b"broken")
+    pool = ImageFolderDataset.from_folder(tmp_path)
+    torch.manual_seed(0)
+    model = build_model("ssd_small", 3)
+    preds = predict(model, pool, batch_size=3)
+    ok = [i for i, p in enumerate(preds) if p is not None]
+    # the median top score: some images keep detections, some keep none; 0.7 keeps nothing at all
+    threshold = float(np.median([float(preds[i]["scores"].max()) for i in ok]))
+    for conf, images_kept in ((threshold, (1, len(ok) - 1)), (0.7, (0, 0))):
+        reference = detections_frame([preds[i] for i in ok], [pool.image_ids[i] for i in ok], conf)
+        got = pool_detections(model, pool, conf, batch_size=3)
+        pd.testing.assert_frame_equal(got.detections, reference, check_exact=True)
+        assert got.readable.tolist() == [True, True, False, True, True, True, True]
+        assert images_kept[0] <= got.detections["image_id"].nunique() <= images_kept[1]

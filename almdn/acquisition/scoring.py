@@ -5,16 +5,23 @@ population standard deviation over ALL kept detections of the scored pool, take 
 over an image's detections, and score the image by the maximum of its four values. The other
 aggregations the paper compares in Tab. 2 (single uncertainties, sums and maxima of pairs and
 of all four, over the same z-scored image values) are options, see :data:`AGGREGATIONS`.
+
+:func:`pool_detections` is the scoring path for large pools: batched on the device, and under
+``torchrun`` sharded over the processes with every process's kept detections gathered, so the
+z-score statistics cover the whole pool and the ranking equals a single process's exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 
+from almdn.engine import distributed
+from almdn.engine.inference import KeptDetections, kept_detections
 from almdn.models import UNCERTAINTY_NAMES
 
 DETECTION_COLUMNS = ("label", "score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES, "cls_entropy")
@@ -72,6 +79,56 @@ def detections_frame(
         }
     )
     return frame[frame["score"] >= conf_threshold].reset_index(drop=True)
+
+
+class PoolDetections(NamedTuple):
+    """What :func:`pool_detections` returns: the kept detections as :func:`detections_frame`
+    builds them, and a bool per pool item (False: the image could not be read)."""
+
+    detections: pd.DataFrame
+    readable: np.ndarray
+
+
+def pool_detections(
+    model,
+    dataset,
+    conf_threshold: float = 0.5,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    amp: str = "off",
+    channels_last: bool = False,
+    progress: bool = False,
+) -> PoolDetections:
+    """The kept detections of every pool image, ready for :func:`image_scores`.
+
+    Equal to ``detections_frame`` over :func:`~almdn.engine.inference.predict`'s readable
+    images. Inside a process group (torchrun) each rank predicts a contiguous run of whole
+    batches (:func:`~almdn.engine.distributed.shard_range`, so each batch is one a single
+    process would run) and every rank receives all ranks' detections in pool order: the
+    z-scores, the image scores and the ranking are then exactly the single-process ones.
+    ``dataset.image_ids`` (or the positions) identify the images.
+    """
+    start, stop = distributed.shard_range(len(dataset), batch_size, distributed.rank(), distributed.world_size())
+    kept = kept_detections(model, dataset, conf_threshold, batch_size, device, num_workers, amp, channels_last, start, stop, progress)
+    index, values, readable, total = kept.index, kept.values, kept.readable, kept.num_detections
+    if distributed.is_active():
+        index = torch.cat(distributed.all_gather_tensors(index))
+        values = torch.cat(distributed.all_gather_tensors(values))
+        readable = torch.cat(distributed.all_gather_tensors(readable.to(torch.uint8))).bool()
+        total = sum(distributed.all_gather_objects(total))
+    if total == 0:
+        return PoolDetections(pd.DataFrame(columns=["image_id", "detection", *DETECTION_COLUMNS]), readable.numpy())
+    image_ids = np.asarray(getattr(dataset, "image_ids", range(len(dataset))), dtype=np.int64)
+    frame = pd.DataFrame(
+        {
+            "image_id": image_ids[index[:, 0].numpy()],
+            "detection": index[:, 1].numpy(),
+            "label": index[:, 2].numpy(),
+            **{name: values[:, j].numpy() for j, name in enumerate(KeptDetections.VALUE_COLUMNS)},
+        }
+    )
+    return PoolDetections(frame, readable.numpy())
 
 
 def image_scores(detections: pd.DataFrame, image_ids: Sequence[int], aggregation: str = DEFAULT_AGGREGATION) -> pd.DataFrame:

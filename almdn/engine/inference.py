@@ -1,15 +1,26 @@
-"""Running a trained detector over a dataset: detections with uncertainties, and mAP."""
+"""Running a trained detector over a dataset: detections with uncertainties, and mAP.
+
+:func:`predict` returns every detection with all its mixture parameters (for drawing and the
+baselines); :func:`kept_detections` is the pool-scoring path: batched, pinned-memory loading
+with worker processes, NMS and uncertainties on the device, and only the columns the image
+score needs, thresholded on the device and copied back once per batch.
+"""
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from almdn.data.coco import collate_detection
+from almdn.engine import distributed
 from almdn.engine.checkpoint import resolve_device
 from almdn.engine.metrics import evaluate_predictions
-from almdn.models import MixtureSSD
+from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
+from almdn.models import UNCERTAINTY_NAMES, MixtureSSD
 
 
 @torch.no_grad()
@@ -56,3 +67,108 @@ def evaluate(
     predictions = predict(model, dataset, batch_size, device, progress=progress, desc="evaluate")
     targets = dataset.targets() if hasattr(dataset, "targets") else [dataset[i][1] for i in range(len(dataset))]
     return evaluate_predictions(predictions, targets, model.num_classes - 1, max_dets=model.detections_per_img)
+
+
+@dataclass
+class KeptDetections:
+    """The kept detections (score >= threshold) of a run of dataset items, as CPU columns.
+
+    Attributes:
+        index: ``(N, 3)`` int64: the dataset position of the detection's image, its index
+            among that image's detections (before the threshold, as
+            :func:`~almdn.acquisition.scoring.detections_frame` numbers them) and its label.
+        values: ``(N, 10)`` float32, columns :attr:`VALUE_COLUMNS`.
+        readable: ``(M,)`` bool, one per item scored: False for an unreadable image.
+        num_detections: detections of these items before the threshold.
+    """
+
+    index: torch.Tensor
+    values: torch.Tensor
+    readable: torch.Tensor
+    num_detections: int
+
+    INDEX_COLUMNS = ("position", "detection", "label")
+    VALUE_COLUMNS = ("score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES, "cls_entropy")
+
+
+def collate_pool(batch):
+    """``(images, readable)``: the images stacked into one ``(B, 3, H, W)`` tensor when they
+    are all readable and of one size (one pinned host-to-device copy per batch), else a list
+    with None for unreadable ones; ``readable`` is a bool tensor per item."""
+    images = [item[0] for item in batch]
+    readable = torch.tensor([img is not None for img in images], dtype=torch.bool)
+    if bool(readable.all()) and len({tuple(img.shape) for img in images}) == 1:
+        return torch.stack(images), readable
+    return images, readable
+
+
+@torch.no_grad()
+def kept_detections(
+    model: MixtureSSD,
+    dataset: Dataset,
+    conf_threshold: float = 0.5,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    amp: str = "off",
+    channels_last: bool = False,
+    start: int = 0,
+    stop: int | None = None,
+    progress: bool = False,
+    desc: str = "score",
+) -> KeptDetections:
+    """Detections with ``score >= conf_threshold`` of dataset items ``[start, stop)``.
+
+    The same detections, in the same order, as ``detections_frame(predict(...))`` over those
+    items, without moving every mixture parameter of every detection to the CPU: per batch
+    the needed columns are concatenated and thresholded on the device and copied back once.
+    ``amp`` ("off", "bf16", "fp16") and ``channels_last`` apply on CUDA (see
+    :mod:`almdn.engine.precision`).
+    """
+    device = resolve_device(device)
+    model.to(device).eval()
+    precision = resolve_precision(amp, channels_last, device, model)
+    if precision.note and distributed.is_main_process():
+        warnings.warn(precision.note, stacklevel=2)
+    apply_channels_last(model, precision)
+    stop = len(dataset) if stop is None else stop
+    items = dataset if (start, stop) == (0, len(dataset)) else Subset(dataset, range(start, stop))
+    loader = DataLoader(
+        items,
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate_pool,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+    value_keys = ("scores", "boxes", *UNCERTAINTY_NAMES, "cls_entropy")
+    index_parts, value_parts, readable_parts, total, offset = [], [], [], 0, start
+    bar = tqdm(loader, disable=not progress or not distributed.is_main_process(), desc=desc, unit="batch")
+    for images, readable in bar:
+        positions = offset + readable.nonzero().squeeze(1)
+        offset += len(readable)
+        readable_parts.append(readable)
+        if torch.is_tensor(images):
+            batch = list(images.to(device, non_blocking=True).unbind(0))
+        else:
+            batch = [img.to(device, non_blocking=True) for img in images if img is not None]
+        if not batch:
+            continue
+        with mixed_precision(model, precision):
+            detections = model(batch)
+        counts = torch.tensor([len(d["labels"]) for d in detections])
+        total += int(counts.sum())
+        labels = torch.cat([d["labels"] for d in detections])
+        columns = [torch.cat([d[k] for d in detections]) for k in value_keys]
+        values = torch.cat([c[:, None] if c.dim() == 1 else c for c in columns], 1).float()
+        # The threshold in float64, as pandas compares the float32 scores in detections_frame.
+        keep = (values[:, 0].double() >= conf_threshold).cpu()
+        image = torch.repeat_interleave(torch.arange(len(counts)), counts)
+        within = torch.arange(len(image)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        index_parts.append(torch.stack([positions[image[keep]], within[keep], labels.cpu()[keep]], 1))
+        value_parts.append(values[keep.to(device)].cpu())
+    index = torch.cat(index_parts) if index_parts else torch.zeros((0, 3), dtype=torch.long)
+    values = torch.cat(value_parts) if value_parts else torch.zeros((0, len(KeptDetections.VALUE_COLUMNS)))
+    readable = torch.cat(readable_parts) if readable_parts else torch.zeros(0, dtype=torch.bool)
+    return KeptDetections(index, values, readable, total)

@@ -3,6 +3,13 @@
 Iteration-based like the paper (120k iterations, lr 1e-3, warm-up 1k, /10 at 80k and 100k).
 The data order is a pure function of (seed, iteration), so a run resumed from a checkpoint
 sees exactly the batches it would have seen without the interruption.
+
+Under ``torchrun`` (a process group of N > 1, see :mod:`almdn.engine.distributed`) the same
+function trains with DistributedDataParallel: ``batch_size`` stays the GLOBAL batch, each rank
+takes its ``batch_size / N`` slice of the same seeded index stream, gradients are averaged over
+the ranks, rank 0 alone writes checkpoints (with every rank's random state) and a resumed run
+sees exactly the batches it would have seen. On CUDA, ``amp`` and ``channels_last`` select
+mixed precision (see :mod:`almdn.engine.precision`).
 """
 
 from __future__ import annotations
@@ -10,17 +17,21 @@ from __future__ import annotations
 import csv
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from almdn.data.coco import collate_detection
+from almdn.engine import distributed
 from almdn.engine.checkpoint import read_checkpoint, resolve_device, save_checkpoint
+from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
 from almdn.models import MixtureSSD
 
 
@@ -30,7 +41,8 @@ class TrainConfig:
 
     Attributes:
         iterations: total SGD steps.
-        batch_size: images per step.
+        batch_size: images per step (the global batch: under torchrun each of N processes
+            takes batch_size / N of them).
         lr, momentum, weight_decay: SGD (paper: 1e-3, 0.9, 5e-4).
         warmup_iters: linear warm-up from ``lr * warmup_factor`` to ``lr``.
         milestones: iterations at which lr is multiplied by ``gamma``.
@@ -42,6 +54,8 @@ class TrainConfig:
         log_every: iterations between entries of the loss history.
         num_workers: data-loading worker processes.
         seed: data order and initial noise.
+        amp: "off", "bf16" or "fp16" (with a GradScaler) autocast of the network on CUDA.
+        channels_last: channels_last weights and activations on CUDA.
     """
 
     iterations: int = 120_000
@@ -60,6 +74,8 @@ class TrainConfig:
     log_every: int = 10
     num_workers: int = 0
     seed: int = 0
+    amp: str = "off"
+    channels_last: bool = False
 
     @classmethod
     def paper(cls) -> TrainConfig:
@@ -142,14 +158,28 @@ def train(
 
     Returns:
         A :class:`TrainResult`; the model is left trained, in eval mode.
+
+    Inside a process group of N > 1 (torchrun) every rank calls this with the same arguments;
+    ``device`` "cuda" then means this rank's GPU, and the returned history holds the losses
+    averaged over the ranks.
     """
     if len(dataset) == 0:
         raise ValueError("The training set is empty: label some images first.")
-    device = resolve_device(device)
+    ddp = distributed.context(device) if distributed.is_active() else None
+    device = ddp.device if ddp else resolve_device(device)
     torch.manual_seed(config.seed)
     model.to(device).train()
+    precision = resolve_precision(config.amp, config.channels_last, device, model)
+    if precision.note and distributed.is_main_process():
+        warnings.warn(precision.note, stacklevel=2)
+    apply_channels_last(model, precision)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    # Disabled (every call a pass-through) unless fp16 autocast needs loss scaling.
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
+    if ddp and ddp.rank > 0:
+        # Each rank draws its own mixture noise; rank 0 keeps the single-process stream.
+        torch.manual_seed(config.seed + 1_000_003 * ddp.rank)
 
     def set_lr(iteration: int) -> None:
         for group in optimizer.param_groups:
@@ -163,26 +193,43 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_state"])
         start, history, skipped = state["iteration"], state["history"], state.get("skipped_steps", 0)
+        if ddp:
+            _restore_rank_rng(state, ddp, config.seed, start)
+        if "scaler" in state and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
 
     def checkpoint(iteration: int) -> None:
         if ckpt_path is None:
             return
-        save_checkpoint(
-            ckpt_path,
-            model,
-            optimizer=optimizer.state_dict(),
-            rng_state=torch.get_rng_state(),
-            iteration=iteration,
-            history=history,
-            skipped_steps=skipped,
-            train_config=asdict(config),
-        )
-        _write_history(ckpt_path.parent / "history.csv", history)
+        extra: dict[str, Any] = {}
+        if ddp:  # a collective: every rank reaches each checkpoint at the same iteration
+            extra.update(world_size=ddp.world_size, rank_rng_states=distributed.all_gather_objects(torch.get_rng_state()))
+        if scaler.is_enabled():
+            extra["scaler"] = scaler.state_dict()
+        if ddp is None or ddp.is_main:
+            save_checkpoint(
+                ckpt_path,
+                model,
+                optimizer=optimizer.state_dict(),
+                rng_state=torch.get_rng_state(),
+                iteration=iteration,
+                history=history,
+                skipped_steps=skipped,
+                train_config=asdict(config),
+                **extra,
+            )
+            _write_history(ckpt_path.parent / "history.csv", history)
+        distributed.barrier()  # nobody reads or resumes before the file is complete
 
+    sampler: Sampler[int] = _ResumableSampler(len(dataset), config.seed, start * config.batch_size)
+    net: torch.nn.Module = model
+    if ddp:
+        sampler = distributed.RankSliceSampler(sampler, config.batch_size, ddp.rank, ddp.world_size)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loader = DataLoader(
         dataset,
-        batch_size=config.batch_size,
-        sampler=_ResumableSampler(len(dataset), config.seed, start * config.batch_size),
+        batch_size=config.batch_size // (ddp.world_size if ddp else 1),
+        sampler=sampler,
         collate_fn=collate_detection,
         num_workers=config.num_workers,
         pin_memory=device.type == "cuda",
@@ -192,23 +239,30 @@ def train(
         generator=torch.Generator().manual_seed(config.seed),
     )
     t0 = time.perf_counter()
-    bar = tqdm(total=config.iterations, initial=start, disable=not progress, desc="train", unit="it")
+    bar = tqdm(total=config.iterations, initial=start, disable=not progress or not distributed.is_main_process(), desc="train", unit="it")
     iteration, bad_streak, stopped = start, 0, False
     running: dict[str, float] = {}
     batches = iter(loader)
     while iteration < config.iterations:
         set_lr(iteration)
         images, targets = _to_device(*next(batches), device)
-        losses = model(images, targets)
+        with mixed_precision(model, precision):
+            losses = net(images, targets)
         loss = sum(losses.values())
-        value = float(loss.detach())
+        value, loss_values = _loss_values(loss, losses, ddp is not None)
         finite_grads = True
         if math.isfinite(value) and value <= config.max_loss:
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # under DDP this also averages the gradients
+            scaler.unscale_(optimizer)
             max_norm = config.grad_clip_norm if config.grad_clip_norm > 0 else float("inf")
             finite_grads = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm)))
-        if not finite_grads or not math.isfinite(value) or value > config.max_loss:
+        if not finite_grads and scaler.is_enabled() and math.isfinite(value) and value <= config.max_loss:
+            # fp16 overflow: the scaler skips this step and lowers its scale; not divergence.
+            skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            scaler.update()
+        elif not finite_grads or not math.isfinite(value) or value > config.max_loss:
             # The reference restarts training on such a loss; skipping the step keeps the good
             # weights, and a long streak means the schedule itself is wrong.
             skipped += 1
@@ -222,9 +276,10 @@ def train(
                 )
         else:
             bad_streak = 0
-            optimizer.step()
-            for k, v in losses.items():
-                running[k] = running.get(k, 0.0) + float(v.detach())
+            scaler.step(optimizer)
+            scaler.update()
+            for k, v in loss_values.items():
+                running[k] = running.get(k, 0.0) + v
             running["loss"] = running.get("loss", 0.0) + value
             running["n"] = running.get("n", 0.0) + 1
         iteration += 1
@@ -238,6 +293,8 @@ def train(
             bar.set_postfix(loss=f"{entry.get('loss', float('nan')):.3f}", lr=f"{entry['lr']:.2g}")
             if callback is not None and callback(iteration, config.iterations, entry) is False:
                 stopped = True
+            if ddp:  # one rank cancelling stops them all, at the same iteration
+                stopped = distributed.all_reduce_any(stopped)
         if iteration % config.checkpoint_every == 0 or iteration == config.iterations or stopped:
             checkpoint(iteration)
         if stopped:
@@ -245,6 +302,25 @@ def train(
     bar.close()
     model.eval()
     return TrainResult(iteration, time.perf_counter() - t0, history, skipped, stopped)
+
+
+def _loss_values(loss: torch.Tensor, losses: dict[str, torch.Tensor], reduce: bool) -> tuple[float, dict[str, float]]:
+    """The step's total loss and its terms as floats; with ``reduce`` averaged over the ranks,
+    so every rank takes the same skip decision (a rank skipping alone would hang DDP)."""
+    if not reduce:
+        return float(loss.detach()), {k: float(v.detach()) for k, v in losses.items()}
+    values = distributed.all_reduce_mean(torch.stack([loss.detach(), *(v.detach() for v in losses.values())]).float()).tolist()
+    return values[0], dict(zip(losses, values[1:]))
+
+
+def _restore_rank_rng(state: dict[str, Any], ddp: distributed.DistributedContext, seed: int, iteration: int) -> None:
+    """Give this rank its own random state back from a DDP checkpoint; a checkpoint from another
+    world size cannot provide it, so such ranks get a fresh stream seeded by rank and iteration."""
+    states = state.get("rank_rng_states")
+    if states is not None and len(states) == ddp.world_size:
+        torch.set_rng_state(states[ddp.rank])
+    elif ddp.rank > 0:
+        torch.manual_seed(seed + 1_000_003 * ddp.rank + iteration)
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
