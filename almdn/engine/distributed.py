@@ -59,18 +59,22 @@ def is_active() -> bool:
 
 
 def rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def world_size() -> int:
+    """The number of processes (1 without a process group)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def local_rank() -> int:
+    """This process's index on its machine (its GPU under nccl); 0 without a process group."""
     return int(os.environ.get("LOCAL_RANK", 0)) if is_active() else 0
 
 
 def is_main_process() -> bool:
+    """True on rank 0, the process that writes files and reports."""
     return rank() == 0
 
 
