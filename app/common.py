@@ -1,0 +1,207 @@
+"""What every page shares: the open project, cached reads of its store, one-sentence errors,
+and the panel that follows a background job."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from almdn import jobs, views
+from almdn.demo_project import default_projects_root
+from almdn.store import STORE_FILE, Store
+
+PAGE_IMAGE = "views/image.py"
+PAGE_TRAIN = "views/train.py"
+PAGE_SETTINGS = "views/settings.py"
+PAGE_PROJECTS = "views/projects.py"
+
+
+# --------------------------------------------------------------------------- the project
+
+
+def projects_root() -> Path:
+    return default_projects_root()
+
+
+def demo_project_dir() -> Path:
+    return projects_root() / "demo"
+
+
+def project_dir() -> Path:
+    """The open project: chosen in this session, else in the URL (survives a reload), else
+    ``$ALMDN_PROJECT``, else the built-in demo project."""
+    chosen = st.session_state.get("project_dir") or st.query_params.get("project") or os.environ.get("ALMDN_PROJECT")
+    path = Path(chosen).absolute() if chosen else demo_project_dir()
+    st.session_state["project_dir"] = str(path)
+    return path
+
+
+def open_project(path: str | os.PathLike[str]) -> None:
+    st.session_state["project_dir"] = str(Path(path).absolute())
+    st.query_params["project"] = str(Path(path).absolute())
+    for key in ("image_id", "pool_page"):
+        st.session_state.pop(key, None)
+
+
+def has_store(path: Path) -> bool:
+    return (path / STORE_FILE).exists()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(path: str) -> Store:
+    # One connection per project for the whole server: the store serializes its own use, and
+    # WAL lets the job process write meanwhile.
+    return Store.open(path, create=False)
+
+
+def store() -> Store:
+    return _store(str(project_dir()))
+
+
+def revision() -> tuple:
+    """The store's fingerprint: cached reads are keyed on it, so they refresh when it changes."""
+    return views.store_revision(store())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _pool_table(path: str, rev: tuple) -> pd.DataFrame:
+    return views.pool_table(_store(path))
+
+
+def pool_table() -> pd.DataFrame:
+    return _pool_table(str(project_dir()), revision())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _pool_detections(path: str, rev: tuple) -> pd.DataFrame:
+    return views.pool_detections(_store(path))
+
+
+def pool_detections() -> pd.DataFrame:
+    return _pool_detections(str(project_dir()), revision())
+
+
+@st.cache_data(show_spinner=False, max_entries=50_000)
+def thumbnail_url(path: str, cache_dir: str, size: int = 96) -> str | None:
+    return views.data_url(views.thumbnail(path, cache_dir, size))
+
+
+def thumbnails(paths: list[str], size: int = 96) -> list[str | None]:
+    cache_dir = str(project_dir() / "cache" / "thumbs")
+    return [thumbnail_url(p, cache_dir, size) for p in paths]
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def detector(checkpoint: str):
+    return views.load_detector(checkpoint)
+
+
+def scored_version() -> int | None:
+    return store().latest_model_version(scored=True)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is one sentence for the user (never a traceback)."""
+    from almdn.data.coco import DatasetError
+    from almdn.engine.checkpoint import CheckpointError
+    from almdn.rounds import RoundError
+    from almdn.store import StoreError
+    from label_studio.client import LabelStudioError
+    from label_studio.server import ServerError
+
+    return (DatasetError, CheckpointError, RoundError, StoreError, LabelStudioError, ServerError, jobs.JobError, FileExistsError, ValueError)
+
+
+@contextmanager
+def sentence_on_error():
+    """Show a user's error as one sentence; the page goes on."""
+    try:
+        yield
+    except user_errors() as exc:
+        st.error(str(exc))
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def job_title(state: dict[str, Any]) -> str:
+    title = jobs.JOB_TITLES.get(state.get("kind", ""), state.get("kind", "job"))
+    return title[0].upper() + title[1:]
+
+
+def job_panel(kinds: tuple[str, ...] | None = None, show_loss: bool = True, key: str = "job") -> None:
+    """Progress of the project's running job (or the last one, finished), live.
+
+    Re-drawn every second while a job runs; when it ends the whole page re-runs so that it
+    shows the new state of the store.
+    """
+
+    @st.fragment(run_every=1.0 if jobs.active_job(project_dir()) is not None else None)
+    def panel() -> None:
+        job = jobs.active_job(project_dir())
+        running = job is not None
+        if job is None:
+            job = jobs.latest_job(project_dir())
+        if job is None:
+            return
+        state = job.read()
+        if kinds is not None and state["kind"] not in kinds:
+            return
+        was_running = st.session_state.get(f"{key}-running")
+        st.session_state[f"{key}-running"] = running
+        if running:
+            st.progress(float(state.get("progress") or 0.0), text=f"{job_title(state)}: {state.get('stage')} ({100 * float(state.get('progress') or 0):.0f} %)")
+            if show_loss:
+                metrics = job.metrics()
+                if metrics:
+                    from figures import loss_curve_figure
+
+                    last = metrics[-1]
+                    st.caption(f"iteration {last.get('iteration')} of {last.get('total')}, loss {last.get('loss', float('nan')):.3f}")
+                    st.plotly_chart(loss_curve_figure(metrics), key=f"{key}-loss")
+            if job.cancel_requested:
+                st.info("Cancelling: the job stops after its current step.")
+            elif st.button("Cancel", key=f"{key}-cancel"):
+                job.cancel()
+                st.rerun(scope="fragment")
+        else:
+            if was_running:
+                st.rerun()  # the job just ended: refresh everything that reads the store
+            status = state["status"]
+            result = state.get("result") or {}
+            if status == "done":
+                st.success(f"{job_title(state)} finished: {result.get('summary', 'done')}")
+            elif status == "failed":
+                st.error(state.get("message") or "The job failed.")
+            elif status == "cancelled":
+                st.info(f"{job_title(state)} was cancelled; nothing was changed in the project.")
+
+    panel()
+
+
+def wait_for_job_text() -> str:
+    job = jobs.active_job(project_dir())
+    if job is None:
+        return ""
+    state = job.read()
+    return f"{job_title(state)} is running ({100 * float(state.get('progress') or 0):.0f} %, {state.get('stage')})."
+
+
+def age(stamp: str | None) -> str:
+    """'3 min ago' from an ISO time stamp."""
+    if not stamp:
+        return ""
+    seconds = time.time() - pd.Timestamp(stamp).timestamp()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"

@@ -1,0 +1,132 @@
+"""Plotly figures of the app (drawing only: the numbers come from almdn.views)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from almdn.views import UNCERTAINTY_LABELS
+
+TEMPLATE = "plotly_white"
+COMPONENT_COLORS = ("#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _png_url(array: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _rect(fig: go.Figure, box, color: str, width: float = 2, dash: str = "solid", opacity: float = 1.0, fill: str | None = None) -> None:
+    x1, y1, x2, y2 = box
+    fig.add_shape(type="rect", x0=x1, y0=y1, x1=x2, y1=y2, line=dict(color=color, width=width, dash=dash), opacity=opacity,
+                  fillcolor=fill or "rgba(0,0,0,0)", layer="above")
+
+
+def mixture_figure(array: np.ndarray, detections: list[dict[str, Any]], selected: int | None = None, height: int = 640) -> go.Figure:
+    """The image with each detection (white) and, for the selected one (or all), every
+    component's mean box (opacity by its weight) with a +-1 sigma band around its edges (dashed)."""
+    h, w = array.shape[:2]
+    fig = go.Figure()
+    fig.add_layout_image(dict(source=_png_url(array), x=0, y=0, sizex=w, sizey=h, xref="x", yref="y", sizing="stretch", layer="below"))
+    # An invisible trace gives the axes their range and hover over the detections' centres.
+    xs = [0.5 * (d["box"][0] + d["box"][2]) for d in detections]
+    ys = [0.5 * (d["box"][1] + d["box"][3]) for d in detections]
+    text = [f"#{d['detection']} '{d['class_name']}' {d['score']:.2f}" for d in detections]
+    fig.add_trace(go.Scatter(x=[0, w, *xs], y=[0, h, *ys], mode="markers+text", text=["", "", *text], textposition="top center",
+                             textfont=dict(color="white", size=11), marker=dict(size=1, color="rgba(0,0,0,0)"), hoverinfo="text", showlegend=False))
+    for d in detections:
+        show_components = selected is None or d["detection"] == selected
+        if show_components:
+            for k, (box, weight, sigma) in enumerate(zip(d["component_boxes"], d["component_weights"], d["component_sigmas"])):
+                color = COMPONENT_COLORS[k % len(COMPONENT_COLORS)]
+                opacity = float(0.15 + 0.85 * min(max(weight, 0.0), 1.0))
+                _rect(fig, box, color, width=2, opacity=opacity)
+                if np.all(np.isfinite(sigma)):
+                    sx1, sy1, sx2, sy2 = sigma
+                    outer = (box[0] - sx1, box[1] - sy1, box[2] + sx2, box[3] + sy2)
+                    inner = (box[0] + sx1, box[1] + sy1, box[2] - sx2, box[3] - sy2)
+                    _rect(fig, outer, color, width=1, dash="dot", opacity=opacity)
+                    if inner[2] > inner[0] and inner[3] > inner[1]:
+                        _rect(fig, inner, color, width=1, dash="dot", opacity=opacity)
+        _rect(fig, d["box"], "white", width=3 if d["detection"] == selected else 1.5)
+    fig.update_xaxes(range=[0, w], visible=False, constrain="domain")
+    fig.update_yaxes(range=[h, 0], visible=False, scaleanchor="x")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=0, r=0, t=10, b=0))
+    return fig
+
+
+def class_spread_figure(detection: dict[str, Any], class_names: list[str]) -> go.Figure:
+    """Each component's class probabilities (opacity by its weight) and the mixture's, as bars."""
+    labels = ["background", *class_names]
+    fig = go.Figure()
+    for k, (weight, probs) in enumerate(zip(detection["class_weights"], detection["class_probs"])):
+        fig.add_trace(go.Bar(x=labels, y=probs, name=f"component {k + 1} (π = {weight:.2f})", marker_color=COMPONENT_COLORS[k % len(COMPONENT_COLORS)],
+                             opacity=float(0.3 + 0.7 * weight)))
+    fig.add_trace(go.Bar(x=labels, y=detection["mixture_probs"], name="mixture (Eq. 7)", marker_color="black"))
+    fig.update_layout(template=TEMPLATE, barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10),
+                      title=f"Class spread of detection #{detection['detection']}", yaxis_title="probability", legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def loss_curve_figure(metrics: list[dict[str, Any]], height: int = 280) -> go.Figure:
+    """The live training loss (total and its parts) per iteration."""
+    frame = pd.DataFrame(metrics)
+    fig = go.Figure()
+    if not frame.empty and "loss" in frame:
+        fig.add_trace(go.Scatter(x=frame["iteration"], y=frame["loss"], mode="lines", name="loss", line=dict(width=3)))
+        for column in sorted(c for c in frame.columns if c.startswith("loss_")):
+            fig.add_trace(go.Scatter(x=frame["iteration"], y=frame[column], mode="lines", name=column[5:], line=dict(width=1)))
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=10, r=10, t=30, b=10), title="Training loss", xaxis_title="iteration",
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+def learning_curve_figure(curve: pd.DataFrame) -> go.Figure:
+    """The active-learning curve: mAP@0.5 and mAP@0.75 against labeled images, per model version."""
+    fig = go.Figure()
+    for key, name in (("map50", "mAP@0.5"), ("map75", "mAP@0.75")):
+        fig.add_trace(go.Scatter(x=curve["num_labeled"], y=curve[key], mode="lines+markers+text", name=name,
+                                 text=[f"v{v}" for v in curve["model_version"]] if key == "map50" else None, textposition="top center"))
+    fig.update_layout(template=TEMPLATE, height=380, margin=dict(l=10, r=10, t=40, b=10), title="Active-learning curve (test split)",
+                      xaxis_title="labeled images", yaxis_title="mAP", legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def labels_figure(counts: pd.DataFrame) -> go.Figure:
+    fig = go.Figure(go.Bar(x=counts["class_name"], y=counts["boxes"], marker_color="#1f77b4"))
+    fig.update_layout(template=TEMPLATE, height=320, margin=dict(l=10, r=10, t=40, b=10), title="Labeled boxes per class", xaxis_title="class", yaxis_title="boxes")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def uncertainty_histograms(detections: pd.DataFrame) -> go.Figure:
+    """Distributions of the four uncertainties over the pool's kept detections."""
+    names = list(UNCERTAINTY_LABELS)
+    fig = make_subplots(rows=1, cols=4, subplot_titles=[UNCERTAINTY_LABELS[n] for n in names])
+    for i, name in enumerate(names):
+        values = detections[name].dropna() if name in detections else []
+        fig.add_trace(go.Histogram(x=values, nbinsx=40, name=UNCERTAINTY_LABELS[name], showlegend=False), row=1, col=i + 1)
+    fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=10, r=10, t=50, b=10), title="Uncertainties of the pool's detections")
+    return fig
+
+
+def aleatoric_epistemic_figure(detections: pd.DataFrame, max_points: int = 5000) -> go.Figure:
+    """Aleatoric against epistemic uncertainty, box and class, one point per detection."""
+    sample = detections.sample(max_points, random_state=0) if len(detections) > max_points else detections
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["box", "class"])
+    for col, head in enumerate(("loc", "cls"), start=1):
+        fig.add_trace(go.Scattergl(x=sample[f"{head}_aleatoric"], y=sample[f"{head}_epistemic"], mode="markers", marker=dict(size=4, opacity=0.5),
+                                   text=[f"image {i}, #{d}" for i, d in zip(sample["image_id"], sample["detection"])], showlegend=False), row=1, col=col)
+        fig.update_xaxes(title_text="aleatoric", row=1, col=col)
+        fig.update_yaxes(title_text="epistemic", row=1, col=col)
+    fig.update_layout(template=TEMPLATE, height=360, margin=dict(l=10, r=10, t=50, b=10), title="Aleatoric vs epistemic (pool detections)")
+    return fig

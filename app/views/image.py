@@ -1,0 +1,118 @@
+"""Image: one image's detections with their mixtures, its four uncertainties against the
+pool, and why it ranks where it does."""
+
+from __future__ import annotations
+
+import common
+import pandas as pd
+import streamlit as st
+from figures import class_spread_figure, mixture_figure
+
+from almdn import views
+from almdn.data.coco import DatasetError, read_image
+from almdn.store import UNCERTAINTY_NAMES
+
+st.title("Image")
+store = common.store()
+mv = common.scored_version()
+if mv is None:
+    st.info("No model yet, so there are no detections or uncertainties to show. Train the first model on the Train page.")
+    st.stop()
+
+table = common.pool_table()
+order = table["image_id"].tolist()
+current = int(st.session_state.get("image_id") or (order[0] if order else 0))
+c1, c2, c3, c4 = st.columns([2, 1, 1, 4])
+# A key per image: the input shows the image chosen elsewhere (Pool, Previous/Next).
+image_id = int(c1.number_input("Image id", min_value=1, value=current, step=1, key=f"image-id-{current}"))
+st.session_state["image_id"] = image_id
+position = order.index(image_id) if image_id in order else None
+
+
+def _go(target: int) -> None:
+    st.session_state["image_id"] = int(target)
+
+
+has_previous = bool(position)
+has_next = position is not None and position < len(order) - 1
+c2.button("Previous in ranking", disabled=not has_previous, on_click=_go, args=(order[position - 1] if has_previous else 0,))
+c3.button("Next in ranking", disabled=not has_next, on_click=_go, args=(order[position + 1] if has_next else 0,))
+
+try:
+    image = store.image(image_id)
+except Exception as exc:  # StoreError: an id that is not in the project
+    st.error(str(exc))
+    st.stop()
+c4.caption(f"{image['path']} · {image['width']}×{image['height']} px · split: {image['split']}")
+
+explanation = views.explain_image(store, image_id, mv, table=table, pool_detections=common.pool_detections())
+st.info(explanation.sentence, icon=":material/help:")
+
+try:
+    array = read_image(image["path"])
+except DatasetError as exc:
+    st.error(f"{exc} The rest of the app is unaffected; the image stays out of the ranking until it can be read.")
+    st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _mixture(checkpoint: str, path: str) -> list[dict]:
+    return views.mixture_detections(common.detector(checkpoint), path)
+
+
+info = store.model_version(mv)
+all_detections = _mixture(str(info["checkpoint"]), str(image["path"]))
+kept_threshold = float(info["conf_threshold"]) if info.get("conf_threshold") == info.get("conf_threshold") and info.get("conf_threshold") is not None else 0.5
+left, right = st.columns([3, 2])
+with right:
+    threshold = st.slider("Show detections with score at least", 0.0, 1.0, kept_threshold, 0.01,
+                          help=f"Detections at or above {kept_threshold:.2f} count for the image's uncertainty (the model version's threshold).")
+    detections = [d for d in all_detections if d["score"] >= threshold]
+    default = None
+    if len(explanation.uncertainties) and explanation.uncertainties["detection"].notna().any():
+        top = explanation.uncertainties.dropna(subset=["z"]).sort_values("z", ascending=False)
+        default = int(top.iloc[0]["detection"]) if len(top) and not pd.isna(top.iloc[0]["detection"]) else None
+    options = [d["detection"] for d in detections]
+    labels = {d["detection"]: f"#{d['detection']} '{d['class_name']}' score {d['score']:.2f}" for d in detections}
+    selected = st.selectbox("Detection to explain", options, index=options.index(default) if default in options else 0,
+                            format_func=labels.get, disabled=not options) if options else None
+    st.subheader("Its four uncertainties")
+    if len(explanation.uncertainties):
+        unc = explanation.uncertainties[["label", "value", "z", "percentile", "detection"]].rename(
+            columns={"label": "uncertainty", "value": "value (max over detections)", "z": "z-score", "percentile": "percentile in pool", "detection": "from detection"})
+        st.dataframe(unc, hide_index=True, column_config={
+            "value (max over detections)": st.column_config.NumberColumn(format="%.4f"),
+            "z-score": st.column_config.NumberColumn(format="%.2f"),
+            "percentile in pool": st.column_config.ProgressColumn(min_value=0, max_value=100, format="%.0f %%"),
+        })
+    else:
+        st.caption("Not in the pool: no pool percentiles.")
+with left:
+    if detections:
+        st.plotly_chart(mixture_figure(array, detections, selected), key="mixture")
+        st.caption("White: detections (Eq. 7). Coloured: each mixture component's mean box of the selected detection, "
+                   "opacity by its weight π; dotted: ±1σ of each edge from the component's variance.")
+    else:
+        st.image(array, width="stretch")
+        st.caption(f"No detection with score ≥ {threshold:.2f}.")
+
+if selected is not None:
+    chosen = next(d for d in detections if d["detection"] == selected)
+    st.plotly_chart(class_spread_figure(chosen, list(store.classes())), key="class-spread")
+    comp = pd.DataFrame({
+        "component": range(1, len(chosen["component_weights"]) + 1),
+        "box weight π": chosen["component_weights"],
+        "class weight π": chosen["class_weights"],
+        "x1": [b[0] for b in chosen["component_boxes"]], "y1": [b[1] for b in chosen["component_boxes"]],
+        "x2": [b[2] for b in chosen["component_boxes"]], "y2": [b[3] for b in chosen["component_boxes"]],
+        "σ x (px)": [s[0] for s in chosen["component_sigmas"]], "σ y (px)": [s[1] for s in chosen["component_sigmas"]],
+    })
+    st.dataframe(comp, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.2f") for c in comp.columns if c != "component"})
+
+if len(explanation.detections):
+    st.subheader("Kept detections and their percentiles among the pool's detections")
+    det = explanation.detections.copy()
+    config = {name: st.column_config.NumberColumn(views.UNCERTAINTY_LABELS[name], format="%.4f") for name in UNCERTAINTY_NAMES}
+    config.update({f"pct_{name}": st.column_config.NumberColumn(f"{views.UNCERTAINTY_LABELS[name]} pct.", format="%.0f") for name in UNCERTAINTY_NAMES})
+    config["score"] = st.column_config.NumberColumn(format="%.2f")
+    st.dataframe(det.drop(columns=["x1", "y1", "x2", "y2"]), hide_index=True, column_config=config)

@@ -1,0 +1,81 @@
+"""Settings: the Label Studio connection, the model and its K, training and thresholds."""
+
+from __future__ import annotations
+
+import common
+import streamlit as st
+
+from almdn import jobs, labeling
+from almdn.acquisition.scoring import AGGREGATIONS
+from almdn.rounds import ARCH_CHOICES, HEAD_CHOICES, RoundSettings
+
+st.title("Settings")
+store = common.store()
+project = common.project_dir()
+
+# ----------------------------------------------------------------- Label Studio
+st.subheader("Label Studio")
+status = labeling.server_status(project)
+if status.reachable:
+    st.success(f"Connected to {'the local ' if status.local else ''}Label Studio at {status.url}.")
+elif status.message:
+    st.warning(status.message)
+
+left, right = st.columns(2)
+with left.form("connect"):
+    st.markdown("**Connect to a Label Studio server**")
+    url = st.text_input("URL", value=status.url if status.connected and not status.local else "", placeholder="https://label-studio.example.org")
+    token = st.text_input("API token", type="password", help="Your account's access token (Account & Settings in Label Studio). Stored in the project folder, readable only by you.")
+    if st.form_submit_button("Connect"):
+        if not url.strip() or not token.strip():
+            st.error("Give both the server's URL and your API token.")
+        else:
+            from label_studio.client import connect
+
+            with common.sentence_on_error():
+                client = connect(project, url.strip(), token.strip())
+                client.close()
+                st.success(f"Connected to {url.strip()}; the token is stored in the project folder (mode 0600).")
+with right:
+    st.markdown("**Or run one on this machine**")
+    port = st.number_input("Port (on 127.0.0.1)", min_value=1024, max_value=65535, value=8080, key="ls_port")
+    running = jobs.active_job(project)
+    if st.button("Start a local Label Studio", icon=":material/play_arrow:", disabled=running is not None):
+        try:
+            jobs.start_job(project, "label_studio", {"project_dir": str(project), "port": int(port)})
+            st.rerun()
+        except common.user_errors() as exc:
+            st.warning(str(exc))
+    if status.local and st.button("Stop the local Label Studio", icon=":material/stop:"):
+        from label_studio.server import LocalServer
+
+        with common.sentence_on_error():
+            stopped = LocalServer(project / "label-studio").stop()
+            st.info("Label Studio stopped." if stopped else "The local Label Studio was not running.")
+    common.job_panel(kinds=("label_studio",), show_loss=False, key="ls")
+
+# ----------------------------------------------------------------- model and thresholds
+st.subheader("Model, training and thresholds")
+current = RoundSettings.load(store)
+with st.form("model"):
+    c1, c2, c3 = st.columns(3)
+    arch = c1.selectbox("Architecture", ARCH_CHOICES, index=ARCH_CHOICES.index(current.arch) if current.arch in ARCH_CHOICES else 0,
+                        help="ssd_small trains on a CPU in minutes (128 px); ssd300_vgg16 is the paper's and needs a GPU.")
+    head = c2.selectbox("Mixture head", HEAD_CHOICES, index=HEAD_CHOICES.index(current.head) if current.head in HEAD_CHOICES else 0,
+                        help="gmm: the paper's head (Fig. 2a); eff: its efficient variant without class variances (Fig. 2b).")
+    k = c3.number_input("K (mixture components)", min_value=1, max_value=16, value=int(current.num_components))
+    c4, c5, c6 = st.columns(3)
+    iterations = c4.number_input("Iterations per retrain", min_value=1, max_value=1_000_000, value=int(current.iterations))
+    batch_size = c5.number_input("Batch size", min_value=1, max_value=1024, value=int(current.batch_size))
+    lr = c6.number_input("Learning rate", min_value=1e-6, max_value=1.0, value=float(current.lr), format="%.4f")
+    c7, c8, c9 = st.columns(3)
+    conf = c7.slider("Confidence threshold for scoring", 0.0, 0.99, float(current.conf_threshold), 0.01,
+                     help="Detections with at least this score count for an image's uncertainty (Sec. 3.3).")
+    aggregations = list(AGGREGATIONS)
+    aggregation = c8.selectbox("Aggregation (Tab. 2)", aggregations, index=aggregations.index(current.aggregation) if current.aggregation in aggregations else 0)
+    warm = c9.toggle("Continue from the latest model", value=bool(current.warm_start), help="Off: every retrain starts from scratch, as the paper's protocol does.")
+    if st.form_submit_button("Save", type="primary"):
+        with common.sentence_on_error():
+            current.replace(arch=arch, head=head, num_components=int(k), iterations=int(iterations), batch_size=int(batch_size), lr=float(lr),
+                            conf_threshold=float(conf), aggregation=aggregation, warm_start=bool(warm)).save(store)
+            st.success("Saved; the next retrain uses these settings.")

@@ -1,0 +1,64 @@
+"""Train: retrain on the labeled set in the background, watch it learn, compare with the
+previous model."""
+
+from __future__ import annotations
+
+import common
+import streamlit as st
+
+from almdn import jobs, views
+from almdn.rounds import RoundSettings
+
+st.title("Train")
+store = common.store()
+project = common.project_dir()
+curve = views.learning_curve(store)
+labeled = len(store.labeled_image_ids())
+
+# ----------------------------------------------------------------- latest vs previous
+if curve.empty:
+    st.info(f"No model yet. Retrain trains the first one on the {labeled} labeled images, evaluates it and ranks the pool.")
+else:
+    last = curve.iloc[-1]
+    prev = curve.iloc[-2] if len(curve) > 1 else None
+    cols = st.columns(4)
+
+    def delta(key: str):
+        if prev is None or last[key] is None or prev[key] is None:
+            return None
+        return f"{last[key] - prev[key]:+.3f} vs v{int(prev['model_version'])}"
+
+    cols[0].metric(f"Model version {int(last['model_version'])}", str(last["name"]), help=str(last["created_at"]))
+    cols[1].metric("mAP@0.5 (test)", "–" if last["map50"] is None else f"{last['map50']:.3f}", delta=delta("map50"))
+    cols[2].metric("mAP@0.75 (test)", "–" if last["map75"] is None else f"{last['map75']:.3f}", delta=delta("map75"))
+    cols[3].metric("Trained on", f"{int(last['num_labeled'])} images", delta=f"{labeled - int(last['num_labeled']):+d} labeled since" if labeled != int(last["num_labeled"]) else None, delta_color="off")
+    if prev is not None and prev["map50"] is not None and last["map50"] is not None:
+        st.caption(f"New mAP@0.5 {last['map50']:.3f} next to the previous model's {prev['map50']:.3f} (v{int(prev['model_version'])}, "
+                   f"{int(prev['num_labeled'])} labeled images).")
+
+# ----------------------------------------------------------------- retrain
+st.subheader("Retrain")
+settings = RoundSettings.load(store)
+st.caption(f"{settings.arch} with the {settings.head} mixture head, K = {settings.num_components}; {settings.iterations} iterations at batch "
+           f"{settings.batch_size}, lr {settings.lr:g}; {'continuing from the latest model' if settings.warm_start else 'from scratch'}; "
+           f"scoring keeps detections with score ≥ {settings.conf_threshold:.2f}, {settings.aggregation}. Change them on the Settings page.")
+running = jobs.active_job(project)
+if running is not None:
+    st.warning(common.wait_for_job_text() + " Only one job runs at a time: wait for it or cancel it below.", icon=":material/hourglass_top:")
+if st.button("Retrain", type="primary", icon=":material/model_training:", disabled=running is not None or labeled == 0,
+             help="Train a new model version on the labeled set, evaluate it on the test split and re-score the pool."):
+    try:
+        jobs.start_job(project, "retrain", {"project_dir": str(project)})
+        st.rerun()
+    except jobs.JobAlreadyRunning as exc:
+        st.warning(str(exc))
+    except common.user_errors() as exc:
+        st.error(str(exc))
+if labeled == 0:
+    st.caption("Label some images first (Label page): there is nothing to train on.")
+common.job_panel(kinds=("retrain", "demo"), key="train")
+
+# ----------------------------------------------------------------- versions
+if not curve.empty:
+    st.subheader("Model versions")
+    st.dataframe(curve, hide_index=True, column_config={k: st.column_config.NumberColumn(format="%.3f") for k in ("map50", "map75", "map", "voc07_map50")})

@@ -1,0 +1,378 @@
+"""Every page and action of the app under Streamlit's AppTest, on a real tiny project,
+including the bad states: no model yet, Label Studio unreachable, a corrupt pool image, a
+retrain already running."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from almdn import jobs
+from almdn.project import coco_records
+from almdn.rounds import RoundSettings, run_round
+from almdn.store import Store
+from label_studio.client import save_connection
+from label_studio.server import free_port
+from tests.app_support import APP, TINY_DEMO_SIZES, TINY_SETTINGS, add_corrupt_pool_image, built_project, project  # noqa: F401
+
+
+def open_app(project_dir, page: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["project_dir"] = str(project_dir)
+    at.run()
+    if page is not None:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [e.value for e in getattr(at, kind)]
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def arr(values) -> list:
+    """A plotly data array: a list, or plotly's typed-array encoding of a numpy array."""
+    if isinstance(values, dict) and "bdata" in values:
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def wait_done(project_dir, timeout: float = 300) -> dict:
+    job = jobs.latest_job(project_dir)
+    assert job is not None
+    return job.wait(timeout=timeout)
+
+
+# --------------------------------------------------------------------------- Pool
+
+
+def test_pool_page_ranks_sorts_and_filters(project):
+    at = open_app(project)
+    assert texts(at, "title") == ["Pool"]
+    with Store.open(project, create=False) as store:
+        pool = store.image_ids("pool")
+        ranking = store.pool_ranking()
+    table = at.dataframe[0].value
+    assert table["rank"].tolist() == list(range(1, len(pool) + 1))
+    assert table["image_id"].tolist() == ranking["image_id"].tolist()
+    assert all(u.startswith("data:image/jpeg;base64,") for u in table["thumbnail"])
+    assert at.metric[0].value == str(len(pool))
+
+    at.selectbox(key="pool_sort").set_value("cls_epistemic").run()
+    table = at.dataframe[0].value
+    assert table["cls_epistemic"].is_monotonic_decreasing
+    at.toggle(key="pool_z").set_value(True).run()
+    z = at.dataframe[0].value
+    assert z["cls_epistemic"].is_monotonic_decreasing
+    assert not np.allclose(z["cls_epistemic"].to_numpy(), table["cls_epistemic"].to_numpy())  # z values, not raw
+    at.toggle(key="pool_ascending").set_value(True).run()
+    assert at.dataframe[0].value["cls_epistemic"].is_monotonic_increasing
+
+    wanted = at.multiselect(key="pool_classes").options[0]
+    at.multiselect(key="pool_classes").set_value([wanted]).run()
+    filtered = at.dataframe[0].value
+    assert 0 < len(filtered) <= len(pool)
+    assert all(wanted in c.split(", ") for c in filtered["classes"])
+    assert not at.exception
+
+
+def test_pool_paginates(project):
+    at = open_app(project)
+    at.selectbox(key="pool_per_page").set_value(25).run()
+    assert len(at.dataframe[0].value) == min(25, len(at.dataframe[0].value))
+    assert at.number_input(key="pool_page").max == 1  # 22 pool images: one page of 25
+
+
+def test_open_an_image_from_the_pool(project):
+    at = open_app(project)
+    third = at.dataframe[0].value["image_id"].iloc[2]
+    at.selectbox(key="pool_open").set_value(int(third))
+    at.button[0].click().run()
+    assert texts(at, "title") == ["Image"]
+    assert at.session_state["image_id"] == third
+    assert any(f"Image {third} ranks 3 of" in t for t in texts(at, "info"))
+
+
+def test_corrupt_pool_image_is_listed_and_skipped(project):
+    bad = add_corrupt_pool_image(project)
+    with Store.open(project, create=False) as store:
+        run_round(store, TINY_SETTINGS)
+    at = open_app(project)
+    assert any("1 pool images could not be read and were skipped" in e.label for e in at.expander)
+    assert bad in at.dataframe[1].value["image_id"].tolist()  # the list of unreadable files
+    table = at.dataframe[-1].value
+    assert table.iloc[-1]["image_id"] == bad and table.iloc[-1]["status"] == "unreadable"
+    assert pd.isna(table.iloc[-1]["thumbnail"])  # no thumbnail for a file that cannot be decoded
+    # its Image page says so in one sentence; the page does not break
+    at.session_state["image_id"] = bad
+    at.switch_page("views/image.py").run()
+    assert not at.exception
+    assert any("could not be read when the pool was scored" in t for t in texts(at, "info"))
+    assert any(t.startswith(f"Cannot read image '") and "broken.png" in t for t in texts(at, "error"))
+
+
+# --------------------------------------------------------------------------- Image
+
+
+def test_image_page_draws_the_mixture_and_explains_the_rank(project):
+    with Store.open(project, create=False) as store:
+        ranking = store.pool_ranking()
+        k = RoundSettings.load(store).num_components
+    top = int(ranking.iloc[0]["image_id"])
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["project_dir"] = str(project)
+    at.session_state["image_id"] = top
+    at.run()
+    at.switch_page("views/image.py").run()
+    assert not at.exception
+    assert any(t.startswith(f"Image {top} ranks 1 of {len(ranking)} pool images") for t in texts(at, "info"))
+    figures = charts(at)
+    assert len(figures) == 2  # the mixture on the image, the class spread
+    mixture, spread = figures
+    shapes = mixture["layout"]["shapes"]
+    # per component of the selected detection: the mean box and its two +-sigma boxes (inner may vanish)
+    assert len(shapes) >= 2 * k
+    opacities = sorted({round(s["opacity"], 3) for s in shapes if s["line"]["color"] != "white"})
+    assert len(opacities) > 1  # opacity follows the component weights
+    assert [t["name"].split(" (")[0] for t in spread["data"]] == [*(f"component {i + 1}" for i in range(k)), "mixture"]
+    assert len(arr(spread["data"][-1]["x"])) == 11  # background + 10 digit classes
+    assert sum(arr(spread["data"][-1]["y"])) == pytest.approx(1.0, abs=1e-4)
+    unc = at.dataframe[0].value
+    assert unc["uncertainty"].tolist() == ["box aleatoric", "box epistemic", "class aleatoric", "class epistemic"]
+    assert unc["percentile in pool"].between(0, 100).all()
+    # next in the ranking
+    next_button = next(b for b in at.button if b.label == "Next in ranking")
+    next_button.click().run()
+    assert at.session_state["image_id"] == int(ranking.iloc[1]["image_id"])
+    assert any("ranks 2 of" in t for t in texts(at, "info"))
+
+
+# --------------------------------------------------------------------------- no model yet
+
+
+@pytest.fixture
+def unscored_project(tmp_path_factory, tmp_path):
+    """A project with labeled, pool and test images but no model."""
+    data = built_project(tmp_path_factory) / "data" / "annotations"
+    records, classes = coco_records(data / "train.json")
+    test, _ = coco_records(data / "test.json")
+    folder = tmp_path / "fresh"
+    with Store.open(folder, name="fresh") as store:
+        store.add_classes(classes)
+        store.add_images(records[:6], split="labeled")
+        store.add_images([r.path for r in records[6:]], split="pool")
+        store.add_images(test, split="test")
+        TINY_SETTINGS.save(store)
+    yield folder
+    job = jobs.active_job(folder)
+    if job is not None:
+        job.cancel()
+        job.wait(60)
+
+
+def test_no_model_yet(unscored_project):
+    at = open_app(unscored_project)
+    assert any(t.startswith("No model yet: the 24 pool images are not ranked.") for t in texts(at, "info"))
+    for page, expected in (("views/image.py", "No model yet"), ("views/label.py", "No model yet"), ("views/history.py", "No model yet"),
+                           ("views/train.py", "No model yet. Retrain trains the first one on the 6 labeled images")):
+        at.switch_page(page).run()
+        assert not at.exception, page
+        assert any(t.startswith(expected) for t in texts(at, "info")), (page, texts(at, "info"))
+
+
+def test_retrain_trains_the_first_model_then_shows_its_map(unscored_project):
+    at = open_app(unscored_project, "views/train.py")
+    retrain = next(b for b in at.button if b.label == "Retrain")
+    assert not retrain.disabled
+    retrain.click().run()
+    state = wait_done(unscored_project)
+    assert state["status"] == "done" and state["kind"] == "retrain"
+    at.run()
+    assert not at.exception
+    assert any("finished: Model version 1" in t for t in texts(at, "success"))
+    assert at.metric[0].label == "Model version 1"
+    assert at.metric[1].label == "mAP@0.5 (test)" and at.metric[1].value == f"{state['result']['metrics']['map50']:.3f}"
+    # a second retrain: the new mAP next to the previous one
+    next(b for b in at.button if b.label == "Retrain").click().run()
+    state = wait_done(unscored_project)
+    at.run()
+    old, new = state["result"]["previous_metrics"]["map50"], state["result"]["metrics"]["map50"]
+    assert at.metric[1].delta == f"{new - old:+.3f} vs v1"
+    assert any(f"New mAP@0.5 {new:.3f} next to the previous model's {old:.3f}" in c for c in texts(at, "caption"))
+    at.switch_page("views/pool.py").run()
+    assert len(at.dataframe[0].value) == 24
+
+
+# --------------------------------------------------------------------------- Train: a retrain already running
+
+
+def test_retrain_already_running_and_cancel(project):
+    job = jobs.start_job(project, "retrain", {"project_dir": str(project), "settings": {"iterations": 100_000}})
+    deadline = time.monotonic() + 120
+    while not job.metrics() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    at = open_app(project, "views/train.py")
+    assert any("A retrain is running" in t and "Only one job runs at a time" in t for t in texts(at, "warning"))
+    assert next(b for b in at.button if b.label == "Retrain").disabled
+    assert any("training on 8 images" in p.proto.text for p in at.get("progress"))
+    assert len(charts(at)) == 1  # the live loss curve
+    loss = charts(at)[0]["data"][0]
+    assert loss["name"] == "loss" and len(arr(loss["x"])) >= 1 and arr(loss["x"])[0] == 10  # logged every 10 iterations
+    # starting it another way (a second tab) is refused in one sentence
+    with pytest.raises(jobs.JobAlreadyRunning, match="already running"):
+        jobs.start_job(project, "retrain", {"project_dir": str(project)})
+    # the other pages keep working meanwhile
+    at.switch_page("views/pool.py").run()
+    assert not at.exception and texts(at, "title") == ["Pool"]
+    at.switch_page("views/train.py").run()
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert job.wait(timeout=120)["status"] == "cancelled"
+    at.run()
+    assert any("was cancelled; nothing was changed" in t for t in texts(at, "info"))
+    assert not next(b for b in at.button if b.label == "Retrain").disabled
+    with Store.open(project, create=False) as store:
+        assert store.latest_model_version() == 1
+
+
+# --------------------------------------------------------------------------- Label
+
+
+def test_label_page_without_label_studio(project):
+    at = open_app(project, "views/label.py")
+    assert any(t.startswith("Not connected to Label Studio") for t in texts(at, "warning"))
+    send = next(b for b in at.button if b.label.startswith("Send"))
+    assert send.disabled
+    # the preview still works: the top-K of the ranking
+    with Store.open(project, create=False) as store:
+        top = store.pool_ranking()["image_id"].iloc[:10].tolist()
+    assert at.get("image")[0].proto.imgs[0].caption.startswith(f"#{top[0]} · rank 1")
+    at.number_input(key="label_k").set_value(3).run()
+    assert len(at.get("image")[0].proto.imgs) == 3
+    at.selectbox(key="label_method").set_value("random").run()
+    assert not at.exception and len(at.get("image")[0].proto.imgs) == 3
+
+
+def test_label_studio_unreachable_is_one_sentence_and_the_rest_works(project):
+    url = f"http://127.0.0.1:{free_port()}"
+    save_connection(project, url, token="0123456789abcdef")
+    at = open_app(project, "views/label.py")
+    assert f"Label Studio at {url} does not answer; check that the server runs and the URL on the Settings page is right. Everything else in the app keeps working." in texts(at, "warning")
+    assert next(b for b in at.button if b.label.startswith("Send")).disabled
+    for page in ("views/pool.py", "views/image.py", "views/train.py", "views/history.py", "views/settings.py"):
+        at.switch_page(page).run()
+        assert not at.exception and not at.error, page
+
+
+# --------------------------------------------------------------------------- History
+
+
+def test_history_page_curves_and_distributions(project):
+    with Store.open(project, create=False) as store:
+        run_round(store, TINY_SETTINGS)
+        n_labels = len(store.labels(split="labeled"))
+        n_detections = len(store.detections(2))
+    at = open_app(project, "views/history.py")
+    curve, labels, histograms, scatter = charts(at)
+    assert curve["data"][0]["name"] == "mAP@0.5" and arr(curve["data"][0]["x"]) == [8, 8]
+    assert curve["data"][1]["name"] == "mAP@0.75"
+    assert sum(arr(labels["data"][0]["y"])) == n_labels
+    assert [len(arr(t["x"])) for t in histograms["data"]] == [n_detections] * 4
+    assert len(scatter["data"]) == 2 and len(arr(scatter["data"][0]["x"])) == n_detections
+    assert len(at.dataframe[0].value) == 2  # the rounds
+
+
+# --------------------------------------------------------------------------- Settings
+
+
+def test_settings_save_model_and_thresholds(project):
+    at = open_app(project, "views/settings.py")
+    form_inputs = {n.label: n for n in at.number_input}
+    form_inputs["K (mixture components)"].set_value(2)
+    form_inputs["Iterations per retrain"].set_value(7)
+    next(s for s in at.slider if s.label == "Confidence threshold for scoring").set_value(0.25)
+    next(s for s in at.selectbox if s.label == "Aggregation (Tab. 2)").set_value("sum_cls")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert "Saved; the next retrain uses these settings." in texts(at, "success")
+    with Store.open(project, create=False) as store:
+        saved = RoundSettings.load(store)
+    assert (saved.num_components, saved.iterations, saved.conf_threshold, saved.aggregation) == (2, 7, 0.25, "sum_cls")
+
+
+def test_settings_connect_errors_are_one_sentence(project):
+    at = open_app(project, "views/settings.py")
+    next(b for b in at.button if b.label == "Connect").click().run()
+    assert "Give both the server's URL and your API token." in texts(at, "error")
+    url = f"http://127.0.0.1:{free_port()}"
+    at.text_input[0].set_value(url)
+    at.text_input[1].set_value("0123456789abcdef")
+    next(b for b in at.button if b.label == "Connect").click().run()
+    errors = texts(at, "error")
+    assert len(errors) == 1 and errors[0].startswith(f"Cannot reach Label Studio at {url}") and "\n" not in errors[0]
+    assert not (project / "label-studio" / "connection.json").exists()  # nothing saved for a server that is not there
+
+
+# --------------------------------------------------------------------------- Projects and the demo set-up
+
+
+def test_projects_create_from_coco_and_bad_paths(project, tmp_path, monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("ALMDN_PROJECTS", str(tmp_path / "projects"))
+    data = built_project(tmp_path_factory) / "data"
+    at = open_app(project, "views/projects.py")
+    inputs = {t.label: t for t in at.text_input}
+    inputs["Name"].set_value("digits")
+    inputs["Dataset path"].set_value(str(tmp_path / "missing"))
+    next(b for b in at.button if b.label == "Create").click().run()
+    assert texts(at, "error") == [f"'{tmp_path / 'missing'}' does not exist; give the path of the dataset on this machine."]
+    inputs = {t.label: t for t in at.text_input}
+    inputs["Dataset path"].set_value(str(data / "images"))  # a folder of images, but asked to read it as COCO
+    next(b for b in at.button if b.label == "Create").click().run()
+    assert len(texts(at, "error")) == 1 and "annotations/train.json" in texts(at, "error")[0]
+    inputs = {t.label: t for t in at.text_input}
+    inputs["Dataset path"].set_value(str(data))
+    next(b for b in at.button if b.label == "Create").click().run()
+    assert not at.exception
+    assert any("images added to 'labeled'" in t and "images added to 'test'" in t for t in texts(at, "success"))
+    created = tmp_path / "projects" / "digits"
+    assert at.session_state["project_dir"] == str(created)
+    with Store.open(created, create=False) as store:
+        assert store.counts()["labeled"] == 30 and store.counts()["test"] == 8
+    at.switch_page("views/pool.py").run()
+    assert any(t.startswith("No model yet") for t in texts(at, "info"))
+
+
+def test_missing_project_points_to_the_projects_page(tmp_path):
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["project_dir"] = str(tmp_path / "nowhere")
+    at.run()
+    assert not at.exception
+    assert texts(at, "warning") == [f"There is no project at '{tmp_path / 'nowhere'}'; create or open one on the Projects page."]
+
+
+def test_first_run_sets_up_the_demo_project_with_progress(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALMDN_PROJECTS", str(tmp_path / "projects"))
+    monkeypatch.setenv("ALMDN_DEMO_SIZES", TINY_DEMO_SIZES)
+    monkeypatch.delenv("ALMDN_PROJECT", raising=False)
+    demo = tmp_path / "projects" / "demo"
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    assert not at.exception
+    assert texts(at, "title") == ["Setting up the demo project"]
+    job = jobs.latest_job(demo, "demo")
+    assert job is not None
+    at.run()  # a reload while it runs: the same job is followed, no second one is started
+    assert len([p for p in (demo / "jobs").iterdir() if p.is_dir()]) == 1
+    assert job.wait(timeout=300)["status"] == "done"
+    at.run()
+    assert not at.exception
+    assert texts(at, "title") == ["Pool"]
+    with Store.open(demo, create=False) as store:
+        assert store.counts()["pool"] == 18 and store.latest_model_version(scored=True) == 1
