@@ -181,9 +181,10 @@ MIGRATIONS: list[str] = [
         batch_id INTEGER REFERENCES batches (id),
         status TEXT NOT NULL CHECK (status IN ('open', 'annotated', 'skipped', 'deleted')),
         created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        UNIQUE (ls_project, task_id)
+        updated_at TEXT NOT NULL
     );
+    -- Label Studio reuses the id of a deleted task: only live tasks have unique ids.
+    CREATE UNIQUE INDEX tasks_live ON tasks (ls_project, task_id) WHERE status != 'deleted';
     CREATE INDEX tasks_image ON tasks (image_id);
     CREATE INDEX tasks_batch ON tasks (batch_id);
     """,
@@ -569,7 +570,7 @@ class Store:
         """Every annotation (current and earlier ones) with its provenance and box count."""
         where = "WHERE a.image_id = ?" if image_id is not None else ""
         return self._frame(
-            f"""SELECT a.id AS annotation_id, a.image_id, a.origin, a.source, p.url AS ls_url, p.project_id AS ls_project_id,
+            f"""SELECT a.id AS annotation_id, a.image_id, a.origin, a.source, a.ls_project, p.url AS ls_url, p.project_id AS ls_project_id,
                        a.ls_task_id, a.ls_annotation_id, a.annotator, a.created_at, a.updated_at, a.lead_time, a.imported_at, a.is_current,
                        (SELECT COUNT(*) FROM labels l WHERE l.annotation_id = a.id) AS num_labels
                 FROM annotations a LEFT JOIN ls_projects p ON p.id = a.ls_project {where} ORDER BY a.id""",
@@ -823,6 +824,12 @@ class Store:
             return None
         stamp = now()
         with self.transaction() as conn:
+            # The server just gave these ids to new tasks, so a live task of ours with the same
+            # id was deleted there (Label Studio reuses the id of a deleted task).
+            conn.executemany(
+                "UPDATE tasks SET status = 'deleted', updated_at = ? WHERE ls_project = ? AND task_id = ? AND status != 'deleted'",
+                [(stamp, int(ls_project), int(t)) for t, _ in [*tasks, *adopted]],
+            )
             round_id = conn.execute("SELECT MAX(id) FROM rounds").fetchone()[0]
             batch = int(conn.execute(
                 "INSERT INTO batches (ls_project, round_id, model_version_id, top_k, status, created_at, updated_at) VALUES (?, ?, ?, ?, 'sent', ?, ?)",
@@ -832,6 +839,7 @@ class Store:
                 "INSERT INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, 'open', ?, ?)",
                 [(int(ls_project), int(t), int(i), batch, stamp, stamp) for t, i in [*tasks, *adopted]],
             )
+            self.refresh_batch_status(conn)
         return batch
 
     def batches(self) -> pd.DataFrame:
@@ -861,35 +869,53 @@ class Store:
             if new != status:
                 conn.execute("UPDATE batches SET status = ?, updated_at = ? WHERE id = ?", (new, stamp, batch))
 
+    def close_ls_project(self, ls_project: int) -> int:
+        """A Label Studio project is gone from its server: its open tasks become ``deleted``
+        (labels already pulled stay). Returns how many tasks changed."""
+        with self.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE tasks SET status = 'deleted', updated_at = ? WHERE ls_project = ? AND status = 'open'", (now(), int(ls_project))
+            ).rowcount
+            self.refresh_batch_status(conn)
+        return changed
+
     def record_pull(
         self,
         ls_project: int,
         source: str,
         annotations: Sequence[dict[str, Any]],
-        task_status: dict[int, str],
-        deleted_tasks: Sequence[int],
+        task_status: dict[tuple[int, int], str],
+        deleted_tasks: Sequence[tuple[int, int]],
         adopted: Sequence[tuple[int, int]] = (),
     ) -> dict[str, Any]:
         """Record what a pull read from Label Studio, in one transaction.
+
+        Tasks are named by ``(task id, image id)``: Label Studio gives the id of a deleted
+        task to the next one it creates, so an id alone is not an identity.
 
         Args:
             annotations: oldest first, each ``{"image_id", "task_id", "annotation_id",
                 "boxes", "annotator", "created_at", "updated_at", "lead_time", "update"}``;
                 each becomes its image's current annotation (so the newest wins) and moves a
                 pool image to ``labeled``.
-            task_status: new status of tasks by Label Studio task id.
-            deleted_tasks: task ids gone from the server.
-            adopted: ``(task id, image id)`` of tasks found on the server but not recorded.
+            task_status: the new status of live tasks.
+            deleted_tasks: live tasks gone from the server.
+            adopted: tasks found on the server but not recorded (an interrupted push).
 
-        Returns ``{"new", "updated", "labeled_images", "skipped_tasks", "deleted_tasks"}``.
+        Returns ``{"new", "updated", "labeled_images", "skipped_tasks", "deleted_tasks"}``
+        (task lists hold task ids).
         """
         stamp = now()
         out: dict[str, Any] = {"new": 0, "updated": 0, "labeled_images": [], "skipped_tasks": [], "deleted_tasks": []}
         labeled: set[int] = set()
+        live = "ls_project = ? AND task_id = ? AND image_id = ? AND status != 'deleted'"
         with self.transaction() as conn:
             class_ids = self._class_ids(conn)
+            for task_id, image_id in deleted_tasks:  # first: a reused id may come back as adopted
+                conn.execute(f"UPDATE tasks SET status = 'deleted', updated_at = ? WHERE {live}", (stamp, int(ls_project), int(task_id), int(image_id)))
+                out["deleted_tasks"].append(int(task_id))
             conn.executemany(
-                "INSERT OR IGNORE INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at) VALUES (?, ?, ?, NULL, 'open', ?, ?)",
+                "INSERT INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at) VALUES (?, ?, ?, NULL, 'open', ?, ?)",
                 [(int(ls_project), int(t), int(i), stamp, stamp) for t, i in adopted],
             )
             for a in annotations:
@@ -901,17 +927,14 @@ class Store:
                 conn.execute("UPDATE images SET split = 'labeled' WHERE id = ? AND split = 'pool'", (int(a["image_id"]),))
                 labeled.add(int(a["image_id"]))
                 out["updated" if a.get("update") else "new"] += 1
-            for task_id, status in task_status.items():
+            for (task_id, image_id), status in task_status.items():
                 if status not in TASK_STATUSES:
                     raise StoreError(f"Unknown task status '{status}'.")
-                before = conn.execute("SELECT status FROM tasks WHERE ls_project = ? AND task_id = ?", (int(ls_project), int(task_id))).fetchone()
+                before = conn.execute(f"SELECT status FROM tasks WHERE {live}", (int(ls_project), int(task_id), int(image_id))).fetchone()
                 if before is not None and before[0] != status:
-                    conn.execute("UPDATE tasks SET status = ?, updated_at = ? WHERE ls_project = ? AND task_id = ?", (status, stamp, int(ls_project), int(task_id)))
+                    conn.execute(f"UPDATE tasks SET status = ?, updated_at = ? WHERE {live}", (status, stamp, int(ls_project), int(task_id), int(image_id)))
                     if status == "skipped":
                         out["skipped_tasks"].append(int(task_id))
-            for task_id in deleted_tasks:
-                conn.execute("UPDATE tasks SET status = 'deleted', updated_at = ? WHERE ls_project = ? AND task_id = ?", (stamp, int(ls_project), int(task_id)))
-                out["deleted_tasks"].append(int(task_id))
             self.refresh_batch_status(conn)
         out["labeled_images"] = sorted(labeled)
         return out

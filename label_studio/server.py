@@ -195,6 +195,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _is_label_studio(pid: int) -> bool:
+    """Whether ``pid`` runs label-studio (a stale state file must never make us signal
+    whatever process reuses its pid). Without /proc, trust the state file."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"label-studio" in f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
 def _server_env(data_dir: Path, credentials: Credentials, document_root: Path | None) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items()
@@ -298,7 +310,7 @@ class LocalServer:
         state = self._read_state()
         if not state:
             return {"running": False, "healthy": False, "url": None, "pid": None, "port": None, "document_root": None}
-        alive = _pid_alive(int(state["pid"]))
+        alive = _pid_alive(int(state["pid"])) and _is_label_studio(int(state["pid"]))
         return {
             "running": alive,
             "healthy": alive and health(state["url"]),
@@ -313,7 +325,7 @@ class LocalServer:
         until it answered. Raises :class:`ServerError` on a busy port or a failed start."""
         t0 = time.perf_counter()
         state = self._read_state()
-        if state and _pid_alive(int(state["pid"])):
+        if state and _pid_alive(int(state["pid"])) and _is_label_studio(int(state["pid"])):
             if int(state["port"]) != self.port:
                 raise ServerError(f"This project's Label Studio already runs at {state['url']}; stop it first (almdn ls stop) to use port {self.port}.")
             if self.document_root is not None and state.get("document_root") != str(self.document_root):
@@ -397,7 +409,7 @@ class LocalServer:
         """Stop this home's server; True if one was running."""
         state = self._read_state()
         pid = int(state["pid"]) if state else (self._process.pid if self._process else None)
-        was_running = pid is not None and _pid_alive(pid)
+        was_running = pid is not None and _pid_alive(pid) and _is_label_studio(pid)
         if was_running:
             # The server runs in its own session: signal its process group, i.e. exactly the
             # processes this module started.

@@ -212,6 +212,42 @@ def test_deleted_task_is_noticed_and_its_image_can_go_again(ls_project, annotato
     assert p.store.check_integrity() == []
 
 
+def test_reused_task_id_after_a_deletion(ls_project, annotator):
+    """Label Studio gives the id of a deleted task to the next one: ids alone are no identity."""
+    p = ls_project
+    first = p.client.push(p.store, 3)
+    last_task, last_image = max(first.created)
+    assert annotator.api.delete(f"/api/tasks/{last_task}/").status_code == 204
+    other = next(i for i in p.ranked() if i not in {i for _, i in first.created})
+    second = p.client.push(p.store, image_ids=[other])
+    assert second.created == [(last_task, other)]  # the same id, another image
+    tasks = p.store.tasks()
+    assert tasks[tasks["task_id"] == last_task][["image_id", "status"]].values.tolist() == [[last_image, "deleted"], [other, "open"]]
+    annotator.submit(second.project_id, last_task, [("bird", (3.0, 4.0, 50.0, 60.0))])
+    pulled = p.client.pull(p.store)
+    assert pulled.labeled_images == [other] and pulled.deleted_tasks == []
+    assert p.store.labels()["image_id"].tolist() == [other]
+    assert p.store.images().set_index("image_id").loc[last_image, "split"] == "pool"
+    assert p.store.batches()["status"].tolist() == ["partial", "done"]
+
+
+def test_project_deleted_on_the_server_is_replaced_and_its_tasks_noticed(ls_project, annotator):
+    p = ls_project
+    first = p.client.push(p.store, 2)
+    annotator.submit(first.project_id, first.created[0][0], [("cat", (1.0, 1.0, 9.0, 9.0))])
+    p.client.pull(p.store)
+    assert annotator.api.delete(f"/api/projects/{first.project_id}/").status_code == 204
+    again = p.client.push(p.store, 2)
+    assert again.project_id != first.project_id
+    # The open task of the lost project is deleted; its image goes to the new project.
+    tasks = p.store.tasks()
+    statuses = tasks[tasks["ls_project_id"] == first.project_id].set_index("task_id")["status"].to_dict()
+    assert statuses[first.created[0][0]] == "annotated" and statuses[first.created[1][0]] == "deleted"
+    assert first.created[1][1] in [i for _, i in again.created]
+    assert len(p.store.labels()) == 1  # labels pulled from the lost project stay
+    assert p.store.batches()["status"].tolist() == ["done", "sent"]
+
+
 def test_server_down_during_push_leaves_the_store_untouched_and_the_retry_adopts(ls_project, proxy, annotator):
     p = ls_project
     client = LabelStudioClient(proxy.url, p.server.token, document_root=p.server.root)
@@ -333,3 +369,5 @@ def test_float_fields_are_plain_floats():
     x1, y1, x2, y2 = percent_to_pixels({"x": 0.0, "y": -0.0, "width": 10.0, "height": 10.0}, WIDTH, HEIGHT)
     assert all(type(v) is float for v in (x1, y1, x2, y2))
     assert math.copysign(1.0, y1) == 1.0
+
+

@@ -254,15 +254,20 @@ def test_batches_tasks_and_pull_records(store, tmp_path):
     batch = store.record_batch(row, [(11, 1), (12, 2), (13, 3)], None, 3)
     assert store.batches()[["batch_id", "status", "tasks", "open", "round_id"]].values.tolist() == [[batch, "sent", 3, 3, 1]]
     annotation = {"image_id": 1, "task_id": 11, "annotation_id": 7, "boxes": [BoxRecord("cat", 1, 1, 5, 5)], "annotator": "a@b", "created_at": "c", "updated_at": "u1", "lead_time": 2.0}
-    out = store.record_pull(row, "http://127.0.0.1:1", [annotation], {11: "annotated", 12: "skipped"}, [])
+    out = store.record_pull(row, "http://127.0.0.1:1", [annotation], {(11, 1): "annotated", (12, 2): "skipped"}, [])
     assert out == {"new": 1, "updated": 0, "labeled_images": [1], "skipped_tasks": [12], "deleted_tasks": []}
     assert store.batches()[["status", "open", "annotated", "skipped"]].values.tolist() == [["partial", 1, 1, 1]]
     assert store.image_ids("labeled") == [1]
     labels = store.labels()
     assert labels[["ls_project_id", "ls_task_id", "ls_annotation_id", "annotator"]].values.tolist() == [[5, 11, 7, "a@b"]]
-    out = store.record_pull(row, "http://127.0.0.1:1", [], {}, [13])
+    out = store.record_pull(row, "http://127.0.0.1:1", [], {}, [(13, 3)])
     assert out["deleted_tasks"] == [13]
     assert store.batches()["status"].tolist() == ["done"]
+    # Label Studio reuses a deleted task's id: the new task (another image) is a new row.
+    store.record_pull(row, "http://127.0.0.1:1", [], {}, [], adopted=[(13, 2)])
+    assert store.tasks()[["task_id", "image_id", "status"]].values.tolist()[-2:] == [[13, 3, "deleted"], [13, 2, "open"]]
+    with pytest.raises(sqlite3.IntegrityError):  # but two live tasks never share an id
+        store.record_pull(row, "x", [], {}, [], adopted=[(13, 1)])
     # The same annotation version twice is refused by the database itself.
     with pytest.raises(sqlite3.IntegrityError):
         store.record_pull(row, "x", [annotation], {}, [])
