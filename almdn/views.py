@@ -279,7 +279,7 @@ def explain_image(store: Store, image_id: int, model_version: int | None = None,
         sentence = (
             f"Image {image_id} ranks {rank} of {len(table)} pool images with score {r['score']:.2f}, {combine} of its z-scored "
             f"{', '.join(UNCERTAINTY_LABELS[n] for n in names)} uncertainties ({aggregation}). Its strongest is the "
-            f"{UNCERTAINTY_LABELS[top]} uncertainty of {what}: z = {r[f'z_{top}']:.2f}, higher than "
+            f"{UNCERTAINTY_LABELS[top]} uncertainty of {what}: z = {r[f'z_{top}']:.2f}, at or above that of "
             f"{top_row['percentile']:.0f} % of the pool's images."
         )
     return ImageExplanation(int(image_id), mv, rank, len(table), float(r["score"]) if not pd.isna(r["score"]) else float("nan"), aggregation, uncertainties, det_rows, sentence)

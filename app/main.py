@@ -31,7 +31,7 @@ from almdn import demo_project, jobs  # noqa: E402
 
 PAGES = {
     "Active learning": [
-        st.Page("views/pool.py", title="Pool", icon=":material/grid_view:", url_path="pool", default=True),
+        st.Page("views/pool.py", title="Pool", icon=":material/grid_view:", default=True),
         st.Page("views/image.py", title="Image", icon=":material/image_search:", url_path="image"),
         st.Page("views/label.py", title="Label", icon=":material/label:", url_path="label"),
         st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),

@@ -22,7 +22,7 @@ info = store.model_version(mv)
 map50 = info["metrics"].get("map50")
 cols = st.columns(4)
 cols[0].metric("Pool images", f"{len(table):,}")
-cols[1].metric("Ranked by", f"model version {mv}", help=f"{info['name']}, trained on {info['num_labeled']} labeled images")
+cols[1].metric("Ranked by model", f"v{mv}", help=f"{info['name']}, trained on {info['num_labeled']} labeled images")
 cols[2].metric("Its mAP@0.5", "–" if map50 is None else f"{map50:.3f}")
 cols[3].metric("Sent to Label Studio", f"{int(table['task_status'].notna().sum()):,}")
 
@@ -37,9 +37,9 @@ if len(bad):
 
 LABELS = {"score": "final score", **views.UNCERTAINTY_LABELS}
 with st.container(border=True):
-    c1, c2, c3, c4, c5 = st.columns([2, 1.2, 1.2, 2.4, 2])
+    c1, c2, c3, c4, c5 = st.columns([2, 1.3, 1.3, 2.4, 2])
     sort_by = c1.selectbox("Sort by", views.SORT_KEYS, format_func=LABELS.get, key="pool_sort")
-    z_scored = c2.toggle("z-scored", value=False, key="pool_z", disabled=sort_by == "score", help="Sort an uncertainty by its z-score over the pool's detections instead of its raw value.")
+    z_scored = c2.toggle("z-score", value=False, key="pool_z", disabled=sort_by == "score", help="Sort an uncertainty by its z-score over the pool's detections instead of its raw value.")
     ascending = c3.toggle("lowest first", value=False, key="pool_ascending")
     classes = c4.multiselect("Predicted class", views.pool_classes(table), key="pool_classes", placeholder="any class")
     max_det = int(table["num_detections"].max()) if len(table) else 0
