@@ -884,8 +884,8 @@ class Store:
         ls_project: int,
         source: str,
         annotations: Sequence[dict[str, Any]],
-        task_status: dict[tuple[int, int], str],
-        deleted_tasks: Sequence[tuple[int, int]],
+        task_status: dict[tuple[int, int] | int, str],
+        deleted_tasks: Sequence[tuple[int, int] | int],
         adopted: Sequence[tuple[int, int]] = (),
     ) -> dict[str, Any]:
         """Record what a pull read from Label Studio, in one transaction.
@@ -898,8 +898,9 @@ class Store:
                 "boxes", "annotator", "created_at", "updated_at", "lead_time", "update"}``;
                 each becomes its image's current annotation (so the newest wins) and moves a
                 pool image to ``labeled``.
-            task_status: the new status of live tasks.
-            deleted_tasks: live tasks gone from the server.
+            task_status: the new status of live tasks, by ``(task id, image id)`` (or by a
+                bare task id, meaning the live task with that id).
+            deleted_tasks: live tasks gone from the server (pairs or bare ids, likewise).
             adopted: tasks found on the server but not recorded (an interrupted push).
 
         Returns ``{"new", "updated", "labeled_images", "skipped_tasks", "deleted_tasks"}``
@@ -908,12 +909,18 @@ class Store:
         stamp = now()
         out: dict[str, Any] = {"new": 0, "updated": 0, "labeled_images": [], "skipped_tasks": [], "deleted_tasks": []}
         labeled: set[int] = set()
-        live = "ls_project = ? AND task_id = ? AND image_id = ? AND status != 'deleted'"
+        def live(task: int | tuple[int, int]) -> tuple[str, tuple[int, ...]]:
+            """WHERE clause and parameters of one live task."""
+            if isinstance(task, tuple):
+                return "ls_project = ? AND task_id = ? AND image_id = ? AND status != 'deleted'", (int(ls_project), int(task[0]), int(task[1]))
+            return "ls_project = ? AND task_id = ? AND status != 'deleted'", (int(ls_project), int(task))
+
         with self.transaction() as conn:
             class_ids = self._class_ids(conn)
-            for task_id, image_id in deleted_tasks:  # first: a reused id may come back as adopted
-                conn.execute(f"UPDATE tasks SET status = 'deleted', updated_at = ? WHERE {live}", (stamp, int(ls_project), int(task_id), int(image_id)))
-                out["deleted_tasks"].append(int(task_id))
+            for task in deleted_tasks:  # first: a reused id may come back as adopted
+                where, params = live(task)
+                conn.execute(f"UPDATE tasks SET status = 'deleted', updated_at = ? WHERE {where}", (stamp, *params))
+                out["deleted_tasks"].append(int(task[0] if isinstance(task, tuple) else task))
             conn.executemany(
                 "INSERT INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at) VALUES (?, ?, ?, NULL, 'open', ?, ?)",
                 [(int(ls_project), int(t), int(i), stamp, stamp) for t, i in adopted],
@@ -927,14 +934,15 @@ class Store:
                 conn.execute("UPDATE images SET split = 'labeled' WHERE id = ? AND split = 'pool'", (int(a["image_id"]),))
                 labeled.add(int(a["image_id"]))
                 out["updated" if a.get("update") else "new"] += 1
-            for (task_id, image_id), status in task_status.items():
+            for task, status in task_status.items():
                 if status not in TASK_STATUSES:
                     raise StoreError(f"Unknown task status '{status}'.")
-                before = conn.execute(f"SELECT status FROM tasks WHERE {live}", (int(ls_project), int(task_id), int(image_id))).fetchone()
+                where, params = live(task)
+                before = conn.execute(f"SELECT status FROM tasks WHERE {where}", params).fetchone()
                 if before is not None and before[0] != status:
-                    conn.execute(f"UPDATE tasks SET status = ?, updated_at = ? WHERE {live}", (status, stamp, int(ls_project), int(task_id), int(image_id)))
+                    conn.execute(f"UPDATE tasks SET status = ?, updated_at = ? WHERE {where}", (status, stamp, *params))
                     if status == "skipped":
-                        out["skipped_tasks"].append(int(task_id))
+                        out["skipped_tasks"].append(int(task[0] if isinstance(task, tuple) else task))
             self.refresh_batch_status(conn)
         out["labeled_images"] = sorted(labeled)
         return out

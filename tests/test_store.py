@@ -260,7 +260,7 @@ def test_batches_tasks_and_pull_records(store, tmp_path):
     assert store.image_ids("labeled") == [1]
     labels = store.labels()
     assert labels[["ls_project_id", "ls_task_id", "ls_annotation_id", "annotator"]].values.tolist() == [[5, 11, 7, "a@b"]]
-    out = store.record_pull(row, "http://127.0.0.1:1", [], {}, [(13, 3)])
+    out = store.record_pull(row, "http://127.0.0.1:1", [], {}, [13])  # a bare id: the live task with it
     assert out["deleted_tasks"] == [13]
     assert store.batches()["status"].tolist() == ["done"]
     # Label Studio reuses a deleted task's id: the new task (another image) is a new row.
