@@ -119,6 +119,39 @@ def comparison_with_random(records: pd.DataFrame) -> list[dict]:
     return out
 
 
+def selection_profile(records: pd.DataFrame, coco: dict) -> pd.DataFrame:
+    """What each method selected, from the pool's ground truth (the oracle's labels): objects
+    per selected image, the share of empty images, the share of objects from the rarer half of
+    the classes (by pool frequency) and, for the demo data, the share of near-duplicates."""
+    per_image = pd.Series(0, index=[im["id"] for im in coco["images"]], dtype=float)
+    counts = pd.Series([a["image_id"] for a in coco["annotations"]]).value_counts()
+    per_image.loc[counts.index] = counts.to_numpy()
+    frequency = pd.Series([a["category_id"] for a in coco["annotations"]]).value_counts()
+    rare = set(frequency.index[len(frequency) // 2 :])  # the less frequent half of the classes
+    rare_per_image = pd.Series([a["image_id"] for a in coco["annotations"] if a["category_id"] in rare]).value_counts()
+    duplicates = {im["id"] for im in coco["images"] if im.get("near_duplicate_of") is not None}
+    rows = []
+    for method, group in records.groupby("method"):
+        selected = [i for ids in group.get("selected_ids", pd.Series(dtype=object)).dropna() for i in ids]
+        if not selected:
+            continue
+        objects = per_image.reindex(selected).fillna(0)
+        rows.append({
+            "method": method,
+            "selected images": len(selected),
+            "objects per image": objects.mean(),
+            "empty images %": 100 * (objects == 0).mean(),
+            "rare-class objects %": 100 * rare_per_image.reindex(selected).fillna(0).sum() / max(objects.sum(), 1),
+            "near-duplicates %": 100 * np.mean([i in duplicates for i in selected]),
+        })
+    pool = per_image
+    rows.append({
+        "method": "(whole pool)", "selected images": len(pool), "objects per image": pool.mean(), "empty images %": 100 * (pool == 0).mean(),
+        "rare-class objects %": 100 * rare_per_image.sum() / max(pool.sum(), 1), "near-duplicates %": 100 * len(duplicates) / max(len(pool), 1),
+    })
+    return pd.DataFrame(rows)
+
+
 def figure(records: pd.DataFrame, title: str) -> go.Figure:
     """mAP@0.5 and mAP@0.75 against labeled images, mean ± std over seeds per method."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("mAP@0.5", "mAP@0.75"))
@@ -188,6 +221,12 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
         if overlap is not None:
             md += ["", f"## Overlap of the images each uncertainty selects (Tab. 3), {method}, %", "", "| | " + " | ".join(overlap.columns) + " |", "|---|" + "---|" * len(overlap.columns)]
             md += [f"| {idx} | " + " | ".join(f"{v:.0f}" for v in row) + " |" for idx, row in overlap.iterrows()]
+    pool_annotations = _pool_annotations(out, config)
+    if pool_annotations is not None and "selected_ids" in records:
+        profile = selection_profile(records, pool_annotations)
+        profile = profile.set_index("method").loc[[m for m in [*_method_order(profile["method"][:-1]), "(whole pool)"]]].reset_index()
+        md += ["", "## What each method selected (from the pool's ground truth)", "", "| " + " | ".join(profile.columns) + " |", "|" + "---|" * len(profile.columns)]
+        md += ["| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in profile.itertuples(index=False)]
     for arch in config.get("transfer", []) or []:
         transfer = read_records(out, f".transfer-{arch}")
         if not transfer.empty:
@@ -196,6 +235,15 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
     (out / "results.md").write_text("\n".join(md) + "\n")
     figure(records, title).write_html(out / "results.html", include_plotlyjs="cdn")
     return {"csv": out / "results.csv", "md": out / "results.md", "html": out / "results.html"}
+
+
+def _pool_annotations(out: Path, config: dict) -> dict | None:
+    """The pool's COCO annotations, when the experiment's data is where the config says."""
+    data = config.get("data", {})
+    fmt = data.get("format", "coco")
+    candidates = {"coco": Path(str(data.get("train", ""))), "demo": Path(str(data.get("root", "data/demo"))) / "annotations" / "train.json"}
+    path = candidates.get(fmt, out / "data" / "train.json")
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _transfer_table(transfer: pd.DataFrame) -> str:

@@ -88,3 +88,21 @@ def test_report_without_finished_cycles_says_what_to_do(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"name": "t", "initial": 1, "budget": 1, "cycles": 1}))
     with pytest.raises(ValueError, match="run the experiment first"):
         write_report(tmp_path)
+
+
+def test_selection_profile_from_the_pool_ground_truth():
+    from almdn.report import selection_profile
+
+    coco = {
+        "images": [{"id": i} for i in range(1, 7)] + [{"id": 7, "near_duplicate_of": 1}],
+        # class 1 frequent (5 objects), class 2 rare (1 object); image 3 and 6 empty
+        "annotations": [{"image_id": i, "category_id": c} for i, c in [(1, 1), (1, 1), (2, 1), (4, 1), (5, 1), (7, 2)]],
+    }
+    records = pd.DataFrame([{"method": "m", "selected_ids": [1, 3, 7]}, {"method": "m", "selected_ids": [2]}])
+    table = selection_profile(records, coco).set_index("method")
+    assert table.loc["m", "selected images"] == 4
+    assert table.loc["m", "objects per image"] == pytest.approx(4 / 4)
+    assert table.loc["m", "empty images %"] == pytest.approx(25)
+    assert table.loc["m", "rare-class objects %"] == pytest.approx(25)  # 1 of the 4 selected objects
+    assert table.loc["m", "near-duplicates %"] == pytest.approx(25)
+    assert table.loc["(whole pool)", "empty images %"] == pytest.approx(100 * 2 / 7)
