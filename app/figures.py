@@ -48,8 +48,8 @@ def mixture_figure(array: np.ndarray, detections: list[dict[str, Any]], selected
         if show_components:
             for k, (box, weight, sigma) in enumerate(zip(d["component_boxes"], d["component_weights"], d["component_sigmas"])):
                 color = COMPONENT_COLORS[k % len(COMPONENT_COLORS)]
-                opacity = float(0.15 + 0.85 * min(max(weight, 0.0), 1.0))
-                _rect(fig, box, color, width=2, opacity=opacity)
+                opacity = float(0.25 + 0.75 * min(max(weight, 0.0), 1.0))
+                _rect(fig, box, color, width=3, opacity=opacity)
                 if np.all(np.isfinite(sigma)):
                     sx1, sy1, sx2, sy2 = sigma
                     outer = (box[0] - sx1, box[1] - sy1, box[2] + sx2, box[3] + sy2)
@@ -57,7 +57,8 @@ def mixture_figure(array: np.ndarray, detections: list[dict[str, Any]], selected
                     _rect(fig, outer, color, width=1, dash="dot", opacity=opacity)
                     if inner[2] > inner[0] and inner[3] > inner[1]:
                         _rect(fig, inner, color, width=1, dash="dot", opacity=opacity)
-        _rect(fig, d["box"], "white", width=3 if d["detection"] == selected else 1.5)
+        # the selected detection's outline is thin so that its components show through
+        _rect(fig, d["box"], "white", width=1 if d["detection"] == selected else 2, dash="dash" if d["detection"] == selected else "solid")
     fig.update_xaxes(range=[0, w], visible=False, constrain="domain")
     fig.update_yaxes(range=[h, 0], visible=False, scaleanchor="x")
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=0, r=0, t=10, b=0))

@@ -100,7 +100,23 @@ def streamlit_server(project: str | os.PathLike[str] | None, env: dict[str, str]
             log.close()
 
 
-def screenshots(url: str, out_dir: str | os.PathLike[str], pages=PAGES, width: int = 1400, height: int = 2000, wait_s: float = 10.0, settle_s: float = 1.5) -> dict[str, dict]:
+def _trim_bottom(path: Path, margin: int = 32) -> None:
+    """Cut the empty space under the page's content (the window is tall on purpose)."""
+    import numpy as np
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    pixels = np.asarray(image).astype(np.int16)
+    main = pixels[:, image.width // 4:]  # right of the sidebar
+    background = main[-1, -1]
+    rows = np.nonzero((np.abs(main - background).max(axis=2) > 12).any(axis=1))[0]
+    bottom = min(image.height, int(rows[-1]) + margin) if len(rows) else image.height
+    if bottom < image.height:
+        image.crop((0, 0, image.width, bottom)).save(path, optimize=True)
+
+
+def screenshots(url: str, out_dir: str | os.PathLike[str], pages=PAGES, width: int = 1400, height: int = 2000, wait_s: float = 10.0, settle_s: float = 1.5,
+                trim: bool = False) -> dict[str, dict]:
     """Load every page in headless Chromium and save ``<out_dir>/<name>.png``.
 
     Returns per page: the seconds until its text was drawn, the page's visible text, and the
@@ -131,6 +147,8 @@ def screenshots(url: str, out_dir: str | os.PathLike[str], pages=PAGES, width: i
                     raise RuntimeError(f"page '{shot.url_path}' shows an exception: {page.locator('[data-testid=stException]').first.inner_text()[:300]}")
                 path = out / f"{shot.name}.png"
                 page.screenshot(path=str(path))
+                if trim:
+                    _trim_bottom(path)
                 results[shot.name] = {"seconds": seconds, "text": text, "file": path}
         finally:
             browser.close()
@@ -145,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=2000)
     args = parser.parse_args(argv)
     with streamlit_server(args.project) as url:
-        results = screenshots(url, args.out, width=args.width, height=args.height)
+        results = screenshots(url, args.out, width=args.width, height=args.height, trim=True)
     for name, r in results.items():
         print(f"{name:10s} drawn in {r['seconds']:.2f} s -> {r['file']}")
     return 0

@@ -18,7 +18,7 @@ from almdn.demo_project import create_demo_project
 from almdn.store import Store
 from label_studio.server import LABEL_STUDIO_VERSION, Credentials, LocalServer, free_port
 from tests.app_support import APP, REPO, tiny_config
-from tests.label_studio_support import region
+from tests.label_studio_support import ls_server, region  # noqa: F401
 
 pytestmark = pytest.mark.slow
 TEMPLATE = REPO / ".cache" / "label-studio" / f"template-{LABEL_STUDIO_VERSION}"  # shared with the Label Studio tests
@@ -115,6 +115,19 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
         at.run()
         assert any(f"finished: Model version {first_version + 1}" in t for t in _texts(at, "success"))
         assert at.metric[1].delta is not None and at.metric[1].delta.endswith(f"vs v{first_version}")
+
+        # ---- Label: import by hand finds nothing new; the batch is done
+        at.switch_page("views/label.py").run()
+        _button(at, "Import finished labels now").click().run()
+        assert any(t.startswith("No new labels: Pulled 0 new and 0 updated annotations") for t in _texts(at, "info"))
+
+        # ---- Settings: stop the local server; the Label page says so in one sentence
+        at.switch_page("views/settings.py").run()
+        _button(at, "Stop the local Label Studio").click().run()
+        assert "Label Studio stopped." in _texts(at, "info")
+        at.switch_page("views/label.py").run()
+        assert f"Label Studio at {url} does not answer; start it again on the Settings page. Everything else in the app keeps working." in _texts(at, "warning")
+        assert _button(at, "Send").disabled
     finally:
         server.stop()
 
@@ -136,3 +149,24 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
             for (_, g), (_, w) in zip(got, want):
                 assert g == pytest.approx(w, abs=1e-6)
     assert not server.status()["running"]
+
+
+def test_connect_to_a_running_server_from_settings(ls_server, tmp_path_factory, tmp_path):
+    from tests.app_support import built_project, copy_project
+
+    project = copy_project(built_project(tmp_path_factory), tmp_path / "project")
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.session_state["project_dir"] = str(project)
+    at.run()
+    at.switch_page("views/settings.py").run()
+    at.text_input[0].set_value(ls_server.url)
+    at.text_input[1].set_value("not-the-token")
+    _button(at, "Connect").click().run()
+    assert any(t.startswith(f"Label Studio at {ls_server.url} rejects the API token (HTTP 401)") for t in _texts(at, "error")), _texts(at, "error")
+    at.text_input[1].set_value(ls_server.token)
+    _button(at, "Connect").click().run()
+    assert f"Connected to {ls_server.url}; the token is stored in the project folder (mode 0600)." in _texts(at, "success")
+    assert oct((project / "label-studio" / "connection.json").stat().st_mode & 0o777) == "0o600"
+    at.switch_page("views/label.py").run()
+    assert any(t == f"Label Studio answers at {ls_server.url}." for t in _texts(at, "success"))
+    assert not _button(at, "Send").disabled

@@ -149,12 +149,33 @@ def test_image_page_draws_the_mixture_and_explains_the_rank(project):
     assert sum(arr(spread["data"][-1]["y"])) == pytest.approx(1.0, abs=1e-4)
     unc = at.dataframe[0].value
     assert unc["uncertainty"].tolist() == ["box aleatoric", "box epistemic", "class aleatoric", "class epistemic"]
-    assert unc["percentile in pool"].between(0, 100).all()
+    assert unc["percentile"].between(0, 100).all()
     # next in the ranking
-    next_button = next(b for b in at.button if b.label == "Next in ranking")
+    next_button = next(b for b in at.button if b.label == "Next")
     next_button.click().run()
     assert at.session_state["image_id"] == int(ranking.iloc[1]["image_id"])
     assert any("ranks 2 of" in t for t in texts(at, "info"))
+
+
+def test_image_page_detection_choice_and_threshold(project):
+    with Store.open(project, create=False) as store:
+        top = int(store.pool_ranking().iloc[0]["image_id"])
+        n_kept = len(store.detections(image_ids=[top]))
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["project_dir"] = str(project)
+    at.session_state["image_id"] = top
+    at.run()
+    at.switch_page("views/image.py").run()
+    choice = next(s for s in at.selectbox if s.label == "Detection to explain")
+    assert len(choice.options) == n_kept  # threshold 0: every kept detection can be explained
+    second = choice.options[1]
+    choice.set_value(int(second.split(" ")[0][1:])).run()
+    assert not at.exception
+    assert charts(at)[1]["layout"]["title"]["text"] == f"Class spread of detection {second.split(' ')[0]}"
+    next(s for s in at.slider if s.label == "Show detections with score at least").set_value(0.99).run()
+    assert not at.exception
+    assert any(c.startswith("No detection with score ≥ 0.99") for c in texts(at, "caption"))
+    assert len(charts(at)) == 0
 
 
 # --------------------------------------------------------------------------- no model yet
@@ -348,6 +369,39 @@ def test_projects_create_from_coco_and_bad_paths(project, tmp_path, monkeypatch,
         assert store.counts()["labeled"] == 30 and store.counts()["test"] == 8
     at.switch_page("views/pool.py").run()
     assert any(t.startswith("No model yet") for t in texts(at, "info"))
+
+
+def test_projects_open_and_add_images(project, tmp_path, monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("ALMDN_PROJECTS", str(tmp_path / "projects"))
+    at = open_app(project, "views/projects.py")
+    # a folder without a project
+    form_path = next(t for t in at.text_input if t.label == "Or a project folder")
+    form_path.set_value(str(tmp_path / "empty"))
+    next(b for b in at.button if b.label == "Open folder").click().run()
+    assert texts(at, "error") == [f"'{tmp_path / 'empty'}' holds no almdn project (almdn.sqlite); create one below."]
+    # add a folder of new images to the open project's pool
+    incoming = tmp_path / "incoming" / "batch"
+    incoming.mkdir(parents=True)
+    with Store.open(project, create=False) as store:
+        pool_before = len(store.image_ids("pool"))
+        for i, path in enumerate(store.images("test")["path"].iloc[:3]):
+            (incoming / f"new{i}.png").write_bytes(open(path, "rb").read())
+    next(t for t in at.text_input if t.label == "Path").set_value(str(incoming))
+    next(b for b in at.button if b.label == "Add").click().run()
+    assert any(t.startswith(f"{incoming}: 3 images added to 'pool'") for t in texts(at, "success")), texts(at, "success") + texts(at, "error")
+    with Store.open(project, create=False) as store:
+        assert len(store.image_ids("pool")) == pool_before + 3
+    at.switch_page("views/pool.py").run()
+    assert (at.dataframe[0].value["status"] == "not scored").sum() == 3
+    # open another project by its folder; the URL remembers it (a reload keeps it)
+    other = tmp_path / "other"
+    with Store.open(other, name="other") as store:
+        store.add_classes(["a"])
+    at.switch_page("views/projects.py").run()
+    next(t for t in at.text_input if t.label == "Or a project folder").set_value(str(other))
+    next(b for b in at.button if b.label == "Open folder").click().run()
+    assert at.session_state["project_dir"] == str(other) and at.query_params["project"] in (str(other), [str(other)])
+    assert "other" in [m.value.strip("*") for m in at.sidebar.markdown]
 
 
 def test_missing_project_points_to_the_projects_page(tmp_path):

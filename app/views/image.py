@@ -22,7 +22,7 @@ if mv is None:
 table = common.pool_table()
 order = table["image_id"].tolist()
 current = int(st.session_state.get("image_id") or (order[0] if order else 0))
-c1, c2, c3, c4 = st.columns([2, 1, 1, 4])
+c1, c2, c3, c4 = st.columns([2, 1, 1, 5])
 # A key per image: the input shows the image chosen elsewhere (Pool, Previous/Next).
 image_id = int(c1.number_input("Image id", min_value=1, value=current, step=1, key=f"image-id-{current}"))
 st.session_state["image_id"] = image_id
@@ -35,8 +35,8 @@ def _go(target: int) -> None:
 
 has_previous = bool(position)
 has_next = position is not None and position < len(order) - 1
-c2.button("Previous in ranking", disabled=not has_previous, on_click=_go, args=(order[position - 1] if has_previous else 0,))
-c3.button("Next in ranking", disabled=not has_next, on_click=_go, args=(order[position + 1] if has_next else 0,))
+c2.button("Previous", icon=":material/arrow_back:", help="The image ranked just above", disabled=not has_previous, on_click=_go, args=(order[position - 1] if has_previous else 0,))
+c3.button("Next", icon=":material/arrow_forward:", help="The image ranked just below", disabled=not has_next, on_click=_go, args=(order[position + 1] if has_next else 0,))
 
 try:
     image = store.image(image_id)
@@ -78,12 +78,12 @@ with right:
                             format_func=labels.get, disabled=not options) if options else None
     st.subheader("Its four uncertainties")
     if len(explanation.uncertainties):
-        unc = explanation.uncertainties[["label", "value", "z", "percentile", "detection"]].rename(
-            columns={"label": "uncertainty", "value": "value (max over detections)", "z": "z-score", "percentile": "percentile in pool", "detection": "from detection"})
+        unc = explanation.uncertainties[["label", "value", "z", "percentile", "detection"]].rename(columns={"label": "uncertainty"})
         st.dataframe(unc, hide_index=True, column_config={
-            "value (max over detections)": st.column_config.NumberColumn(format="%.4f"),
-            "z-score": st.column_config.NumberColumn(format="%.2f"),
-            "percentile in pool": st.column_config.ProgressColumn(min_value=0, max_value=100, format="%.0f %%"),
+            "value": st.column_config.NumberColumn(format="%.4f", help="The image's value: the maximum over its kept detections"),
+            "z": st.column_config.NumberColumn("z-score", format="%.2f"),
+            "percentile": st.column_config.ProgressColumn("pool percentile", min_value=0, max_value=100, format="%.0f", help="Percent of the pool's images at or below this value"),
+            "detection": st.column_config.NumberColumn("from #", help="The detection the value comes from"),
         })
     else:
         st.caption("Not in the pool: no pool percentiles.")
