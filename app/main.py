@@ -101,6 +101,13 @@ project = common.project_dir()
 on_projects_page = navigation.url_path == "projects"
 if not on_projects_page and project == common.demo_project_dir() and not demo_setup(project):
     st.stop()
+if common.has_store(project):
+    try:
+        common.store()
+    except common.user_errors() as exc:  # e.g. a damaged or newer store: one sentence, no traceback
+        st.error(str(exc))
+        st.page_link("views/projects.py", label="Open another project", icon=":material/folder_open:")
+        st.stop()
 sidebar(project)
 if not common.has_store(project) and not on_projects_page:
     st.warning(f"There is no project at '{project}'; create or open one on the Projects page.")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -402,6 +403,28 @@ def test_projects_open_and_add_images(project, tmp_path, monkeypatch, tmp_path_f
     next(b for b in at.button if b.label == "Open folder").click().run()
     assert at.session_state["project_dir"] == str(other) and at.query_params["project"] in (str(other), [str(other)])
     assert "other" in [m.value.strip("*") for m in at.sidebar.markdown]
+
+
+def test_a_damaged_store_is_one_sentence(tmp_path):
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    (folder / "almdn.sqlite").write_bytes(b"this is not a database" * 100)
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["project_dir"] = str(folder)
+    at.run()
+    assert not at.exception
+    errors = texts(at, "error")
+    assert len(errors) == 1 and errors[0].startswith(f"Cannot open the project store '{folder / 'almdn.sqlite'}'") and "damaged" in errors[0]
+
+
+def test_a_missing_checkpoint_is_one_sentence_on_the_image_page(project):
+    with Store.open(project, create=False) as store:
+        result = run_round(store, TINY_SETTINGS)
+    Path(result.checkpoint).unlink()
+    at = open_app(project, "views/image.py")
+    assert any(t.startswith(f"No checkpoint at '{result.checkpoint}'") for t in texts(at, "error"))
+    at.switch_page("views/pool.py").run()  # the rest keeps working
+    assert not at.exception and len(at.dataframe[0].value) == 22
 
 
 def test_missing_project_points_to_the_projects_page(tmp_path):

@@ -61,7 +61,11 @@ def _mixture(checkpoint: str, path: str) -> list[dict]:
 
 
 info = store.model_version(mv)
-all_detections = _mixture(str(info["checkpoint"]), str(image["path"]))
+try:
+    all_detections = _mixture(str(info["checkpoint"]), str(image["path"]))
+except common.user_errors() as exc:  # e.g. the model's checkpoint was moved away
+    st.error(str(exc))
+    st.stop()
 kept_threshold = float(info["conf_threshold"]) if info.get("conf_threshold") == info.get("conf_threshold") and info.get("conf_threshold") is not None else 0.5
 left, right = st.columns([3, 2])
 with right:
