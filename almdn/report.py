@@ -197,6 +197,8 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
         "mAP in %, mean ± std (ddof 1) over seeds. Detector forward: inference seconds per test image; "
         "acquisition: seconds per pool image for the whole scoring pass (all passes / members).",
         "",
+        _compute_line(out, records),
+        "",
         "## mAP@0.5 (Tab. 4 layout)",
         "",
         map_table(records, "map50"),
@@ -235,6 +237,18 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
     (out / "results.md").write_text("\n".join(md) + "\n")
     figure(records, title).write_html(out / "results.html", include_plotlyjs="cdn")
     return {"csv": out / "results.csv", "md": out / "results.md", "html": out / "results.html"}
+
+
+def _compute_line(out: Path, records: pd.DataFrame) -> str:
+    """How much computing the finished cycles took, per method (shared cycle-0 models counted
+    once in the total)."""
+    models = [json.loads(p.read_text()) for p in (out / "models").glob("*/metrics.json")]
+    train = sum(m.get("train_seconds", 0.0) for m in models)
+    acquisition = float(records.get("acquisition_seconds", pd.Series(dtype=float)).fillna(0).sum())
+    return (
+        f"Compute: {len(models)} models trained in {train / 60:.1f} min in total (models shared between methods counted once), "
+        f"{acquisition / 60:.1f} min of pool scoring, {len(records)} (method, seed, cycle) results."
+    )
 
 
 def _pool_annotations(out: Path, config: dict) -> dict | None:
