@@ -353,6 +353,35 @@ def mixture_detections(model, image_path: str | os.PathLike[str], detections: It
     return out
 
 
+def align_to_stored(drawn: list[dict[str, Any]], stored: pd.DataFrame, tolerance: float = 0.5) -> list[dict[str, Any]]:
+    """Give each freshly computed detection the store's index of the same detection.
+
+    The store numbers an image's detections in the model's output order; a fresh run numbers
+    them the same way, except where two scores tie to the last bit and floating-point
+    differences (another thread count) swap them. So detections are matched by label and box
+    (every coordinate within ``tolerance`` px), highest score first. Matched ones get the
+    store's ``detection`` and ``stored=True``; the others (e.g. below the scoring threshold)
+    get fresh numbers after the store's and ``stored=False``.
+    """
+    rows = [(int(r.detection), int(r.label), np.array([r.x1, r.y1, r.x2, r.y2], dtype=np.float64)) for r in stored.itertuples(index=False)]
+    used: set[int] = set()
+    next_free = (max(r[0] for r in rows) + 1) if rows else 0
+    out = []
+    for d in sorted(drawn, key=lambda d: -d["score"]):
+        box = np.asarray(d["box"], dtype=np.float64)
+        candidates = [(float(np.abs(b - box).max()), idx) for idx, label, b in rows if label == d["label"] and idx not in used]
+        best = min(candidates, default=None)
+        d = dict(d)
+        if best is not None and best[0] <= tolerance:
+            d["detection"], d["stored"] = best[1], True
+            used.add(best[1])
+        else:
+            d["detection"], d["stored"] = next_free, False
+            next_free += 1
+        out.append(d)
+    return sorted(out, key=lambda d: d["detection"])
+
+
 # --------------------------------------------------------------------------- labeling
 
 
@@ -429,7 +458,7 @@ def pool_detections(store: Store, model_version: int | None = None) -> pd.DataFr
 
 
 __all__ = [
-    "ACQUISITION_METHODS", "SORT_KEYS", "UNCERTAINTY_LABELS", "Z_NAMES", "ImageExplanation", "acquisition_scores", "explain_image",
+    "ACQUISITION_METHODS", "SORT_KEYS", "UNCERTAINTY_LABELS", "Z_NAMES", "ImageExplanation", "acquisition_scores", "align_to_stored", "explain_image",
     "filter_pool", "labels_per_class", "learning_curve", "mixture_detections", "page_of", "pool_classes", "pool_detections", "pool_table",
     "select_for_labeling", "sort_pool", "store_revision", "thumbnail", "unreadable_images",
 ]

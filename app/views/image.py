@@ -66,6 +66,8 @@ try:
 except common.user_errors() as exc:  # e.g. the model's checkpoint was moved away
     st.error(str(exc))
     st.stop()
+# The same numbers as the store's (what the tables and the reason refer to).
+all_detections = views.align_to_stored(all_detections, store.detections(mv, [image_id]))
 kept_threshold = float(info["conf_threshold"]) if info.get("conf_threshold") == info.get("conf_threshold") and info.get("conf_threshold") is not None else 0.5
 left, right = st.columns([3, 2])
 with right:
