@@ -14,27 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402
 
-
-class UserError(click.ClickException):
-    """A problem the user can fix: printed as one sentence, no traceback."""
-
-
-def _friendly(func):
-    """Turn the library's user-facing errors into one-line CLI errors."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from almdn.data.coco import DatasetError
-        from almdn.engine.checkpoint import CheckpointError
-        from almdn.engine.train import TrainingDiverged
-
-        try:
-            return func(*args, **kwargs)
-        except (DatasetError, CheckpointError, TrainingDiverged, FileExistsError) as exc:
-            raise UserError(str(exc)) from None
-
-    return wrapper
+from almdn.cli_errors import UserError, friendly  # noqa: E402
 
 
 def _precision_options(func):
@@ -73,7 +53,7 @@ def main() -> None:
 @click.option("--num-test", default=500, show_default=True, help="Held-out test images.")
 @click.option("--image-size", default=128, show_default=True, help="Square image side in pixels.")
 @click.option("--seed", default=0, show_default=True)
-@_friendly
+@friendly
 def demo_data(out: str, num_train: int, num_test: int, image_size: int, seed: int) -> None:
     """Generate the demo dataset (digits on real photographs, COCO format) deterministically."""
     from almdn.data.demo import DemoConfig, generate_demo_dataset
@@ -113,7 +93,7 @@ def _model_options(func):
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run folder's checkpoint.")
 @click.option("--no-pretrained", is_flag=True, help="Do not load ImageNet backbone weights.")
 @_precision_options
-@_friendly
+@friendly
 def train(data, test_data, out, arch, head, components, loc_density, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, amp, channels_last) -> None:
     """Train a mixture-density SSD, then evaluate it on the test split.
 
@@ -188,7 +168,7 @@ def _metrics_line(m: dict) -> str:
 @click.option("--split", default="test", show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default=None, type=click.Path(), help="Also write the metrics as JSON here.")
-@_friendly
+@friendly
 def evaluate(checkpoint, data, split, device, out) -> None:
     """mAP@0.5 / @0.75 (pycocotools) and VOC07 11-point mAP of a trained model."""
     from almdn.data.coco import CocoDetectionDataset
@@ -216,7 +196,7 @@ def evaluate(checkpoint, data, split, device, out) -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--workers", default=0, show_default=True, help="Data-loading worker processes (per process under torchrun).")
 @_precision_options
-@_friendly
+@friendly
 def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, batch_size, device, workers, amp, channels_last) -> None:
     """Score every image: the four uncertainties per detection, raw and z-scored per image.
 
@@ -291,7 +271,7 @@ def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, ba
 @click.option("--transfer", "transfer", multiple=True, help="Also train this architecture on every acquired set (Tab. 7).")
 @click.option("--device", default=None, help="auto, cpu, cuda, ... (default: the config's).")
 @click.option("--report-only", is_flag=True, help="Only rewrite results.csv/md/html from the finished cycles.")
-@_friendly
+@friendly
 def experiment(config_path, out, methods, seeds, transfer, device, report_only) -> None:
     """Run (or resume) an active-learning experiment and write its tables and figure."""
     from almdn.loop import Experiment, ExperimentConfig

@@ -7,36 +7,14 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from pathlib import Path
 
 import click
 
+from almdn.cli_errors import UserError, friendly
 from almdn.store import SPLITS
-
-
-class UserError(click.ClickException):
-    """A problem the user can fix: printed as one sentence, no traceback."""
-
-
-def _friendly(func):
-    """The library's user-facing errors become one-line CLI errors."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from almdn.data.coco import DatasetError
-        from almdn.store import StoreError
-        from label_studio.client import LabelStudioError
-        from label_studio.server import ServerError
-
-        try:
-            return func(*args, **kwargs)
-        except (DatasetError, StoreError, ServerError, LabelStudioError) as exc:
-            raise UserError(str(exc)) from None
-
-    return wrapper
 
 
 def _project_option(func):
@@ -88,7 +66,7 @@ def project() -> None:
 @_source_options
 @click.option("--classes", default=None, help="Comma-separated class names, in label order (before any dataset's own).")
 @click.option("--name", default=None, help="Project name (default: the folder's name).")
-@_friendly
+@friendly
 def project_create(project_dir, coco, voc, voc_set, yolo, images, split, classes, name) -> None:
     """Create a project (a folder with its store) from COCO / VOC / YOLO data or an image folder."""
     from almdn.store import STORE_FILE, Store
@@ -106,7 +84,7 @@ def project_create(project_dir, coco, voc, voc_set, yolo, images, split, classes
 @project.command("add")
 @_project_option
 @_source_options
-@_friendly
+@friendly
 def project_add(project_dir, coco, voc, voc_set, yolo, images, split) -> None:
     """Add more images (and labels) to a project; files already in it are left as they are."""
     with _open(project_dir) as store:
@@ -121,7 +99,7 @@ def _counts_line(c: dict) -> str:
 
 @project.command("info")
 @_project_option
-@_friendly
+@friendly
 def project_info(project_dir) -> None:
     """Counts, classes, model versions and Label Studio batches of a project."""
     with _open(project_dir) as store:
@@ -138,7 +116,7 @@ def project_info(project_dir) -> None:
 @_project_option
 @click.option("--split", type=click.Choice(SPLITS), default="labeled", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="COCO json to write (default: <project>/exports/<split>.json).")
-@_friendly
+@friendly
 def project_export(project_dir, split, out) -> None:
     """Write a split with its current labels as COCO json (almdn train --data reads it)."""
     with _open(project_dir) as store:
@@ -153,7 +131,7 @@ def project_export(project_dir, split, out) -> None:
 @click.option("--aggregation", default="max_all", show_default=True, help="How the four z-scored uncertainties make one score (Tab. 2).")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@_friendly
+@friendly
 def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_size, device) -> None:
     """Record a model version and score every pool image with it (Sec. 3.3)."""
     from almdn.acquisition.scoring import detections_frame, image_scores
@@ -218,7 +196,7 @@ def ls() -> None:
 @_project_option
 @click.option("--port", default=8080, show_default=True, help="Port on 127.0.0.1.")
 @click.option("--template/--no-template", default=True, show_default=True, help="Copy a migrated data folder (made once per machine) instead of migrating a new one.")
-@_friendly
+@friendly
 def ls_start(project_dir, port, template) -> None:
     """Start the project's Label Studio on 127.0.0.1 (credentials stay in the project folder)."""
     from label_studio.client import save_connection
@@ -241,7 +219,7 @@ def ls_start(project_dir, port, template) -> None:
 
 @ls.command("stop")
 @_project_option
-@_friendly
+@friendly
 def ls_stop(project_dir) -> None:
     """Stop the project's local Label Studio."""
     from label_studio.server import LocalServer
@@ -252,7 +230,7 @@ def ls_stop(project_dir) -> None:
 
 @ls.command("status")
 @_project_option
-@_friendly
+@friendly
 def ls_status(project_dir) -> None:
     """Is the project's server running, and what is out for labeling."""
     from label_studio.client import load_connection
@@ -278,7 +256,7 @@ def ls_status(project_dir) -> None:
 @_project_option
 @click.argument("url")
 @click.option("--token", envvar="LABEL_STUDIO_API_KEY", prompt="API token", hide_input=True, help="Read from $LABEL_STUDIO_API_KEY or asked for (never put it on the command line).")
-@_friendly
+@friendly
 def ls_connect(project_dir, url, token) -> None:
     """Use a Label Studio server at URL (images are uploaded with their tasks)."""
     from label_studio.client import connect
@@ -297,7 +275,7 @@ def ls_connect(project_dir, url, token) -> None:
 @_project_option
 @click.option("--top-k", "top_k", required=True, type=click.IntRange(min=1), help="Send the K most informative pool images (those already sent count).")
 @click.option("--model-version", type=int, default=None, help="Rank by this model version (default: the latest scored).")
-@_friendly
+@friendly
 def push(project_dir, top_k, model_version) -> None:
     """Send the top-K of the pool ranking to Label Studio, with the model's detections."""
     from label_studio.client import LabelStudioClient
@@ -308,7 +286,7 @@ def push(project_dir, top_k, model_version) -> None:
 
 @click.command("pull")
 @_project_option
-@_friendly
+@friendly
 def pull(project_dir) -> None:
     """Bring finished annotations from Label Studio into the project."""
     from label_studio.client import LabelStudioClient

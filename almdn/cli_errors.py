@@ -1,0 +1,32 @@
+"""One-sentence errors for every ``almdn`` command (no traceback for what a user can fix)."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+
+class UserError(click.ClickException):
+    """A problem the user can fix: printed as one sentence, no traceback."""
+
+
+def friendly(func):
+    """Turn the library's user-facing errors into one-line CLI errors."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        # imported here: the CLI starts fast and these modules pull in torch / the SDK
+        from almdn.data.coco import DatasetError
+        from almdn.engine.checkpoint import CheckpointError
+        from almdn.engine.train import TrainingDiverged
+        from almdn.store import StoreError
+        from label_studio.client import LabelStudioError
+        from label_studio.server import ServerError
+
+        try:
+            return func(*args, **kwargs)
+        except (DatasetError, CheckpointError, TrainingDiverged, FileExistsError, StoreError, ServerError, LabelStudioError) as exc:
+            raise UserError(str(exc)) from None
+
+    return wrapper
