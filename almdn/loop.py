@@ -314,7 +314,9 @@ class Experiment:
             labeled_set = set(labeled)
             pool_ids = [i for i in self.all_ids if i not in labeled_set]
             pool = self.train_set.subset([self.train_set.index_of(i) for i in pool_ids])
-            predictions = self._cached_predictions(specs[0].key(), models[0], pool, pool_ids) if method.kind in ("almdn", "entropy", "llal") else None
+            predictions, predict_seconds = None, 0.0
+            if method.kind in ("almdn", "entropy", "llal"):
+                predictions, predict_seconds = self._cached_predictions(specs[0].key(), models[0], pool, pool_ids)
             result = score_pool(
                 method,
                 models,
@@ -338,19 +340,20 @@ class Experiment:
             record.update(
                 selected_ids=selection.image_ids,
                 selected_by_score=selection.by_score,
-                acquisition_seconds=result.seconds + predictions_seconds(predictions),
-                acquisition_s_per_image=(result.seconds + predictions_seconds(predictions)) / max(len(pool_ids), 1),
+                acquisition_seconds=result.seconds + predict_seconds,
+                acquisition_s_per_image=(result.seconds + predict_seconds) / max(len(pool_ids), 1),
             )
         return record
 
-    def _cached_predictions(self, key: str, model, pool, pool_ids: list[int]) -> list[dict]:
-        """The first model's pool detections, computed once per model (almdn and entropy on
-        the same model read the same forward pass)."""
+    def _cached_predictions(self, key: str, model, pool, pool_ids: list[int]) -> tuple[list[dict], float]:
+        """The first model's pool detections and the seconds computing them took, computed
+        once per model (almdn and entropy on the same model read the same forward pass, and
+        each reports its full cost)."""
         path = self.out / "models" / key / "pool_predictions.pt"
         if path.exists():
             payload = torch.load(path, weights_only=False)
             if payload["pool_ids"] == pool_ids:
-                return _Timed(payload["predictions"], payload["seconds"])
+                return payload["predictions"], payload["seconds"]
         t0 = time.perf_counter()
         preds = predict(model, pool, batch_size=self.config.batch_size, device=self.config.device)
         seconds = time.perf_counter() - t0
@@ -359,7 +362,7 @@ class Experiment:
         tmp = path.with_name(path.name + ".tmp")
         torch.save({"pool_ids": pool_ids, "predictions": preds, "seconds": seconds}, tmp)
         os.replace(tmp, path)
-        return _Timed(preds, seconds)
+        return preds, seconds
 
     # ------------------------------------------------------------------ transfer (Tab. 7)
     def run_transfer(self, arch: str, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> None:
@@ -390,15 +393,3 @@ def read_records(out_dir: str | Path, suffix: str = "") -> pd.DataFrame:
     pattern = re.compile(rf"cycle-\d+{re.escape(suffix)}\.json")
     paths = sorted(p for p in (Path(out_dir) / "runs").glob("*/seed-*/cycle-*.json") if pattern.fullmatch(p.name))
     return pd.DataFrame([json.loads(p.read_text()) for p in paths])
-
-
-class _Timed(list):
-    """A list of predictions that remembers how long computing it took."""
-
-    def __init__(self, items, seconds: float):
-        super().__init__(items)
-        self.seconds = seconds
-
-
-def predictions_seconds(predictions) -> float:
-    return float(getattr(predictions, "seconds", 0.0))

@@ -14,7 +14,7 @@ the eff head), ``almdn:<aggregation>`` (any aggregation of Tab. 2, e.g. ``almdn:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -90,14 +90,11 @@ class PoolScores:
         table: per-image detail: for the almdn methods the four raw and z-scored uncertainties
             (:func:`~almdn.acquisition.scoring.image_scores`), else just the score.
         seconds: wall-clock time of the pass (forward passes included).
-        forward_images: images that went through the model(s) (for seconds per image).
     """
 
     scores: pd.Series
     table: pd.DataFrame
     seconds: float
-    forward_images: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _loader(dataset: Dataset, batch_size: int) -> DataLoader:
@@ -156,14 +153,13 @@ def score_pool(
     """
     device = resolve_device(device)
     t0 = time.perf_counter()
-    forward_images = len(pool_ids)
     kind = method.kind
     needs = {"mc_dropout": "forward_mc_dropout", "ensemble": "forward_ensemble", "coreset": "image_features"}.get(kind)
     if needs and not hasattr(models[0], needs):
         raise ValueError(f"The {kind} baseline is not available for {type(models[0]).__name__}; use the SSD detectors for it.")
     table = None
     if kind == "random":
-        scores, forward_images = random_scores(pool_ids, seed), 0
+        scores = random_scores(pool_ids, seed)
     elif kind in ("almdn", "entropy", "llal"):
         if predictions is None:
             predictions = predict(models[0], pool, batch_size=batch_size, device=device)
@@ -179,17 +175,15 @@ def score_pool(
     elif kind in ("mc_dropout", "ensemble"):
         averaged = _averaged_predictions(models, pool, batch_size, device, mc_passes)
         scores = mean_entropy_scores(detections_frame(averaged, pool_ids, conf_threshold), pool_ids)
-        forward_images *= mc_passes if kind == "mc_dropout" else len(models)
     elif kind == "coreset":
         if labeled is None:
             raise ValueError("core-set needs the labeled images")
         pool_features = _features(models[0], pool, batch_size, device)
         labeled_features = _features(models[0], labeled, batch_size, device)
         scores = coreset_scores(pool_features, labeled_features, budget, pool_ids)
-        forward_images += len(labeled)
     else:
         raise ValueError(f"unknown method kind {kind!r}")
     if table is None:
         table = scores.rename("score").reset_index()
     seconds = time.perf_counter() - t0
-    return PoolScores(scores.astype(np.float64), table, seconds, forward_images)
+    return PoolScores(scores.astype(np.float64), table, seconds)

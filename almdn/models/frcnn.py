@@ -49,6 +49,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from almdn.losses import LocDensity, mixture_cross_entropy, mixture_nll, perturbed_class_logits
 from almdn.models.backbones import load_imagenet_state_dict
+from almdn.models.heads import check_mixture_head
 from almdn.models.ssd import MixtureSSD
 from almdn.uncertainty import mixture_class_probabilities, mixture_mean
 
@@ -93,10 +94,7 @@ class MixtureBoxPredictor(nn.Module):
         class_agnostic_boxes: bool = True,
     ) -> None:
         super().__init__()
-        if cls_head not in ("gmm", "eff"):
-            raise ValueError(f"cls_head must be 'gmm' or 'eff', not {cls_head!r}")
-        if num_components < 1:
-            raise ValueError("num_components (K) must be >= 1")
+        check_mixture_head(cls_head, num_components)
         self.num_classes = num_classes
         self.num_components = num_components
         self.cls_head = cls_head

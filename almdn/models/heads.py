@@ -29,6 +29,14 @@ HeadType = Literal["gmm", "eff", "plain"]
 HEAD_TYPES: tuple[str, ...] = ("gmm", "eff", "plain")
 
 
+def check_mixture_head(cls_head: str, num_components: int) -> None:
+    """The mixture head's type and K are valid (shared by the SSD and Faster R-CNN heads)."""
+    if cls_head not in ("gmm", "eff"):
+        raise ValueError(f"cls_head must be 'gmm' or 'eff', not {cls_head!r}")
+    if num_components < 1:
+        raise ValueError("num_components (K) must be >= 1")
+
+
 def _flatten_anchors(x: Tensor, num_anchors: int) -> Tensor:
     """``(B, A*P, H, W)`` -> ``(B, H*W*A, P)``, torchvision's anchor order (y, x, anchor)."""
     b, _, h, w = x.shape
@@ -62,10 +70,7 @@ class MixtureHead(nn.Module):
         hidden_channels: int | list[int] = 128,
     ) -> None:
         super().__init__()
-        if cls_head not in ("gmm", "eff"):
-            raise ValueError(f"cls_head must be 'gmm' or 'eff', not {cls_head!r}")
-        if num_components < 1:
-            raise ValueError("num_components (K) must be >= 1")
+        check_mixture_head(cls_head, num_components)
         self.num_classes = num_classes
         self.num_components = num_components
         self.cls_head = cls_head
