@@ -351,7 +351,7 @@ class Experiment:
         each reports its full cost)."""
         path = self.out / "models" / key / "pool_predictions.pt"
         if path.exists():
-            payload = torch.load(path, weights_only=False)
+            payload = torch.load(path, weights_only=True)  # cached tensors only: never run a pickled object
             if payload["pool_ids"] == pool_ids:
                 return payload["predictions"], payload["seconds"]
         t0 = time.perf_counter()

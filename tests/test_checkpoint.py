@@ -33,3 +33,42 @@ def test_missing_damaged_and_foreign_files(tmp_path):
     torch.save({"weights": 1}, foreign)
     with pytest.raises(CheckpointError, match="not an almdn checkpoint"):
         load_model(foreign)
+
+
+class _CreatesAFile:
+    """What a hostile checkpoint carries: unpickling it would call ``open(marker, "w")``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def crafted_checkpoint(path, marker):
+    """A file that looks like an almdn checkpoint but creates ``marker`` when unpickled."""
+    model = build_model("ssd_small", 2, class_names=["a", "b"])
+    payload = {"format": "almdn-checkpoint", "version": 1, "model_config": model.config,
+               "state_dict": model.state_dict(), "metrics": {"note": _CreatesAFile(marker)}}
+    torch.save(payload, path)
+    return path
+
+
+def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    path = crafted_checkpoint(tmp_path / "evil.pt", marker)
+    with pytest.raises(CheckpointError, match="could run code when opened; almdn refuses to load it"):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_numpy_metrics_are_saved_as_plain_values_and_old_numpy_files_still_load(tmp_path):
+    import numpy as np
+
+    model = build_model("ssd_small", 2, class_names=["a", "b"])
+    path = save_checkpoint(tmp_path / "m.pt", model, metrics={"map50": np.float64(0.25), "per_class": np.array([0.5, 0.0])})
+    metrics = read_checkpoint(path)["metrics"]
+    assert metrics == {"map50": 0.25, "per_class": [0.5, 0.0]} and type(metrics["map50"]) is float
+    old = tmp_path / "old.pt"  # written as earlier versions did: numpy scalars pickled as such
+    torch.save({"format": "almdn-checkpoint", "version": 1, "model_config": model.config, "state_dict": model.state_dict(), "metrics": {"map50": np.float64(0.25)}}, old)
+    assert float(read_checkpoint(old)["metrics"]["map50"]) == 0.25

@@ -240,7 +240,7 @@ def test_ddp_training_matches_single_process_training_on_the_global_batch(ddp_ru
     assert set((model.match(targets, anchors)[1] > 0).sum(1).tolist()) == {4}
 
     initial = _exact_model().state_dict()
-    state = torch.load(ddp_run["root"] / "exact" / "checkpoint.pt", weights_only=False)
+    state = torch.load(ddp_run["root"] / "exact" / "checkpoint.pt", weights_only=True)
     assert state["iteration"] == 4 and state["world_size"] == WORLD
     names = [k for k, v in initial.items() if v.is_floating_point()]
     single = ddp_run["single"].state_dict()
@@ -258,8 +258,8 @@ def test_ddp_training_matches_single_process_training_on_the_global_batch(ddp_ru
 def test_resumed_ddp_run_reproduces_the_uninterrupted_one_exactly(ddp_run):
     root = ddp_run["root"]
     assert [out["interrupted_at"] for out in ddp_run["ranks"]] == [3, 3]  # rank 1 cancelled, both stopped
-    straight = torch.load(root / "straight" / "checkpoint.pt", weights_only=False)
-    resumed = torch.load(root / "resumed" / "checkpoint.pt", weights_only=False)
+    straight = torch.load(root / "straight" / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(root / "resumed" / "checkpoint.pt", weights_only=True)
     assert straight["iteration"] == resumed["iteration"] == 6
     for name, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][name]), name

@@ -76,10 +76,10 @@ def test_training_under_autocast_with_a_grad_scaler_saves_and_resumes_the_scaler
     assert [h["iteration"] for h in result.history] == [1, 2] and all(h["loss"] > 0 for h in result.history)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert result.skipped_steps == 0  # bf16 has float32's range: no overflow to skip
     assert state["scaler"]["scale"] == 65536.0 and state["scaler"]["_growth_tracker"] == 2
     resumed = train(_model(), ds, TrainConfig(**{**config.__dict__, "iterations": 3}), out_dir=tmp_path, progress=False)
     assert resumed.iterations == 3 and resumed.skipped_steps == 0
     # 3 successful steps counted: the scaler's state came back from the checkpoint (a fresh one would say 1)
-    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["scaler"]["_growth_tracker"] == 3
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["scaler"]["_growth_tracker"] == 3

@@ -1,11 +1,18 @@
-"""Checkpoints: what a model is (its builder call) plus its weights, written atomically."""
+"""Checkpoints: what a model is (its builder call) plus its weights, written atomically.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: only tensors, numbers, strings
+and containers of them are unpickled, so a file from someone else cannot run code when it is
+opened. Everything written here is of those types (numpy values become plain numbers).
+"""
 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from almdn.models import MixtureSSD, model_from_config
@@ -38,7 +45,7 @@ def save_checkpoint(path: str | Path, model: MixtureSSD, **extra: Any) -> Path:
         "version": VERSION,
         "model_config": model.config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        **extra,
+        **{k: plain(v) for k, v in extra.items()},
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -46,13 +53,43 @@ def save_checkpoint(path: str | Path, model: MixtureSSD, **extra: Any) -> Path:
     return path
 
 
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays turned into Python numbers and lists (the types
+    a ``weights_only`` load accepts); tensors and containers are kept."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+# numpy scalars and dtypes rebuild plain values without calling arbitrary code; older
+# checkpoints stored metrics as numpy floats, and these let them load under weights_only.
+_numpy_core = np._core if hasattr(np, "_core") else np.core
+_NUMPY_GLOBALS = [np.dtype, _numpy_core.multiarray.scalar, *(type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool"))]
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint dictionary; one clear error if the file is missing or not ours."""
+    """The raw checkpoint dictionary; one clear error if the file is missing or not ours.
+
+    Loaded with ``weights_only=True``: a file holding anything but tensors and plain values
+    (a pickled object that could run code) is refused, never executed.
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"No checkpoint at '{path}'; train a model first (almdn train).")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"Checkpoint '{path}' holds Python objects other than weights and plain values, which could run code when opened; "
+            "almdn refuses to load it: use a model.pt written by almdn train."
+        ) from None
     except Exception as exc:
         raise CheckpointError(f"Cannot read checkpoint '{path}' ({type(exc).__name__}); it is damaged or not a model file.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
