@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402
 
-from almdn.cli_errors import UserError, friendly  # noqa: E402
+from almdn.cli_errors import UserError, friendly, skipped_exit  # noqa: E402
 
 
 def _precision_options(func):
@@ -220,8 +220,13 @@ def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, ba
         dataset = ImageFolderDataset.from_folder(source)
         names = [dataset.file_name(i) for i in range(len(dataset))]
     else:
-        dataset = CocoDetectionDataset(_resolve_annotations(images, "train"), class_names=model.class_names)
-        names = [str(p.relative_to(dataset.image_root)) if p.is_relative_to(dataset.image_root) else str(p) for p in dataset.file_paths]
+        # The annotation file names the images; they are read like a folder's, so a broken
+        # one is listed and skipped here too instead of stopping the run.
+        coco = CocoDetectionDataset(_resolve_annotations(images, "train"), class_names=model.class_names)
+        sizes = [(size[1], size[0]) if size else None for size in coco.image_sizes]  # (height, width) there
+        dataset = ImageFolderDataset(coco.file_paths, sizes=sizes)
+        dataset.image_ids = list(coco.image_ids)
+        names = [str(p.relative_to(coco.image_root)) if p.is_relative_to(coco.image_root) else str(p) for p in coco.file_paths]
     if len(dataset) == 0:
         raise UserError(f"No images found in '{images}'.")
     detections, readable = pool_detections(
@@ -233,6 +238,12 @@ def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, ba
     broken = [names[i] for i in np.flatnonzero(~readable)]
     ok = np.flatnonzero(readable).tolist()
     ids = [dataset.image_ids[i] for i in ok]
+    for i in ok:  # detections on a large image decoded reduced go back to its own pixels
+        sx, sy = dataset.box_scale(i)
+        if (sx, sy) != (1.0, 1.0):
+            rows = detections["image_id"] == dataset.image_ids[i]
+            detections.loc[rows, ["x1", "x2"]] *= sx
+            detections.loc[rows, ["y1", "y2"]] *= sy
     try:
         table = image_scores(detections, ids, aggregation)
     except ValueError as exc:
@@ -258,9 +269,8 @@ def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, ba
     (out_dir / "detections.json").write_text(json.dumps(payload, default=float))
     seconds = time.perf_counter() - t0
     click.echo(f"Scored {len(ok)} images ({len(detections)} detections >= {conf_threshold}) in {seconds:.1f} s; wrote {out_dir}/images.csv, detections.csv, detections.json.")
-    for name in broken:
-        click.echo(f"Skipped unreadable image: {name}", err=True)
     distributed.shutdown()
+    skipped_exit(broken)
 
 
 @main.command()

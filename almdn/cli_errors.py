@@ -7,6 +7,11 @@ import functools
 import click
 
 
+#: Exit status of a command that did its work but skipped some inputs (unreadable images);
+#: 1 is a user error (nothing done), 2 a usage error.
+EXIT_SKIPPED = 3
+
+
 class UserError(click.ClickException):
     """A problem the user can fix: printed as one sentence, no traceback."""
 
@@ -30,3 +35,13 @@ def friendly(func):
             raise UserError(str(exc)) from None
 
     return wrapper
+
+
+def skipped_exit(names: list[str]) -> None:
+    """After a scoring: list the unreadable images it skipped (one line each, on stderr) and
+    end with exit status :data:`EXIT_SKIPPED` if there were any."""
+    for name in names:
+        click.echo(f"Skipped unreadable image: {name}", err=True)
+    if names:
+        click.echo(f"{len(names)} unreadable images were skipped (listed above); the others were scored.", err=True)
+        raise SystemExit(EXIT_SKIPPED)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from almdn.cli_errors import UserError, friendly
+from almdn.cli_errors import UserError, friendly, skipped_exit
 from almdn.store import SPLITS
 
 
@@ -68,16 +68,18 @@ def project() -> None:
 @click.option("--name", default=None, help="Project name (default: the folder's name).")
 @friendly
 def project_create(project_dir, coco, voc, voc_set, yolo, images, split, classes, name) -> None:
-    """Create a project (a folder with its store) from COCO / VOC / YOLO data or an image folder."""
-    from almdn.store import STORE_FILE, Store
+    """Create a project (a folder with its store) from COCO / VOC / YOLO data or an image folder.
+
+    A failed creation leaves no store behind, so the command can simply be run again."""
+    from almdn.project import create_project
+    from almdn.store import STORE_FILE
 
     if (Path(project_dir) / STORE_FILE).exists():
         raise UserError(f"'{project_dir}' already holds a project; add sources with 'almdn project add'.")
-    store = Store.open(project_dir, name=name or Path(project_dir).resolve().name)
+    sources = [("coco", p, split) for p in coco] + [("voc", p, split, voc_set) for p in voc] + [("yolo", p, split) for p in yolo] + [("images", p, split) for p in images]
+    class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    store, _ = create_project(project_dir, sources, classes=class_list, name=name, on_summary=lambda s: click.echo(str(s)))
     with store:
-        if classes:
-            store.add_classes([c.strip() for c in classes.split(",") if c.strip()])
-        _add_sources(store, coco, voc, voc_set, yolo, images, split)
         click.echo(f"Project '{store.name}' in {store.path.parent}: " + _counts_line(store.counts()))
 
 
@@ -135,7 +137,7 @@ def project_export(project_dir, split, out) -> None:
 def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_size, device) -> None:
     """Record a model version and score every pool image with it (Sec. 3.3)."""
     from almdn.acquisition.scoring import detections_frame, image_scores
-    from almdn.data.images import ImageFolderDataset
+    from almdn.data.images import ImageFolderDataset, restore_boxes
     from almdn.engine.checkpoint import CheckpointError, load_model, read_checkpoint
     from almdn.engine.inference import predict
 
@@ -149,7 +151,7 @@ def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_si
         pool = store.images("pool")
         if pool.empty:
             raise UserError("The pool is empty: there is nothing to score.")
-        dataset = ImageFolderDataset(pool["path"].tolist())
+        dataset = ImageFolderDataset(pool["path"].tolist(), sizes=list(zip(pool["width"], pool["height"])))
         dataset.image_ids = pool["image_id"].tolist()  # detections carry the store's ids
         try:
             predictions = predict(model, dataset, batch_size=batch_size, device=device, progress=True, desc="score")
@@ -157,17 +159,18 @@ def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_si
             raise UserError(str(exc)) from None
         ok = [i for i, p in enumerate(predictions) if p is not None]
         ids = [dataset.image_ids[i] for i in ok]
-        detections = detections_frame([predictions[i] for i in ok], ids, conf_threshold)
+        detections = detections_frame([restore_boxes(predictions[i], dataset.box_scale(i)) for i in ok], ids, conf_threshold)
         try:
             table = image_scores(detections, ids, aggregation)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        mv = store.record_model_version(Path(checkpoint).resolve(), metrics, class_names=list(model.class_names))
-        store.write_scores(mv, table, detections, aggregation=aggregation, conf_threshold=conf_threshold)
+        # One transaction: a crash (even kill -9) never leaves a model version without its scores.
+        with store.transaction():
+            mv = store.record_model_version(Path(checkpoint).resolve(), metrics, class_names=list(model.class_names))
+            store.write_scores(mv, table, detections, aggregation=aggregation, conf_threshold=conf_threshold)
         click.echo(f"Model version {mv}: scored {len(ids)} pool images ({len(detections)} detections) in {time.perf_counter() - t0:.1f} s.")
-        for i, p in enumerate(predictions):
-            if p is None:
-                click.echo(f"Skipped unreadable image: {dataset.file_paths[i]}", err=True)
+        broken = [str(dataset.file_paths[i]) for i, p in enumerate(predictions) if p is None]
+    skipped_exit(broken)
 
 
 # --------------------------------------------------------------------------- Label Studio server

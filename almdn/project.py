@@ -19,7 +19,7 @@ from pathlib import Path
 
 from almdn.data.coco import DatasetError
 from almdn.data.records import BoxRecord, ImageRecord
-from almdn.store import SPLITS, Store, StoreError
+from almdn.store import SPLITS, STORE_FILE, Store, StoreError
 
 SOURCE_KINDS = ("coco", "voc", "yolo", "images")
 
@@ -34,11 +34,14 @@ class ImportSummary:
     existing: int
     labels: int
     dropped_labels: int = 0
+    duplicates: int = 0  # of ``existing``: new paths whose content the project already holds
 
     def __str__(self) -> str:
         text = f"{self.source}: {self.added} images added to '{self.split}' with {self.labels} boxes"
         if self.existing:
             text += f", {self.existing} already in the project"
+            if self.duplicates:
+                text += f" ({self.duplicates} of them by identical content under another path)"
         if self.dropped_labels:
             text += f", {self.dropped_labels} boxes left out (images in the pool are unlabeled)"
         return text + "."
@@ -125,27 +128,54 @@ def add_source(store: Store, kind: str, path: str | os.PathLike[str], split: str
                 dropped = sum(len(r.boxes or []) for r in records)
                 records = [ImageRecord(r.path, r.width, r.height, None, r.source_id) for r in records]
             result = store.add_images(records, split=target, source=source)
-            summaries.append(ImportSummary(source, target, len(result["added"]), len(result["existing"]), result["labels"], dropped))
+            summaries.append(ImportSummary(source, target, len(result["added"]), len(result["existing"]), result["labels"], dropped, len(result["duplicates"])))
     return summaries
 
 
 def create_project(
     project_dir: str | os.PathLike[str],
-    sources: list[tuple[str, str | os.PathLike[str], str | None]] = (),
+    sources: list[tuple] = (),
     classes: list[str] | None = None,
     name: str | None = None,
+    on_summary=None,
 ) -> tuple[Store, list[ImportSummary]]:
     """Create (or open) the project at ``project_dir`` and add ``sources``, each
-    ``(kind, path, split or None)``; ``classes`` fixes the class list and its order first."""
+    ``(kind, path, split or None)`` or ``(kind, path, split, VOC image set)``; ``classes``
+    fixes the class list and its order first.
+
+    If a new project fails (a broken source, Ctrl-C), its store is deleted again, so nothing
+    half-made blocks the next attempt; an existing project keeps what it had.
+    ``on_summary(summary)`` is called as each source is added.
+    """
     project_dir = Path(project_dir)
+    store_file = project_dir / STORE_FILE
+    new_folder = not project_dir.exists()
+    new_store = not store_file.exists()
     store = Store.open(project_dir, name=name or project_dir.resolve().name)
     summaries = []
     try:
         if classes:
             store.add_classes(classes)
-        for kind, path, split in sources:
-            summaries += add_source(store, kind, path, split)
+        for kind, path, split, *image_set in sources:
+            for summary in add_source(store, kind, path, split, *image_set):
+                summaries.append(summary)
+                if on_summary is not None:
+                    on_summary(summary)
     except BaseException:
         store.close()
+        if new_store:
+            remove_store(project_dir, remove_folder=new_folder)
         raise
     return store, summaries
+
+
+def remove_store(project_dir: str | os.PathLike[str], remove_folder: bool = False) -> None:
+    """Delete a project's store files (and the folder, if asked and then empty)."""
+    project_dir = Path(project_dir)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        (project_dir / (STORE_FILE + suffix)).unlink(missing_ok=True)
+    if remove_folder:
+        try:
+            project_dir.rmdir()
+        except OSError:
+            pass  # something else lives there now: leave it

@@ -180,12 +180,12 @@ def score_pool(store: Store, model, settings: RoundSettings, progress: Callable[
 
     from almdn.acquisition.scoring import detections_frame, image_scores
     from almdn.data.coco import collate_detection
-    from almdn.data.images import ImageFolderDataset
+    from almdn.data.images import ImageFolderDataset, restore_boxes
     from almdn.engine.checkpoint import resolve_device
 
     t0 = time.perf_counter()
     pool = store.images("pool")
-    dataset = ImageFolderDataset(pool["path"].tolist())
+    dataset = ImageFolderDataset(pool["path"].tolist(), sizes=list(zip(pool["width"], pool["height"])))
     dataset.image_ids = [int(i) for i in pool["image_id"]]  # detections carry the store's ids
     device = resolve_device(settings.device)
     model.to(device).eval()
@@ -202,8 +202,8 @@ def score_pool(store: Store, model, settings: RoundSettings, progress: Callable[
                 if img is None:
                     predictions.append(None)
                     unreadable.append({"image_id": int(target["image_id"]), "error": target.get("error", "unreadable")})
-                else:
-                    predictions.append({k: v.cpu() for k, v in next(outputs).items()})
+                else:  # a large image was decoded reduced: its boxes go back to its own pixels
+                    predictions.append(restore_boxes({k: v.cpu() for k, v in next(outputs).items()}, dataset.box_scale(len(predictions))))
             if progress is not None:
                 progress(len(predictions) / max(len(dataset), 1))
     paths = dict(zip(dataset.image_ids, pool["path"]))

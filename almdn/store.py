@@ -233,19 +233,37 @@ class Store:
     @classmethod
     def open(cls, path: str | os.PathLike[str], create: bool = True, name: str | None = None) -> Store:
         """Open the store at ``path`` (a database file, or a project folder holding
-        ``almdn.sqlite``), creating it when ``create``; migrates an older schema."""
+        ``almdn.sqlite``), creating it when ``create``; migrates an older schema.
+
+        A store that is read-only or fails SQLite's ``quick_check`` is refused here with one
+        sentence naming the file, before anything reads or writes it.
+        """
         path = Path(path)
         if path.is_dir() or (not path.suffix and not path.exists()):
             path = path / STORE_FILE
         if not path.exists() and not create:
             raise StoreError(f"No project store at '{path}'; create the project first (almdn project create).")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the project folder '{path.parent}' ({exc.strerror}); choose a folder you can write to.") from None
+        if path.exists():
+            reason = _read_only_reason(path)
+            if reason:
+                raise StoreError(f"The project store '{path}' is read-only ({reason}); make it writable ({_WRITABLE_HINT}), then try again.")
         try:
             conn = sqlite3.connect(path, timeout=60.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 60000")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            # Cheap for a project's size (milliseconds for thousands of images) and it finds a
+            # damaged page before a command reads half a table or writes into it.
+            check = [row[0] for row in conn.execute("PRAGMA quick_check(5)").fetchall()]
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"Cannot open the project store '{path}' ({exc}); it is damaged or not a store.") from None
+            raise _fault(path, exc) from None
+        if check != ["ok"]:
+            conn.close()
+            problem = next((line.strip() for row in check for line in row.splitlines() if line.strip() and "***" not in line), "quick_check failed")
+            raise StoreError(f"The project store '{path}' is damaged ({problem}); restore it from a backup or create the project again, then try again.")
         if mode.lower() != "wal":
             conn.close()
             raise StoreError(f"The project store '{path}' cannot use write-ahead logging (its file system refuses it); move the project to a local disk.")
@@ -253,7 +271,11 @@ class Store:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         store = cls(path, conn)
-        store._migrate(name)
+        try:
+            store._migrate(name)
+        except BaseException:
+            conn.close()
+            raise
         return store
 
     create = open
@@ -301,20 +323,26 @@ class Store:
         """A write transaction: everything inside commits together or not at all.
 
         ``BEGIN IMMEDIATE`` takes the write lock up front, so two writers queue instead of
-        failing half-way; nested use joins the outer transaction.
+        failing half-way; nested use joins the outer transaction. SQLite faults (a read-only or
+        damaged file, a full disk) become one :class:`StoreError` naming the file.
         """
         with self._lock:
             if self._conn.in_transaction:
                 yield self._conn
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
+            with self._faults():
+                self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.IntegrityError):
+                    raise _fault(self.path, exc) from None
                 raise
             else:
-                self._conn.execute("COMMIT")
+                with self._faults():
+                    self._conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -323,20 +351,32 @@ class Store:
             if self._conn.in_transaction:
                 yield self._conn
                 return
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("COMMIT")
+            with self._faults():
+                self._conn.execute("BEGIN")
+                try:
+                    yield self._conn
+                finally:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _faults(self) -> Iterator[None]:
+        """SQLite faults as one sentence naming the store (constraint violations pass: they are bugs)."""
+        try:
+            yield
+        except sqlite3.IntegrityError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            raise _fault(self.path, exc) from None
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        with self._lock:
+        with self._lock, self._faults():
             return self._conn.execute(sql, params).fetchall()
 
     def _frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         import pandas as pd
 
-        with self._lock:
+        with self._lock, self._faults():
             cursor = self._conn.execute(sql, params)
             columns = [d[0] for d in cursor.description]
             return pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
@@ -386,16 +426,19 @@ class Store:
     def add_images(self, records: Iterable[ImageRecord | str | os.PathLike[str]], split: str = "pool", source: str | None = None) -> dict[str, Any]:
         """Add images (and the labels of records that carry boxes) in one transaction.
 
-        Every file is read (size, content hash, pixel size from its header) before anything is written, so a
-        broken file stops the import with a :class:`~almdn.data.coco.DatasetError` naming it
-        and the store unchanged. An image whose path is already in the store is left as it is
-        (adding a dataset twice adds nothing). Class names of the boxes must be in the class
-        list (:meth:`add_classes`).
+        Every file is read and decoded (size, content hash, pixels) before anything is written, so a
+        broken, truncated or oversized file stops the import with a :class:`~almdn.data.coco.DatasetError` naming it
+        and the store unchanged. An image already in the store, by path or by content (the
+        same bytes reached through ``..``, a symlink or a copy), is left as it is: adding a
+        dataset twice adds nothing. Class names of the boxes must be in the class list
+        (:meth:`add_classes`).
 
-        Returns ``{"added": [ids], "existing": [ids], "labels": n}`` (ids in record order).
+        Returns ``{"added": [ids], "existing": [ids], "duplicates": [paths], "labels": n}``:
+        ``existing`` are the store's ids of records already there (same path or content),
+        ``duplicates`` the paths among them that are new copies of stored content.
         """
         from almdn.data.coco import DatasetError
-        from almdn.data.records import ImageRecord, image_size
+        from almdn.data.records import ImageRecord, check_image
 
         if split not in SPLITS:
             raise StoreError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
@@ -403,7 +446,7 @@ class Store:
         for record in records:
             if not isinstance(record, ImageRecord):
                 record = ImageRecord(Path(record))
-            path = Path(record.path).absolute()
+            path = Path(os.path.normpath(Path(record.path).absolute()))  # pool/../pool/a.png is pool/a.png
             if record.boxes is None and split != "pool":
                 raise StoreError(f"Image '{path}' has no labels and cannot go to the '{split}' split; add it to the pool or give it labels.")
             try:
@@ -412,8 +455,8 @@ class Store:
                 raise DatasetError(f"Cannot read image '{path}' (file not found); put the file back or leave it out, then try again.") from None
             except OSError as exc:
                 raise DatasetError(f"Cannot read image '{path}' ({exc.strerror or type(exc).__name__}); fix or remove it, then try again.") from None
-            # The header only (cheap): a file that is no image fails here, before any write.
-            width, height = image_size(path)
+            # Decoded once here (cheaply: JPEGs at 1/8 scale), so a truncated file fails now, not in training.
+            width, height = check_image(path)
             if record.width is not None and record.height is not None and (record.width, record.height) != (width, height):
                 raise DatasetError(
                     f"Image '{path}' is {width}x{height} pixels but its annotations say {record.width}x{record.height}; "
@@ -422,12 +465,17 @@ class Store:
             prepared.append((record, str(path), digest, size, int(width), int(height)))
         added: list[int] = []
         existing: list[int] = []
+        duplicates: list[str] = []
         n_labels = 0
         stamp = now()
         with self.transaction() as conn:
             class_ids = self._class_ids(conn)
             for record, path, digest, size, width, height in prepared:
                 row = conn.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+                if row is None:
+                    row = conn.execute("SELECT id FROM images WHERE sha256 = ? AND size_bytes = ? ORDER BY id LIMIT 1", (digest, size)).fetchone()
+                    if row is not None:
+                        duplicates.append(path)
                 if row is not None:
                     existing.append(int(row[0]))
                     continue
@@ -441,7 +489,7 @@ class Store:
                     n_labels += self._insert_annotation(
                         conn, class_ids, image_id, record.boxes, origin="import", source=source, imported_at=stamp, where=path
                     )
-        return {"added": added, "existing": existing, "labels": n_labels}
+        return {"added": added, "existing": existing, "duplicates": duplicates, "labels": n_labels}
 
     def _insert_annotation(self, conn: sqlite3.Connection, class_ids: dict[str, int], image_id: int, boxes: Sequence[Any], *, origin: str, where: str, **provenance: Any) -> int:
         """Insert one annotation (made current) and its boxes; returns the number of boxes."""
@@ -965,6 +1013,49 @@ class Store:
             if unlabeled:
                 problems.append(f"{unlabeled} images in the labeled or test split have no current annotation")
         return problems
+
+
+_WRITABLE_HINT = "chmod u+w on the file and its folder, chattr -i if it is immutable"
+
+
+def _read_only_reason(path: Path) -> str | None:
+    """Why ``path`` (an existing store) cannot be written, or None. Checked up front because
+    SQLite opens such a file read-only without a word and fails only at the first write.
+    The mode bits count even for root: a store someone made read-only stays read-only."""
+    import fcntl
+    import struct
+
+    try:
+        st = path.stat()
+        with open(path, "rb") as f:
+            try:  # FS_IOC_GETFLAGS; FS_IMMUTABLE_FL = 0x10 (ext4, xfs, btrfs)
+                flags = struct.unpack("l", fcntl.ioctl(f.fileno(), 0x80086601, struct.pack("l", 0)))[0]
+            except OSError:
+                flags = 0
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    if flags & 0x10:
+        return "the file is immutable"
+    if not st.st_mode & 0o200 or not os.access(path, os.W_OK):
+        return f"mode {st.st_mode & 0o777:o}"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"its folder '{path.parent}' is not writable"
+    return None
+
+
+def _fault(path: Path, exc: BaseException) -> StoreError:
+    """One sentence for a SQLite fault of the store at ``path``."""
+    text = str(exc).strip() or type(exc).__name__
+    low = text.lower()
+    if "readonly" in low or "read-only" in low:
+        return StoreError(f"The project store '{path}' is read-only ({text}); make it writable ({_WRITABLE_HINT}), then try again.")
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return StoreError(f"The project store '{path}' is damaged ({text}); restore it from a backup or create the project again, then try again.")
+    if "locked" in low or "busy" in low:
+        return StoreError(f"The project store '{path}' stayed locked by another program ({text}); wait for it to finish, then try again.")
+    if "full" in low or "disk i/o" in low or "unable to open" in low:
+        return StoreError(f"The project store '{path}' cannot be read or written ({text}); check the disk (free space, permissions), then try again.")
+    return StoreError(f"The project store '{path}' failed ({text}); check the file, or restore it from a backup, then try again.")
 
 
 def _statements(script: str) -> list[str]:

@@ -47,7 +47,11 @@ def test_demo_data_train_evaluate_score(tiny_demo, tmp_path):
     assert result.exit_code != 0 and "Unknown aggregation 'mean_all'" in result.output
 
 
-def test_score_a_folder_lists_broken_files_and_goes_on(tiny_demo, tmp_path):
+def test_score_lists_and_skips_broken_files_in_a_folder_and_a_dataset_alike(tiny_demo, tmp_path):
+    import shutil
+
+    from tests.test_records import truncated_jpeg
+
     runner = CliRunner()
     run = tmp_path / "run"
     assert runner.invoke(main, ["train", "--data", str(tiny_demo["root"]), "--out", str(run), "--iterations", "1", "--batch-size", "2"]).exit_code == 0
@@ -58,9 +62,32 @@ def test_score_a_folder_lists_broken_files_and_goes_on(tiny_demo, tmp_path):
         (folder / p.name).write_bytes(p.read_bytes())
     (folder / "zz_broken.png").write_bytes(b"\x89PNG truncated")
     result = runner.invoke(main, ["score", "--checkpoint", str(run / "model.pt"), "--images", str(folder), "--out", str(tmp_path / "s")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # scored, but not everything
     assert "Skipped unreadable image: zz_broken.png" in result.output
+    assert "1 unreadable images were skipped (listed above); the others were scored." in result.output
     assert len(pd.read_csv(tmp_path / "s" / "images.csv")) == 3
+    # A COCO dataset folder with a truncated image: the same listing, not a stop at the first bad file.
+    data = tmp_path / "data"
+    shutil.copytree(tiny_demo["root"], data)
+    coco = json.loads((data / "annotations" / "train.json").read_text())
+    victim = data / "images" / coco["images"][1]["file_name"]
+    truncated_jpeg(victim, size=(coco["images"][1]["width"], coco["images"][1]["height"]))
+    result = runner.invoke(main, ["score", "--checkpoint", str(run / "model.pt"), "--images", str(data), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 3 and "Traceback" not in result.output, result.output
+    assert f"Skipped unreadable image: {coco['images'][1]['file_name']}" in result.output
+    assert len(pd.read_csv(tmp_path / "d" / "images.csv")) == len(coco["images"]) - 1
+    assert json.loads((tmp_path / "d" / "detections.json").read_text())["unreadable"] == [coco["images"][1]["file_name"]]
+
+
+def test_score_refuses_a_crafted_checkpoint_and_runs_nothing(tmp_path):
+    from tests.test_checkpoint import crafted_checkpoint
+
+    marker = tmp_path / "created-by-the-checkpoint"
+    (tmp_path / "pool").mkdir()
+    result = CliRunner().invoke(main, ["score", "--checkpoint", str(crafted_checkpoint(tmp_path / "evil.pt", marker)), "--images", str(tmp_path / "pool"), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [f"Error: Checkpoint '{tmp_path / 'evil.pt'}' holds Python objects other than weights and plain values, which could run code when opened; almdn refuses to load it: use a model.pt written by almdn train."]
+    assert not marker.exists() and not (tmp_path / "s").exists()
 
 
 def test_user_errors_are_one_sentence_without_traceback(tmp_path):

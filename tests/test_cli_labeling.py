@@ -131,3 +131,127 @@ def test_ls_start_status_stop(scored_project, ls_server, monkeypatch):
     assert stopped.strip() == "Label Studio stopped."
     assert "not running" in run("ls", "status", "--project", project).output
     assert not LocalServer(os.path.join(project, "label-studio")).status()["running"]
+
+
+# --------------------------------------------------------------------------- bad inputs and faults (issue 14)
+
+
+def one_sentence(result, code: int = 1) -> str:
+    """The output of a refused command: the exit status, no traceback, one line."""
+    assert result.exit_code == code, result.output + repr(result.exception)
+    assert "Traceback" not in result.output and not isinstance(result.exception, (AssertionError, TypeError, KeyError))
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def untrained_model(path, classes=("cat", "dog")):
+    from almdn.engine.checkpoint import save_checkpoint
+    from almdn.models import build_model
+
+    return save_checkpoint(path, build_model("ssd_small", num_classes=len(classes), class_names=list(classes), pretrained=False), metrics={"map50": 0.0})
+
+
+def test_a_failed_create_leaves_no_store_and_the_retry_works(tmp_path):
+    from tests.test_records import png_header, truncated_jpeg
+
+    pool = tmp_path / "pool"
+    write_pool_images(pool, 3, size=(32, 32))
+    for name, make in (("bomb.png", lambda p: png_header(p, 60000, 60000)), ("half.jpg", truncated_jpeg)):
+        bad = tmp_path / f"bad-{name}"
+        bad.mkdir()
+        make(bad / name)
+        project = tmp_path / f"p-{name.split('.')[0]}"
+        result = run("project", "create", "--project", str(project), "--images", str(pool), "--images", str(bad), ok=False)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        line = result.output.strip().splitlines()[-1]  # after the first source's summary line
+        assert line.startswith("Error: ") and f"'{bad / name}'" in line
+        assert "60000x60000 pixels" in line if name == "bomb.png" else "truncated or damaged" in line
+        assert not project.exists()  # no empty store (nor folder) left behind
+        out = run("project", "create", "--project", str(project), "--images", str(pool)).output
+        assert "3 images added to 'pool'" in out
+
+
+def test_duplicates_by_content_are_added_once(tmp_path):
+    pool = tmp_path / "pool"
+    write_pool_images(pool, 4, size=(32, 32))
+    (tmp_path / "link").symlink_to(pool)
+    project = str(tmp_path / "p")
+    run("project", "create", "--project", project, "--images", str(pool))
+    out = run("project", "add", "--project", project, "--images", str(pool / ".." / "pool"), "--images", str(tmp_path / "link")).output
+    assert out.count("0 images added to 'pool' with 0 boxes, 4 already in the project") == 2
+    assert "(4 of them by identical content under another path)" in out
+    assert "4 images (0 labeled, 4 pool, 0 test)" in out
+
+
+def test_project_score_refuses_a_crafted_checkpoint(tmp_path):
+    from tests.test_checkpoint import crafted_checkpoint
+
+    write_pool_images(tmp_path / "pool", 2, size=(32, 32))
+    project = str(tmp_path / "p")
+    run("project", "create", "--project", project, "--images", str(tmp_path / "pool"), "--classes", "a,b")
+    marker = tmp_path / "created-by-the-checkpoint"
+    line = one_sentence(run("project", "score", "--project", project, "--checkpoint", str(crafted_checkpoint(tmp_path / "evil.pt", marker)), ok=False))
+    assert "could run code when opened; almdn refuses to load it" in line
+    assert not marker.exists()
+    with Store.open(project) as store:
+        assert store.counts()["model_versions"] == 0
+
+
+def test_project_score_lists_and_skips_unreadable_images_with_exit_status_3(tmp_path):
+    pool = tmp_path / "pool"
+    write_pool_images(pool, 3, size=(64, 64))
+    project = str(tmp_path / "p")
+    run("project", "create", "--project", project, "--images", str(pool), "--classes", "cat,dog")
+    (pool / "pool_00001.png").write_bytes(b"gone bad after the import")
+    result = run("project", "score", "--project", project, "--checkpoint", str(untrained_model(tmp_path / "m.pt")), "--conf-threshold", "0.0", ok=False)
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    assert "Model version 1: scored 2 pool images" in result.output
+    assert f"Skipped unreadable image: {pool / 'pool_00001.png'}" in result.output
+    assert "1 unreadable images were skipped (listed above); the others were scored." in result.output
+
+
+KILL_DURING_SCORING = """
+import os, signal, sys
+from almdn.store import Store
+
+def killed(self, *args, **kwargs):  # kill -9 the moment the version is recorded, before its scores
+    os.kill(os.getpid(), signal.SIGKILL)
+
+Store.write_scores = killed
+from almdn.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_kill_9_between_version_and_scores_leaves_no_orphan_version(tmp_path):
+    import subprocess
+    import sys
+
+    write_pool_images(tmp_path / "pool", 2, size=(64, 64))
+    project = str(tmp_path / "p")
+    run("project", "create", "--project", project, "--images", str(tmp_path / "pool"), "--classes", "cat,dog")
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_DURING_SCORING)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, str(script), "project", "score", "--project", project, "--checkpoint", str(untrained_model(tmp_path / "m.pt"))],
+                          cwd=repo, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": repo})
+    assert proc.returncode == -9, proc.stderr
+    with Store.open(project) as store:
+        assert store.counts()["model_versions"] == 0 and store.check_integrity() == []
+    assert "Model version" not in run("project", "info", "--project", project).output
+
+
+def test_store_faults_are_one_sentence_and_write_nothing(tmp_path):
+    from tests.test_store import corrupt_images_table
+
+    write_pool_images(tmp_path / "pool", 40, size=(32, 32))
+    project = tmp_path / "p"
+    run("project", "create", "--project", str(project), "--images", str(tmp_path / "pool"))
+    corrupt_images_table(project / "almdn.sqlite")
+    before = (project / "almdn.sqlite").read_bytes()
+    write_pool_images(tmp_path / "more", 2, size=(48, 48))
+    for args in (("project", "export", "--split", "pool"), ("project", "add", "--images", str(tmp_path / "more")), ("project", "info")):
+        line = one_sentence(run(*args[:2], "--project", str(project), *args[2:], ok=False))
+        assert line.startswith(f"Error: The project store '{project / 'almdn.sqlite'}' is damaged (") and "restore it from a backup" in line
+    assert (project / "almdn.sqlite").read_bytes() == before

@@ -29,3 +29,25 @@ def test_folder_lists_images_and_skips_broken_ones(tmp_path):
 def test_not_a_folder(tmp_path):
     with pytest.raises(DatasetError, match="not a folder"):
         list_images(tmp_path / "missing")
+
+
+def test_a_large_image_is_decoded_reduced_and_its_boxes_map_back(tmp_path):
+    import torch
+
+    from almdn.data.images import MAX_DECODE_SIDE, decode_image, reduced_size, restore_boxes
+
+    big = tmp_path / "big.jpg"
+    array = np.zeros((3000, 6000, 3), np.uint8)
+    array[1500:, 3000:] = 255  # the bottom-right quarter is white
+    Image.fromarray(array).save(big, quality=90)
+    small = decode_image(big, max_side=1000)
+    assert small.shape == (500, 1000, 3) and reduced_size(6000, 3000, 1000) == (1000, 500)
+    assert small[100, 100].max() < 30 and small[400, 900].min() > 225  # the same picture, smaller
+    ds = ImageFolderDataset([big], max_side=1000)
+    assert ds[0][0].shape == (3, 500, 1000) and ds.box_scale(0) == (6.0, 6.0)
+    assert ImageFolderDataset([big], sizes=[(6000, 3000)]).box_scale(0) == (6000 / MAX_DECODE_SIDE, 3000 / 1024)
+    restored = restore_boxes({"boxes": torch.tensor([[500.0, 250.0, 1000.0, 500.0]]), "scores": torch.tensor([0.9])}, ds.box_scale(0))
+    assert restored["boxes"].tolist() == [[3000.0, 1500.0, 6000.0, 3000.0]]
+    small_file = tmp_path / "s.png"
+    Image.new("RGB", (40, 30)).save(small_file)
+    assert ImageFolderDataset([small_file]).box_scale(0) == (1.0, 1.0) and ImageFolderDataset([small_file])[0][0].shape == (3, 30, 40)

@@ -21,7 +21,7 @@ def make_coco_dataset(root: Path, n_train: int = 3, n_test: int = 2) -> Path:
         images, annotations = [], []
         for i in range(n):
             name = f"{split}_{i}.png"
-            Image.new("RGB", (50, 40)).save(root / "images" / name)
+            Image.new("RGB", (50, 40), (offset + i, 0, 0)).save(root / "images" / name)  # distinct content
             images.append({"id": offset + i, "file_name": name, "width": 50, "height": 40})
             annotations.append({"id": offset + i, "image_id": offset + i, "category_id": 3 if i % 2 else 1, "bbox": [2, 3, 10, 20], "area": 200, "iscrowd": 0})
         write_coco(root / "annotations" / f"{split}.json", images, annotations, categories)
@@ -59,7 +59,7 @@ def test_project_from_voc_yolo_and_images_together(tmp_path):
     folder = tmp_path / "unlabeled" / "sub"
     folder.mkdir(parents=True)
     for i in range(4):
-        Image.new("RGB", (30, 30)).save(folder / f"u{i}.jpg")
+        Image.new("RGB", (30, 30), (40 * i, 0, 0)).save(folder / f"u{i}.jpg")
     store, summaries = create_project(tmp_path / "p", [("voc", voc, None), ("yolo", yolo, None), ("images", tmp_path / "unlabeled", None)], classes=["bus"])
     assert store.classes()[0] == "bus"  # given classes come first, in the given order
     assert "person" in store.classes()

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ def write_images(folder: Path, n: int, size=(64, 48), start: int = 0) -> list[Pa
     paths = []
     for i in range(start, start + n):
         path = folder / f"img{i:05d}.png"
-        Image.new("RGB", size, (i % 256, (i // 256) % 256, 7)).save(path)
+        # Distinct content per folder and index: the store dedupes identical files.
+        Image.new("RGB", size, (i % 256, (i // 256) % 256, zlib.crc32(folder.name.encode()) % 256)).save(path)
         paths.append(path)
     return paths
 
@@ -106,7 +108,7 @@ def test_add_images_records_size_hash_and_labels(store, tmp_path):
         [ImageRecord(paths[0], boxes=[BoxRecord("dog", 1, 2, 30, 40, difficult=True)], source_id="a"), ImageRecord(paths[1], boxes=[])],
         split="labeled", source="train.json",
     )
-    assert result == {"added": [1, 2], "existing": [], "labels": 1}
+    assert result == {"added": [1, 2], "existing": [], "duplicates": [], "labels": 1}
     store.add_images([paths[2]], split="pool")
     images = store.images()
     first = images.iloc[0]
@@ -118,7 +120,7 @@ def test_add_images_records_size_hash_and_labels(store, tmp_path):
     assert labels[["class_name", "x1", "y1", "x2", "y2", "difficult", "origin", "source"]].values.tolist() == [["dog", 1, 2, 30, 40, 1, "import", "train.json"]]
     # The same files again add nothing.
     again = store.add_images([paths[0], paths[2]], split="pool")
-    assert again == {"added": [], "existing": [1, 3], "labels": 0}
+    assert again == {"added": [], "existing": [1, 3], "duplicates": [], "labels": 0}
     assert store.labeled_image_ids() == [1, 2]
 
 
@@ -401,3 +403,64 @@ def test_meta_and_rounds(store):
     assert (r1, r2) == (1, 2) and store.current_round() == 2
     assert store.rounds()["note"].tolist() == ["warm start", ""]
     assert json.loads(json.dumps(store.counts()))["classes"] == 3
+
+
+# --------------------------------------------------------------------------- faults (issue 14)
+
+
+def test_same_content_through_dotdot_a_symlink_or_a_copy_is_added_once(store, tmp_path):
+    paths = write_images(tmp_path / "pool", 4)
+    first = store.add_images(paths, split="pool")
+    (tmp_path / "link").symlink_to(tmp_path / "pool")
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "same.png").write_bytes(paths[0].read_bytes())
+    again = store.add_images(
+        [tmp_path / "pool" / ".." / "pool" / p.name for p in paths] + [tmp_path / "link" / p.name for p in paths] + [tmp_path / "copy" / "same.png"],
+        split="pool",
+    )
+    assert again["added"] == [] and again["existing"] == first["added"] * 2 + first["added"][:1]
+    assert len(again["duplicates"]) == 5  # the symlinked and copied paths; ../ normalises to the stored path
+    assert store.counts()["images"] == 4 and store.images()["sha256"].nunique() == 4
+
+
+def corrupt_images_table(path: Path) -> None:
+    """Overwrite the images table's root page with garbage (as a bad disk sector would)."""
+    conn = sqlite3.connect(path)
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'images'").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    with open(path, "r+b") as f:
+        f.seek((root - 1) * page_size + 8)
+        f.write(bytes(range(256)) * (page_size // 256 - 1))
+
+
+def test_a_damaged_page_is_found_on_open_and_named_in_one_sentence(store, tmp_path):
+    store.add_images(write_images(tmp_path / "pool", 40), split="pool")
+    path = store.path
+    store.close()
+    corrupt_images_table(path)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=rf"The project store '{path}' is damaged \(.*\); restore it from a backup or create the project again"):
+        Store.open(path, create=False)
+    assert path.read_bytes() == before  # nothing written into a damaged file
+
+
+@pytest.mark.skipif(subprocess.run(["sh", "-c", "command -v chattr"], capture_output=True).returncode != 0, reason="needs chattr")
+def test_read_only_and_immutable_stores_are_one_sentence(tmp_path):
+    s = Store.open(tmp_path / "p")
+    s.add_classes(["a"])
+    path = s.path
+    s.close()
+    path.chmod(0o444)
+    with pytest.raises(StoreError, match=rf"The project store '{path}' is read-only \(mode 444\); make it writable \(chmod u\+w"):
+        Store.open(path, create=False)
+    path.chmod(0o644)
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("the file system has no immutable flag")
+    try:
+        with pytest.raises(StoreError, match=rf"The project store '{path}' is read-only \(the file is immutable\); .*chattr -i"):
+            Store.open(path, create=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(path)])
+    assert Store.open(path, create=False).classes() == ["a"]

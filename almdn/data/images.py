@@ -1,4 +1,11 @@
-"""A folder (or list) of unlabeled images, for scoring a pool that has no annotations."""
+"""A folder (or list) of unlabeled images, for scoring a pool that has no annotations.
+
+Large images are decoded at reduced size (JPEG: Pillow's ``draft``, which decodes at 1/2,
+1/4 or 1/8 scale inside the DCT; other formats: ``reduce``), so a 12000 x 12000 photo costs
+a few megabytes instead of gigabytes; the detectors here look at 128-800 px anyway. An item
+then carries ``box_scale`` and :func:`restore_boxes` maps its detections back to the
+original pixels.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,16 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from almdn.data.coco import DatasetError, read_image
+from almdn.data.records import open_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+#: Longest side an image is decoded at for scoring (larger ones are reduced to it).
+MAX_DECODE_SIDE = 2048
 
 
 def list_images(root: str | os.PathLike[str]) -> list[Path]:
@@ -21,18 +33,80 @@ def list_images(root: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def reduced_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """The size an image of ``width x height`` is decoded at: unchanged up to ``max_side``,
+    else scaled so that its longer side is ``max_side``."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    f = max_side / max(width, height)
+    return max(1, round(width * f)), max(1, round(height * f))
+
+
+def decode_image(path: str | os.PathLike[str], max_side: int | None = MAX_DECODE_SIDE) -> np.ndarray:
+    """A uint8 RGB array (H, W, 3) of the image, at :func:`reduced_size`; one
+    :class:`DatasetError` sentence if the file is unreadable or above the pixel limit."""
+    from PIL import Image
+
+    path = Path(path)
+    im = open_image(path)  # checks the pixel limit from the header before any decoding
+    try:
+        width, height = im.size
+        target = reduced_size(width, height, max_side)
+        if target == (width, height):
+            im.close()
+            return read_image(path)
+        if im.format == "JPEG":
+            im.draft("RGB", target)  # decode at the smallest DCT scale still >= target
+        im.load()
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        factor = min(im.width // target[0], im.height // target[1])
+        if factor > 1:
+            im = im.reduce(factor)  # cheap integer box filter before the exact resize
+        im = im.resize(target, Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8).copy()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise DatasetError(f"Cannot read image '{path}' ({reason}); remove it or replace it, then try again.") from None
+    finally:
+        im.close()
+
+
+def restore_boxes(prediction: dict, box_scale: tuple[float, float] | None) -> dict:
+    """A detector's prediction on a reduced image, with its ``boxes`` in the original pixels."""
+    if box_scale is None or box_scale == (1.0, 1.0):
+        return prediction
+    sx, sy = box_scale
+    scale = torch.tensor([sx, sy, sx, sy], dtype=prediction["boxes"].dtype)
+    return {**prediction, "boxes": prediction["boxes"] * scale}
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     """Unlabeled images; items are ``(image, {"image_id": i})`` like the labeled datasets.
 
     With ``skip_broken`` a file that cannot be decoded yields ``(None, {"image_id": i,
     "error": sentence})`` instead of raising, so a scoring run lists it and goes on.
+
+    Args:
+        sizes: ``(width, height)`` of each image when known (the store has them); used by
+            :meth:`box_scale` without reading headers.
+        max_side: images with a longer side are decoded reduced to it (None: never).
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike[str]], root: str | os.PathLike[str] | None = None, skip_broken: bool = True):
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        root: str | os.PathLike[str] | None = None,
+        skip_broken: bool = True,
+        sizes: Sequence[tuple[int, int]] | None = None,
+        max_side: int | None = MAX_DECODE_SIDE,
+    ):
         self.file_paths = [Path(p) for p in paths]
         self.root = Path(root) if root is not None else None
         self.image_ids = list(range(len(self.file_paths)))
         self.skip_broken = skip_broken
+        self.sizes = list(sizes) if sizes is not None else None
+        self.max_side = max_side
 
     @classmethod
     def from_folder(cls, root: str | os.PathLike[str], skip_broken: bool = True) -> ImageFolderDataset:
@@ -42,12 +116,26 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         path = self.file_paths[index]
         return str(path.relative_to(self.root)) if self.root is not None else str(path)
 
+    def box_scale(self, index: int) -> tuple[float, float]:
+        """``(sx, sy)`` that map boxes on the decoded image of ``index`` to its original
+        pixels ((1, 1) unless it was reduced; also for an unreadable file)."""
+        if self.sizes is not None and self.sizes[index] is not None:
+            width, height = (int(v) for v in self.sizes[index])
+        else:
+            try:
+                with open_image(self.file_paths[index]) as im:
+                    width, height = im.size
+            except DatasetError:
+                return 1.0, 1.0
+        tw, th = reduced_size(width, height, self.max_side)
+        return width / tw, height / th
+
     def __len__(self) -> int:
         return len(self.file_paths)
 
     def __getitem__(self, index: int):
         try:
-            array = read_image(self.file_paths[index])
+            array = decode_image(self.file_paths[index], self.max_side)
         except DatasetError as exc:
             if not self.skip_broken:
                 raise
