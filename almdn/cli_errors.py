@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import click
 
@@ -22,15 +23,24 @@ def friendly(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         # imported here: the CLI starts fast and these modules pull in torch / the SDK
-        from almdn.data.coco import DatasetError
+        from almdn.data.coco import BoxesAdjusted, DatasetError
         from almdn.engine.checkpoint import CheckpointError
         from almdn.engine.train import TrainingDiverged
         from almdn.store import StoreError
         from label_studio.client import LabelStudioError
         from label_studio.server import ServerError
 
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, BoxesAdjusted):  # a summary for the user: one line, no source location
+                click.echo(f"Note: {message}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                shown = warnings.showwarning
+                warnings.showwarning = show
+                return func(*args, **kwargs)
         except (DatasetError, CheckpointError, TrainingDiverged, FileExistsError, StoreError, ServerError, LabelStudioError) as exc:
             raise UserError(str(exc)) from None
 

@@ -255,3 +255,22 @@ def test_store_faults_are_one_sentence_and_write_nothing(tmp_path):
         line = one_sentence(run(*args[:2], "--project", str(project), *args[2:], ok=False))
         assert line.startswith(f"Error: The project store '{project / 'almdn.sqlite'}' is damaged (") and "restore it from a backup" in line
     assert (project / "almdn.sqlite").read_bytes() == before
+
+
+def test_clipped_and_dropped_boxes_are_one_note_not_warnings(tmp_path):
+    from almdn.data.coco import write_coco
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    images, annotations = [], []
+    for i in range(4):
+        Image.new("RGB", (20, 20), (60 * i, 0, 0)).save(tmp_path / "images" / f"im{i}.png")
+        images.append({"id": i, "file_name": f"im{i}.png", "width": 20, "height": 20})
+        annotations.append({"id": 2 * i, "image_id": i, "category_id": 1, "bbox": [15, 15, 10, 10]})  # spills over: clipped
+        annotations.append({"id": 2 * i + 1, "image_id": i, "category_id": 1, "bbox": [30, 30, 5, 5] if i < 2 else [2, 2, 8, 8]})  # outside: dropped
+    data = write_coco(tmp_path / "annotations" / "train.json", images, annotations, [{"id": 1, "name": "thing"}])
+    result = run("project", "create", "--project", str(tmp_path / "p"), "--coco", str(data))
+    notes = [line for line in result.output.splitlines() if line.startswith("Note: ")]
+    assert notes == [f"Note: In '{data}': 4 boxes clipped to their image and 2 empty boxes (zero width or height, or outside the image) dropped, in 4 images (im0.png, im1.png, im2.png, ...)."]
+    assert "Warning" not in result.output and "warnings.warn" not in result.output
+    assert "4 images added to 'labeled' with 6 boxes" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from almdn.data.coco import CocoDetectionDataset, DatasetError, collate_detection, write_coco
+from almdn.data.coco import BoxesAdjusted, CocoDetectionDataset, DatasetError, collate_detection, write_coco
 
 torch.set_num_threads(1)
 
@@ -201,9 +202,30 @@ def test_degenerate_boxes_dropped_with_warning(tmp_path: Path) -> None:
         {"id": 3, "image_id": 5, "category_id": 1, "bbox": [1, 1, 4, 4], "iscrowd": 0},
     ]
     path = write_coco(tmp_path / "a.json", images, annotations, [{"id": 1, "name": "thing"}])
-    with pytest.warns(UserWarning, match=r"Dropped 2 box.*five\.png"):
+    with pytest.warns(BoxesAdjusted, match=r"2 empty boxes .* dropped, in 1 images \(five\.png\)"):
         ds = CocoDetectionDataset(path)
     assert ds.target(0)["boxes"].tolist() == [[1.0, 1.0, 5.0, 5.0]]
+
+
+def test_clipped_and_dropped_boxes_are_one_summary_per_dataset(tmp_path: Path) -> None:
+    images = [{"id": i, "file_name": f"im{i}.png", "width": 10, "height": 10} for i in range(5)]
+    annotations = [
+        {"id": 1, "image_id": 0, "category_id": 1, "bbox": [-2, 1, 5, 4]},  # clipped
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [8, 8, 5, 5]},  # clipped
+        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},  # inside: untouched
+        {"id": 4, "image_id": 2, "category_id": 1, "bbox": [20, 20, 3, 3]},  # outside: dropped
+        {"id": 5, "image_id": 3, "category_id": 1, "bbox": [1, 1, 0, 3]},  # empty: dropped
+        {"id": 6, "image_id": 3, "category_id": 1, "bbox": [0, 9, 10, 4]},  # clipped
+    ]
+    path = write_coco(tmp_path / "a.json", images, annotations, [{"id": 1, "name": "thing"}])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = CocoDetectionDataset(path)
+    assert [str(w.message) for w in caught] == [ds.box_summary] == [
+        f"In '{path}': 3 boxes clipped to their image and 2 empty boxes (zero width or height, or outside the image) dropped, "
+        "in 4 images (im0.png, im1.png, im2.png, ...)."
+    ]
+    assert ds.target(0)["boxes"].tolist() == [[0.0, 1.0, 3.0, 5.0]] and len(ds.target(2)["boxes"]) == 0
 
 
 def test_collate_detection_with_dataloader(dataset_dir) -> None:

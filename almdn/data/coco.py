@@ -26,11 +26,30 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["CocoDetectionDataset", "DatasetError", "collate_detection", "read_image", "write_coco"]
+__all__ = ["BoxesAdjusted", "CocoDetectionDataset", "DatasetError", "collate_detection", "read_image", "write_coco"]
 
 
 class DatasetError(Exception):
     """A dataset file (annotations or an image) is missing, unreadable or inconsistent."""
+
+
+class BoxesAdjusted(UserWarning):
+    """Boxes of a dataset were clipped to their image or dropped as empty (one per dataset)."""
+
+
+def _box_summary(path: Path, clipped: dict[int, int], dropped: dict[int, int], file_paths: Sequence[Path], shown: int = 3) -> str | None:
+    """One sentence such as "In 'train.json': 3 boxes clipped to their image and 2 empty boxes
+    ... dropped, in 4 images (a.png, b.png, c.png, ...).", or None when nothing was fixed."""
+    if not clipped and not dropped:
+        return None
+    images = sorted(set(clipped) | set(dropped))
+    names = ", ".join(file_paths[i].name for i in images[:shown]) + (", ..." if len(images) > shown else "")
+    parts = []
+    if clipped:
+        parts.append(f"{sum(clipped.values())} boxes clipped to their image")
+    if dropped:
+        parts.append(f"{sum(dropped.values())} empty boxes (zero width or height, or outside the image) dropped")
+    return f"In '{path}': {' and '.join(parts)}, in {len(images)} images ({names})."
 
 
 def _annotation_error(path: Path, reason: str) -> DatasetError:
@@ -193,6 +212,7 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         # Annotations, grouped per image.
         boxes: list[list[list[float]]] = [[] for _ in self.image_ids]
         labels: list[list[int]] = [[] for _ in self.image_ids]
+        clipped: dict[int, int] = {}
         degenerate: dict[int, int] = {}
         for k, ann in enumerate(coco.get("annotations", [])):
             if not isinstance(ann, dict):
@@ -211,20 +231,22 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
             x, y, w, h = (float(v) for v in bbox)
             x0, y0, x1, y1 = x, y, x + w, y + h
             size = self.image_sizes[i]
+            unclipped = (x0, y0, x1, y1)
             if size is not None:  # a box spilling over the border keeps only its part in the image
                 x0, x1 = min(max(x0, 0.0), size[1]), min(max(x1, 0.0), size[1])
                 y0, y1 = min(max(y0, 0.0), size[0]), min(max(y1, 0.0), size[0])
             if x1 <= x0 or y1 <= y0:
                 degenerate[i] = degenerate.get(i, 0) + 1
                 continue
+            if (x0, y0, x1, y1) != unclipped:
+                clipped[i] = clipped.get(i, 0) + 1
             boxes[i].append([x0, y0, x1, y1])
             labels[i].append(label_of_cat[ann["category_id"]])
-        for i, n in degenerate.items():
-            warnings.warn(
-                f"Dropped {n} box(es) with zero width or height (or outside the image) in image "
-                f"'{self.file_paths[i]}' (id {self.image_ids[i]}) of '{path}'.",
-                stacklevel=3,
-            )
+        #: One sentence on the boxes fixed while reading (None when none were), e.g. for a CLI to show.
+        self.box_summary = _box_summary(path, clipped, degenerate, self.file_paths)
+        if self.box_summary:
+            # One warning per dataset, not one per image: a big dataset would print thousands.
+            warnings.warn(BoxesAdjusted(self.box_summary), stacklevel=3)
         self._boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
         self._labels = [torch.tensor(lb, dtype=torch.int64) for lb in labels]
 
