@@ -180,16 +180,6 @@ def _home(project_dir: str) -> Path:
     return Path(project_dir) / "label-studio"
 
 
-def _document_root(store) -> Path:
-    """The folder a local server serves: the parent of the deepest folder holding every image
-    (Label Studio serves sub-folders of its root only)."""
-    paths = store.images()["path"].tolist()
-    if not paths:
-        raise UserError("The project has no images yet; add some (almdn project add) before starting Label Studio.")
-    common = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
-    return common.parent if common.parent != common else common
-
-
 @click.group("ls")
 def ls() -> None:
     """A local Label Studio server for the project, or a connection to a remote one."""
@@ -205,8 +195,10 @@ def ls_start(project_dir, port, template) -> None:
     from label_studio.client import save_connection
     from label_studio.server import LocalServer, default_template_dir, prepare_template
 
+    from almdn.rounds import document_root
+
     with _open(project_dir) as store:
-        root = _document_root(store)
+        root = document_root(store)
     home = _home(project_dir)
     template_dir = None
     if template and not (home / "data").exists():

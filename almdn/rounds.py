@@ -419,10 +419,9 @@ def label_studio_job(context, port: int = 8080, project_dir: str | None = None) 
 
 
 def document_root(store: Store) -> Path:
-    """The folder a local Label Studio must serve: the parent of the deepest folder holding
-    every image of the project (it serves sub-folders of its root only)."""
-    paths = store.images()["path"].tolist()
-    if not paths:
-        raise StoreError("The project has no images yet; add some before starting Label Studio.")
-    common = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
-    return common.parent if common.parent != common else common
+    """The folder a project's local Label Studio serves files from: its own ``media`` folder,
+    which holds only links to the images pushed for labeling (never the images' folders, let
+    alone ``/``: annotation files or other data beside the images stay unreachable)."""
+    from label_studio.server import media_root
+
+    return media_root(store.path.parent)

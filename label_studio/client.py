@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -446,7 +447,7 @@ class LabelStudioClient:
 
     def _task_payloads(self, store: Store, project_id: int, image_ids: list[int], model_version: int | None) -> list[dict[str, Any]]:
         images = store.images().set_index("image_id").loc[image_ids]
-        urls = self._image_urls(project_id, images)
+        urls = self._image_urls(project_id, images, store.project_uuid)
         predictions: dict[int, list[dict[str, Any]]] = defaultdict(list)
         scores: dict[int, float] = {}
         mv_name = None
@@ -476,29 +477,39 @@ class LabelStudioClient:
             payloads.append(task)
         return payloads
 
-    def _image_urls(self, project_id: int, images: Any) -> dict[int, str]:
-        """URLs the server can show the images at: local files in place, or uploads."""
+    def _image_urls(self, project_id: int, images: Any, project_uuid: str) -> dict[int, str]:
+        """URLs the server can show the images at: local files in place, or uploads.
+
+        A local server serves only its document root, and in it only this project's folder
+        ``almdn-<project>/``, which holds one symbolic link per image sent
+        (``<image id>/<file name>``): nothing else beside the images (annotation files,
+        other datasets) can be reached, wherever the images live. The file name is
+        percent-encoded in the URL (``#``, ``&``, ``+``, ``%`` are legal in file names).
+        """
         paths = {int(i): Path(p) for i, p in images["path"].items()}
         if self.document_root is None:
             return self._upload(project_id, paths)
-        root = self.document_root
-        storages: set[Path] = set()
+        folder = self.document_root / f"almdn-{project_uuid[:12]}"
         urls = {}
-        for image_id, path in paths.items():
-            try:
-                rel = path.resolve().relative_to(root)
-            except ValueError:
-                raise LabelStudioError(
-                    f"Image '{path}' lies outside the folder the server serves ('{root}'); restart the server "
-                    "(almdn ls stop, almdn ls start) so it serves the project's images."
-                ) from None
-            if len(rel.parts) < 2:
-                raise LabelStudioError(f"Image '{path}' lies directly in the served folder '{root}'; Label Studio serves only sub-folders, so move it into one.")
-            storages.add(root / rel.parts[0])
-            urls[image_id] = "/data/local-files/?d=" + rel.as_posix()
+        try:
+            for image_id, path in paths.items():
+                link = folder / str(image_id) / path.name
+                target = path.resolve()
+                if not (link.is_symlink() and Path(os.readlink(link)) == target):
+                    link.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+                    tmp.unlink(missing_ok=True)
+                    tmp.symlink_to(target)
+                    os.replace(tmp, link)  # atomic: a task never sees a missing link
+                urls[image_id] = "/data/local-files/?d=" + quote(link.relative_to(self.document_root).as_posix(), safe="/")
+        except OSError as exc:
+            raise LabelStudioError(
+                f"Cannot link the images into the folder the server serves ('{folder}': {exc.strerror or type(exc).__name__}); "
+                "make it writable, then push again. Nothing was written to the project store."
+            ) from None
         with self._talking("registering the image folder"):
             existing = {Path(s.path) for s in self._sdk.import_storage.local.list(project=project_id) if s.path}
-            for folder in sorted(storages - existing):
+            if folder not in existing:
                 self._sdk.import_storage.local.create(project=project_id, path=str(folder), title=f"almdn images {folder.name}", use_blob_urls=True, request_options={"max_retries": 0})
         return urls
 

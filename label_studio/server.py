@@ -12,11 +12,18 @@ A server belongs to a *home* folder (``<project>/label-studio``) that holds:
 - ``server.log``: the server's output (never contains the credentials: they travel in the
   environment, and the API token only in request headers).
 
+- ``media/``: the only folder the server may serve files from (its local-files document
+  root): one symbolic link per image sent for labeling, nothing else.
+
+Everything in the home is private to the user: folders 0700, files 0600 (the server runs
+with umask 077), because the database holds the admin's API token.
+
 The first start on a new data folder runs about 60 s of database migrations. To avoid paying
 that for every project, :func:`prepare_template` migrates one data folder once (per machine,
 under ``~/.cache/almdn``) and :class:`LocalServer` copies it; a restart reuses the folder and
-takes a few seconds. A copied template gets a fresh admin user with the project's own
-credentials; the template's admin has a random password and token that were never stored.
+takes a few seconds. A copy gets a fresh admin user with the project's own credentials; the
+template's admin is disabled in every copy (no API token, no usable password, no session), so
+no two projects' servers share a login.
 
 Traps of the server this module avoids (see ../shared/ENVIRONMENT.md): ``--internal-host`` is
 the bind address (we always bind 127.0.0.1); a busy port silently moves the server to the next
@@ -235,6 +242,42 @@ def _server_env(data_dir: Path, credentials: Credentials, document_root: Path | 
     return env
 
 
+def make_private(path: Path) -> None:
+    """Folders 0700 and files 0600 under ``path`` (and ``path`` itself)."""
+    os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    if path.is_dir():
+        for folder, dirs, files in os.walk(path):
+            for d in dirs:
+                os.chmod(os.path.join(folder, d), 0o700)
+            for f in files:
+                if not os.path.islink(os.path.join(folder, f)):
+                    os.chmod(os.path.join(folder, f), 0o600)
+
+
+def disable_other_admins(data_dir: Path, keep: str | None = None) -> int:
+    """In a stopped server's database: delete every API token, session and JWT refresh token,
+    and disable every user but ``keep`` (unusable password). A template copied to many
+    projects must not carry a login that works on all of them. Returns the users disabled."""
+    import sqlite3
+
+    db = data_dir / "label_studio.sqlite3"
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            for table in ("authtoken_token", "django_session", "token_blacklist_blacklistedtoken", "token_blacklist_outstandingtoken"):
+                if table in tables:
+                    conn.execute(f"DELETE FROM {table}")
+            # Django treats a password starting with "!" as unusable; random so no two are alike.
+            return conn.execute(
+                "UPDATE htx_user SET is_active = 0, password = '!' || hex(randomblob(20)) WHERE email IS NOT ?", (keep,)
+            ).rowcount
+    finally:
+        conn.close()
+
+
 def _log_tail(path: Path, lines: int = 3) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
@@ -339,6 +382,7 @@ class LocalServer:
             raise ServerError(f"Port {self.port} on {HOST} is already in use by another program; choose another port (--port) or stop that program.")
         executable = find_executable(self.executable)
         self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
         if self.credentials_path.exists():
             credentials = self.credentials()
         else:
@@ -352,8 +396,14 @@ class LocalServer:
             shutil.copytree(self.template / "data", tmp)
             # Django's SECRET_KEY signs sessions: every copy gets its own.
             write_secret_text(tmp / ".env", f"SECRET_KEY={secrets.token_urlsafe(50)}\n")
+            # The template's admin must not log in here (a template made by an older almdn kept its token).
+            disable_other_admins(tmp)
+            make_private(tmp)
             os.replace(tmp, self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(self.data_dir)  # also a data folder made by an older almdn (0755 / 0644)
+        if self.document_root is not None:
+            self.document_root.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         try:
             self._process = subprocess.Popen(
@@ -364,6 +414,7 @@ class LocalServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() ends the server and its children only
+                umask=0o077,  # the database it creates holds the API token: private to the user
             )
         finally:
             log.close()
@@ -375,7 +426,7 @@ class LocalServer:
             "version": LABEL_STUDIO_VERSION,
             "started_at": time.time(),
         }
-        self.state_path.write_text(json.dumps(state), encoding="utf-8")
+        write_secret_json(self.state_path, state)
         try:
             self._wait_healthy(self._process.pid, t0, timeout)
             self._check_token(credentials)
@@ -436,6 +487,12 @@ class LocalServer:
 # --------------------------------------------------------------------------- the template
 
 
+def media_root(project_dir: str | os.PathLike[str]) -> Path:
+    """The local-files document root of a project's own server: ``<project>/label-studio/media``,
+    which holds nothing but links to the images pushed for labeling."""
+    return Path(project_dir).absolute() / "label-studio" / "media"
+
+
 def default_template_dir() -> Path:
     """Per-machine cache of the migrated data folder (``$ALMDN_LABEL_STUDIO_TEMPLATE`` overrides)."""
     if os.environ.get("ALMDN_LABEL_STUDIO_TEMPLATE"):
@@ -456,7 +513,7 @@ def prepare_template(path: str | os.PathLike[str] | None = None, executable: str
     path = Path(path) if path is not None else default_template_dir()
     if (path / "READY").exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(path.parent / f".{path.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (path / "READY").exists():
@@ -468,6 +525,8 @@ def prepare_template(path: str | os.PathLike[str] | None = None, executable: str
             server.start(timeout=timeout)
             server.stop()
             server.credentials_path.unlink()  # the template admin's secrets are never kept
+            disable_other_admins(server.data_dir)  # nor a token or login that copies would share
+            make_private(build)
             (build / "READY").write_text(LABEL_STUDIO_VERSION + "\n")
             shutil.rmtree(path, ignore_errors=True)
             os.replace(build, path)

@@ -95,9 +95,15 @@ def write_corrupt_png(path: Path, width: int = 128, height: int = 128) -> Path:
 
 
 def add_corrupt_pool_image(project_dir: Path) -> int:
-    """Add a corrupt image to the project's pool; returns its image id."""
+    """A pool image whose file was damaged after it was added (the store refuses a corrupt
+    file at import); returns its image id."""
+    from PIL import Image
+
     images = Path(project_dir) / "incoming"
     images.mkdir(exist_ok=True)
-    path = write_corrupt_png(images / "broken.png")
+    path = images / "broken.png"
+    Image.new("RGB", (128, 128), (1, 2, 3)).save(path)
     with Store.open(project_dir, create=False) as store:
-        return store.add_images([path], split="pool", source="test")["added"][0]
+        image_id = store.add_images([path], split="pool", source="test")["added"][0]
+    write_corrupt_png(path)
+    return image_id

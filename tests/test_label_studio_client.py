@@ -4,6 +4,7 @@ posts), pull; idempotence, cancelled / deleted tasks, unknown labels, a server t
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -350,13 +351,12 @@ def test_push_explicit_images_and_refusals(ls_project):
     assert [i for _, i in report.created] == [p.image_ids[-1]]
     with pytest.raises(LabelStudioError, match="are not in the pool"):
         p.client.push(p.store, image_ids=[10_000])
-    outside = Store.open(p.store.path.parent.parent / "outside")
-    outside.add_classes(CLASSES)
-    outside.add_images([p.store.image(p.image_ids[0])["path"]], split="pool")
-    stranger = LabelStudioClient(p.server.url, p.server.token, document_root=p.folder)
-    with pytest.raises(LabelStudioError, match="lies directly in the served folder"):
-        stranger.push(outside, image_ids=outside.image_ids())
-    outside.close()
+    unwritable = p.folder.parent / "served-but-not-a-folder"
+    unwritable.write_text("a file where the served folder should be")
+    stranger = LabelStudioClient(p.server.url, p.server.token, document_root=unwritable)
+    with pytest.raises(LabelStudioError, match=r"Cannot link the images into the folder the server serves .*; make it writable, then push again"):
+        stranger.push(p.store, image_ids=[p.image_ids[0]])
+    stranger.close()
 
 
 def test_pull_before_any_push(ls_project):
@@ -371,3 +371,52 @@ def test_float_fields_are_plain_floats():
     assert math.copysign(1.0, y1) == 1.0
 
 
+
+
+# --------------------------------------------------------------------------- what the server may serve (issue 14)
+
+
+def test_only_links_to_pushed_images_are_served_never_their_neighbours(ls_project, annotator, tmp_path):
+    """Images from two unrelated folders, an annotation file beside them: the project's
+    served folder holds a link per pushed image and nothing else."""
+    from PIL import Image
+
+    p = ls_project
+    elsewhere = tmp_path / "elsewhere" / "deep"
+    elsewhere.mkdir(parents=True)
+    Image.new("RGB", (WIDTH, HEIGHT), (9, 9, 9)).save(elsewhere / "far.png")
+    (p.folder / "annotations.json").write_text('{"secret": true}')
+    [far] = p.store.add_images([elsewhere / "far.png"], split="pool")["added"]
+    report = p.client.push(p.store, image_ids=[p.image_ids[0], far])
+    served = p.server.root / f"almdn-{p.store.project_uuid[:12]}"
+    files = sorted(str(f.relative_to(served)) for f in served.rglob("*") if not f.is_dir())
+    assert files == sorted([f"{p.image_ids[0]}/pool_00000.png", f"{far}/far.png"])
+    assert all((served / f).is_symlink() for f in files)
+    api = p.server.api()
+    for task in annotator.tasks(report.project_id):
+        response = api.get(task["data"]["image"])
+        assert response.status_code == 200 and response.content == Path(p.store.image(task["data"][IMAGE_KEY])["path"]).read_bytes()
+    # The annotation file beside the images is out of reach, by any relative path.
+    for d in (f"{served.name}/../{p.folder.parent.name}/images/annotations.json", f"{served.name}/{p.image_ids[0]}/annotations.json"):
+        assert api.get("/data/local-files/", params={"d": d}).status_code == 404
+    api.close()
+
+
+def test_file_names_with_url_characters_are_percent_encoded(ls_project, annotator):
+    from PIL import Image
+
+    p = ls_project
+    names = ["a#b.png", "c&d=1.png", "e+f g.png", "h%20i.png"]
+    for k, name in enumerate(names):
+        Image.new("RGB", (WIDTH, HEIGHT), (k, 50, 50)).save(p.folder / name)
+    ids = p.store.add_images([p.folder / n for n in names], split="pool")["added"]
+    report = p.client.push(p.store, image_ids=ids)
+    api = p.server.api()
+    tasks = {t["data"][IMAGE_KEY]: t for t in annotator.tasks(report.project_id)}
+    for image_id, name in zip(ids, names):
+        url = tasks[image_id]["data"]["image"]
+        assert "#" not in url and "&d" not in url and "+" not in url and " " not in url
+        response = api.get(url)
+        assert response.status_code == 200, (name, url)
+        assert response.content == (p.folder / name).read_bytes()
+    api.close()

@@ -109,3 +109,51 @@ def test_push_while_the_server_is_stopped_then_after_a_fast_restart(ls_server, l
     again = p.client.push(p.store, 4)  # the retry succeeds; the project survived the restart
     assert again.project_id == first.project_id
     assert len(again.created) == 2 and sorted(again.already) == sorted(i for _, i in first.created)
+
+
+def test_every_project_server_has_its_own_admin_and_private_files(ls_server):
+    """The template's admin (and any token it had) is disabled in every copy; the data folder
+    is 0700 and the database, which holds the token, 0600."""
+    import sqlite3
+
+    server = ls_server.server
+    db = server.data_dir / "label_studio.sqlite3"
+    assert mode(server.home) == 0o700 and mode(server.data_dir) == 0o700 and mode(db) == 0o600
+    assert all(mode(f) == 0o600 for f in server.data_dir.rglob("*") if f.is_file() and not f.is_symlink())
+    assert all(mode(d) == 0o700 for d in server.data_dir.rglob("*") if d.is_dir())
+    conn = sqlite3.connect(db)
+    tokens = [r[0] for r in conn.execute("SELECT key FROM authtoken_token")]
+    active = [r[0] for r in conn.execute("SELECT email FROM htx_user WHERE is_active = 1")]
+    conn.close()
+    assert tokens == [ls_server.token] and active == [server.credentials().username]
+    # The template holds no token and no active user that copies could share ...
+    conn = sqlite3.connect(TEMPLATE / "data" / "label_studio.sqlite3")
+    assert conn.execute("SELECT COUNT(*) FROM authtoken_token").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM htx_user WHERE is_active = 1").fetchone()[0] == 0
+    conn.close()
+    assert mode(TEMPLATE) == 0o700 and mode(TEMPLATE / "data" / "label_studio.sqlite3") == 0o600
+
+
+def test_a_template_made_by_an_older_almdn_gives_its_token_to_no_copy(tmp_path):
+    """A template whose admin kept a token (as earlier versions left it): the copy disables it."""
+    import shutil
+    import sqlite3
+
+    import httpx
+
+    old = tmp_path / "old-template"
+    shutil.copytree(TEMPLATE, old)
+    conn = sqlite3.connect(old / "data" / "label_studio.sqlite3")
+    with conn:
+        user = conn.execute("SELECT id FROM htx_user ORDER BY id LIMIT 1").fetchone()[0]
+        conn.execute("UPDATE htx_user SET is_active = 1 WHERE id = ?", (user,))
+        conn.execute("INSERT INTO authtoken_token (key, created, user_id) VALUES (?, '2026-01-01 00:00:00', ?)", ("t" * 40, user))
+    conn.close()
+    server = LocalServer(tmp_path / "home", port=free_port(), template=old)
+    server.start()
+    try:
+        whoami = lambda token: httpx.get(server.url + "/api/current-user/whoami", headers={"Authorization": f"Token {token}"}, timeout=10).status_code
+        assert whoami("t" * 40) == 401
+        assert whoami(server.credentials().token) == 200
+    finally:
+        server.stop()

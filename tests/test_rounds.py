@@ -104,9 +104,20 @@ def test_new_architecture_starts_fresh(project):
         assert store.model_version(result.model_version)["metrics"]["warm_start_from"] is None
 
 
-def test_document_root_is_the_parent_of_the_common_folder(project):
+def test_document_root_is_the_projects_own_media_folder_never_the_images_folders(project):
     with Store.open(project, create=False) as store:
-        paths = [Path(p) for p in store.images()["path"]]
         root = document_root(store)
-        assert all(root in p.parents for p in paths)
-        assert all(len(p.relative_to(root).parts) >= 2 for p in paths)
+        assert root == store.path.parent.absolute() / "label-studio" / "media"
+        assert not any(root in Path(p).parents for p in store.images()["path"])
+        # Images under two top-level folders once made the root '/': now it does not move.
+        other = Path("/tmp") / f"almdn-top-{store.project_uuid[:8]}"
+        other.mkdir(exist_ok=True)
+        try:
+            from PIL import Image
+
+            Image.new("RGB", (16, 16), (1, 2, 3)).save(other / "x.png")
+            store.add_images([other / "x.png"], split="pool")
+            assert document_root(store) == root != Path("/")
+        finally:
+            (other / "x.png").unlink()
+            other.rmdir()
