@@ -297,4 +297,24 @@ def pull(project_dir) -> None:
         raise UserError(f"{len(report.problems)} annotations were not imported (see above); everything else was stored.")
 
 
-COMMANDS = (project, ls, push, pull)
+@click.command("app")
+@_project_option
+@click.option("--port", default=8501, show_default=True, help="Port of the app.")
+@click.option("--serve-to-network-without-login", "expose", default=None, metavar="ADDRESS",
+              help="Listen on ADDRESS instead of 127.0.0.1. The app has no login and can read files and start jobs: anyone who reaches ADDRESS can.")
+def app(project_dir, port, expose) -> None:
+    """Run the Streamlit app on 127.0.0.1 (from any folder: the settings are passed here, not read from .streamlit/)."""
+    import subprocess
+    import sys
+
+    main_py = Path(__file__).resolve().parents[1] / "app" / "main.py"
+    args = [sys.executable, "-m", "streamlit", "run", str(main_py), "--server.address", expose or "127.0.0.1", "--server.port", str(port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    if expose:
+        args += ["--", "--serve-to-network-without-login"]
+    env = {**os.environ, "ALMDN_PROJECT": str(Path(project_dir).absolute()), "OMP_WAIT_POLICY": "PASSIVE"}
+    click.echo(f"almdn app at http://{expose or '127.0.0.1'}:{port} (Ctrl-C stops it).")
+    raise SystemExit(subprocess.call(args, env=env))
+
+
+COMMANDS = (project, ls, push, pull, app)

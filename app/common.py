@@ -22,6 +22,41 @@ PAGE_SETTINGS = "views/settings.py"
 PAGE_PROJECTS = "views/projects.py"
 
 
+# --------------------------------------------------------------------------- where the app may be reached
+
+#: The explicit opt-in to serve beyond this machine, named for its risk: the app has no login
+#: and can read any path and start jobs. A script argument (``streamlit run app/main.py --
+#: --serve-to-network-without-login``) or ``ALMDN_SERVE_TO_NETWORK_WITHOUT_LOGIN=1``.
+EXPOSE_FLAG = "--serve-to-network-without-login"
+EXPOSE_ENV = "ALMDN_SERVE_TO_NETWORK_WITHOUT_LOGIN"
+
+
+def is_loopback(address: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost; False for "" / None (all interfaces) and others."""
+    import ipaddress
+
+    if not address:
+        return False
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def exposure_refusal(address: str | None, argv: list[str], environ: dict[str, str]) -> str | None:
+    """The sentence with which the app refuses to serve on ``address``, or None when it may:
+    loopback always, any other address only with the risk-naming option."""
+    if is_loopback(address) or EXPOSE_FLAG in argv or environ.get(EXPOSE_ENV) == "1":
+        return None
+    where = f"'{address}'" if address else "all network interfaces"
+    return (
+        f"The almdn app refuses to serve on {where}: it has no login and can read files and start jobs, so it listens on 127.0.0.1 only; "
+        f"run it with --server.address 127.0.0.1 (or 'almdn app'), or accept the risk explicitly with '-- {EXPOSE_FLAG}'."
+    )
+
+
 # --------------------------------------------------------------------------- the project
 
 

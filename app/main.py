@@ -22,10 +22,23 @@ if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
 import streamlit as st  # noqa: E402
+from streamlit import config as st_config  # noqa: E402
+
+# Usage statistics off whatever config file the working directory offers (or lacks).
+if st_config.get_option("browser.gatherUsageStats"):
+    st_config.set_option("browser.gatherUsageStats", False)
 
 st.set_page_config(page_title="almdn", page_icon=":material/center_focus_weak:", layout="wide")
 
 import common  # noqa: E402
+
+# Loopback only, enforced here rather than by .streamlit/config.toml, which streamlit reads
+# only from the current directory: started from elsewhere it would listen on every interface.
+_refusal = common.exposure_refusal(st_config.get_option("server.address"), sys.argv[1:], dict(os.environ))
+if _refusal:
+    print(_refusal, file=sys.stderr)
+    st.error(_refusal)
+    st.stop()
 
 from almdn import demo_project, jobs  # noqa: E402
 

@@ -17,4 +17,4 @@ fi
 export OMP_WAIT_POLICY=PASSIVE
 PORT=${ALMDN_PORT:-8501}
 echo "almdn app: open http://127.0.0.1:$PORT in a browser (Ctrl-C stops it)."
-exec .venv/bin/python -m streamlit run app/main.py --server.address 127.0.0.1 --server.port "$PORT" --server.headless true
+exec .venv/bin/python -m streamlit run app/main.py --server.address 127.0.0.1 --server.port "$PORT" --server.headless true --browser.gatherUsageStats false

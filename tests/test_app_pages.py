@@ -453,3 +453,35 @@ def test_first_run_sets_up_the_demo_project_with_progress(tmp_path, monkeypatch)
     assert texts(at, "title") == ["Pool"]
     with Store.open(demo, create=False) as store:
         assert store.counts()["pool"] == 18 and store.latest_model_version(scored=True) == 1
+
+
+# --------------------------------------------------------------------------- where the app listens (issue 14)
+
+
+def test_the_app_refuses_a_non_loopback_address_unless_the_risk_is_named(project, monkeypatch):
+    from streamlit import config as st_config
+
+    previous = (st_config.get_option("server.address"), st_config.get_option("browser.gatherUsageStats"))
+    monkeypatch.delenv("ALMDN_SERVE_TO_NETWORK_WITHOUT_LOGIN", raising=False)
+    try:
+        for address in (None, "0.0.0.0", "::", "192.168.1.20"):  # None: no config file found, streamlit listens everywhere
+            st_config.set_option("server.address", address)
+            st_config.set_option("browser.gatherUsageStats", True)
+            at = AppTest.from_file(str(APP), default_timeout=120)
+            at.session_state["project_dir"] = str(project)
+            at.run()
+            assert not at.exception
+            [error] = texts(at, "error")
+            assert error.startswith("The almdn app refuses to serve on ") and "it has no login" in error and "--serve-to-network-without-login" in error
+            assert not at.dataframe and not texts(at, "title")  # no page was drawn
+            assert st_config.get_option("browser.gatherUsageStats") is False
+        monkeypatch.setenv("ALMDN_SERVE_TO_NETWORK_WITHOUT_LOGIN", "1")  # the named risk, accepted
+        at = open_app(project)
+        assert not texts(at, "error") and len(at.dataframe) == 1
+        monkeypatch.delenv("ALMDN_SERVE_TO_NETWORK_WITHOUT_LOGIN")
+        for address in ("127.0.0.1", "localhost", "::1"):
+            st_config.set_option("server.address", address)
+            assert not texts(open_app(project), "error")
+    finally:
+        st_config.set_option("server.address", previous[0])
+        st_config.set_option("browser.gatherUsageStats", previous[1])

@@ -274,3 +274,40 @@ def test_clipped_and_dropped_boxes_are_one_note_not_warnings(tmp_path):
     assert notes == [f"Note: In '{data}': 4 boxes clipped to their image and 2 empty boxes (zero width or height, or outside the image) dropped, in 4 images (im0.png, im1.png, im2.png, ...)."]
     assert "Warning" not in result.output and "warnings.warn" not in result.output
     assert "4 images added to 'labeled' with 6 boxes" in result.output
+
+
+def test_almdn_app_listens_on_loopback_only_from_any_folder(tmp_path):
+    """`almdn app` started outside the repository (where no .streamlit/config.toml is found)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.Popen([sys.executable, "-m", "almdn.cli", "app", "--project", str(tmp_path / "p"), "--port", str(port)],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": repo}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).text.strip() == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+        hex_port = f"{port:04X}"
+        listening = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                for line in list(f)[1:]:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "0A" and local.endswith(":" + hex_port):
+                        listening.add(local.rsplit(":", 1)[0])
+        assert listening == {"0100007F"}, listening  # 127.0.0.1 only, IPv4 and IPv6 alike
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
