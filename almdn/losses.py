@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS  # noqa: F401  (re-exported)
+
 LocDensity = Literal["paper", "reference"]
+#: The classification loss: "eq5" is the paper's pi-weighted sum of component cross-entropies
+#: (Eq. 5 / Eq. 9); "type2" is the reference implementation's mixture likelihood of the target
+#: class, which does not drive the mixture weights to one component (see
+#: :func:`mixture_class_nll`).
+ClassLoss = Literal["eq5", "type2"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -111,6 +118,32 @@ def mixture_cross_entropy(logits: Tensor, weight_logits: Tensor, targets: Tensor
     return (torch.softmax(weight_logits, dim=-1) * ce).sum(-1)
 
 
+def mixture_class_nll(logits: Tensor, weight_logits: Tensor, targets: Tensor) -> Tensor:
+    """Negative log mixture likelihood of the target class per anchor (the reference's "Type-2").
+
+    ``-log sum_k pi_k softmax(c_k)[G]``, evaluated as ``-logsumexp_k(log pi_k + log_softmax(c_k)[G])``
+    so no component underflows. Unlike Eq. 5 (:func:`mixture_cross_entropy`), which is linear
+    in pi and so minimised by putting all weight on the best component, this is the likelihood
+    of the mixture as a whole: every component that explains the target keeps its weight, and
+    the class mixture does not collapse to one component.
+
+    Args and shapes as :func:`mixture_cross_entropy`.
+    """
+    log_p = F.log_softmax(logits, dim=-1)
+    index = targets.unsqueeze(-1).unsqueeze(-1).expand(*logits.shape[:-1], 1)
+    log_p_target = log_p.gather(-1, index).squeeze(-1)  # (..., K)
+    return -torch.logsumexp(F.log_softmax(weight_logits, dim=-1) + log_p_target, dim=-1)
+
+
+def class_loss_function(name: ClassLoss):
+    """The per-anchor classification loss named ``name`` ("eq5" or "type2")."""
+    if name == "eq5":
+        return mixture_cross_entropy
+    if name == "type2":
+        return mixture_class_nll
+    raise ValueError(f"Unknown classification loss {name!r}; use one of {', '.join(CLASS_LOSSES)}.")
+
+
 def hard_negative_mask(cls_loss: Tensor, foreground: Tensor, neg_to_pos_ratio: int = 3) -> Tensor:
     """Hard negatives: per image, the ``ratio x positives`` background anchors of highest loss.
 
@@ -136,6 +169,7 @@ def detection_loss(
     min_variance: float = 1e-6,
     generator: torch.Generator | None = None,
     per_image: bool = False,
+    cls_loss: ClassLoss = "eq5",
 ) -> dict[str, Tensor]:
     """The SSD mixture loss of Eq. 6, batched over images and anchors.
 
@@ -146,7 +180,9 @@ def detection_loss(
       ``eta = 1``, which is the original SSD loss.
     * ``L_cl`` (Eq. 5 "gmm", Eq. 9 "eff"): pi-weighted cross-entropy of each component; for
       "gmm" the logits are perturbed by Eq. 4 with one noise draw per step, reused for the
-      hard-negative ranking and the loss.
+      hard-negative ranking and the loss. ``cls_loss="type2"`` replaces the pi-weighted sum by
+      the mixture likelihood of the target class (:func:`mixture_class_nll`), for positives,
+      the ranking of negatives and the mined negatives alike.
     * Hard negatives: ``neg_to_pos_ratio`` x positives per image, ranked by that same loss.
 
     Args:
@@ -170,12 +206,12 @@ def detection_loss(
     if cls_var_logits is not None:
         noise = torch.randn(cls_means.shape, generator=generator, device=cls_means.device, dtype=cls_means.dtype)
     logits = perturbed_class_logits(cls_means, cls_var_logits, noise)
-    cls_loss = mixture_cross_entropy(logits, head_outputs["cls_weight_logits"], cls_targets)
-    negatives = hard_negative_mask(cls_loss, foreground, neg_to_pos_ratio)
+    anchor_cls_loss = class_loss_function(cls_loss)(logits, head_outputs["cls_weight_logits"], cls_targets)
+    negatives = hard_negative_mask(anchor_cls_loss, foreground, neg_to_pos_ratio)
 
     if num_pos == 0:
         # Eq. 6: the loss is 0 without positives; multiply to keep the graph for backward().
-        zero = cls_loss.sum() * 0.0 + head_outputs["bbox_means"].sum() * 0.0
+        zero = anchor_cls_loss.sum() * 0.0 + head_outputs["bbox_means"].sum() * 0.0
         out = {"loss_localization": zero, "loss_classification": zero.clone()}
         if per_image:
             out["per_image"] = zero.expand(cls_targets.shape[0]).clone()
@@ -198,11 +234,11 @@ def detection_loss(
             min_variance=min_variance,
         ).sum(-1)  # (P,): summed over the 4 coordinates
         loc_weight = 1.0 / eta
-    cls = cls_loss[foreground].sum() + cls_loss[negatives].sum()
+    cls = anchor_cls_loss[foreground].sum() + anchor_cls_loss[negatives].sum()
     out = {"loss_localization": loc.sum() * loc_weight / num_pos, "loss_classification": cls / num_pos}
     if per_image:
         image_of_positive = foreground.nonzero()[:, 0]
         loc_i = torch.zeros(cls_targets.shape[0], dtype=loc.dtype, device=loc.device).index_add(0, image_of_positive, loc)
-        cls_i = (cls_loss * (foreground | negatives)).sum(1)
+        cls_i = (anchor_cls_loss * (foreground | negatives)).sum(1)
         out["per_image"] = (loc_i * loc_weight + cls_i) / foreground.sum(1).clamp_min(1)
     return out

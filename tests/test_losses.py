@@ -8,9 +8,11 @@ import torch
 from scipy.stats import norm
 
 from almdn.losses import (
+    class_loss_function,
     detection_loss,
     gaussian_log_density,
     hard_negative_mask,
+    mixture_class_nll,
     mixture_cross_entropy,
     mixture_nll,
     perturbed_class_logits,
@@ -174,3 +176,66 @@ def test_per_image_loss_is_each_image_s_own_eq6_loss():
         assert float(batch["per_image"][i]) == pytest.approx(float(sum(alone.values())), rel=1e-5)
     assert float(batch["per_image"][1]) == 0.0
     assert "per_image" not in detection_loss(out, loc_t, cls_t)
+
+
+def test_type2_loss_equals_direct_float64_mixture_likelihood(rng):
+    n, k, c = 11, 4, 6
+    logits = rng.normal(scale=3.0, size=(n, k, c))
+    w_logits = rng.normal(size=(n, k))
+    targets = rng.integers(0, c, size=n)
+    got = mixture_class_nll(torch.tensor(logits, dtype=torch.float32), torch.tensor(w_logits, dtype=torch.float32), torch.tensor(targets))
+    pi = _softmax(w_logits, axis=1)
+    p = _softmax(logits, axis=2)[np.arange(n), :, targets]  # (n, k): each component's probability of the target
+    expected = -np.log((pi * p).sum(1))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_type2_loss_is_finite_where_every_component_underflows():
+    logits = torch.tensor([[[200.0, -200.0], [150.0, -150.0]]])  # target 1 has probability ~e-400 everywhere
+    got = mixture_class_nll(logits, torch.zeros(1, 2), torch.tensor([1]))
+    assert torch.isfinite(got).all() and got.item() > 299
+
+
+def test_eq5_charges_a_spread_mixture_more_than_type2_and_equals_it_when_collapsed(rng):
+    # Jensen: -log sum_k pi_k p_k <= sum_k pi_k (-log p_k). The gap is what Eq. 5 charges for
+    # spreading the weight over components that disagree, and it is 0 only once one component
+    # holds all the weight: Eq. 5 pushes towards collapse, Type-2 does not.
+    n, k, c = 50, 4, 5
+    logits = torch.tensor(rng.normal(scale=2.0, size=(n, k, c)))
+    targets = torch.tensor(rng.integers(0, c, size=n))
+    spread = torch.tensor(rng.normal(size=(n, k)))
+    gap = mixture_cross_entropy(logits, spread, targets) - mixture_class_nll(logits, spread, targets)
+    assert (gap >= -1e-9).all() and gap.mean() > 0.1
+    collapsed = torch.full((n, k), -60.0, dtype=torch.float64)
+    collapsed[:, 2] = 60.0
+    torch.testing.assert_close(mixture_cross_entropy(logits, collapsed, targets), mixture_class_nll(logits, collapsed, targets))
+
+
+def test_type2_gradient_reaches_the_mixture_weights_and_every_class_output():
+    out = _outputs(2, 40, 4, 6, requires_grad=True)
+    cls_t = torch.zeros(2, 40, dtype=torch.long)
+    cls_t[0, :3] = torch.tensor([1, 2, 5])
+    cls_t[1, 10] = 4
+    sum(detection_loss(out, torch.randn(2, 40, 4), cls_t, cls_loss="type2").values()).backward()
+    for name in ("cls_weight_logits", "cls_means", "cls_var_logits"):
+        grad = out[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+def test_type2_detection_loss_matches_eq6_by_hand():
+    torch.manual_seed(0)
+    out = _outputs(1, 20, 3, 4, eff=True)
+    loc_t = torch.randn(1, 20, 4)
+    cls_t = torch.zeros(1, 20, dtype=torch.long)
+    cls_t[0, [2, 5]] = torch.tensor([1, 3])
+    got = detection_loss(out, loc_t, cls_t, neg_to_pos_ratio=3, cls_loss="type2")
+    fg = cls_t[0] > 0
+    nll = mixture_class_nll(out["cls_means"][0], out["cls_weight_logits"][0], cls_t[0])
+    # negatives are ranked by the same Type-2 loss
+    expected = (nll[fg].sum() + nll.masked_fill(fg, -1).topk(6).values.sum()) / 2
+    torch.testing.assert_close(got["loss_classification"], expected)
+
+
+def test_unknown_class_loss_is_one_clear_error():
+    with pytest.raises(ValueError, match="eq5, type2"):
+        class_loss_function("type3")

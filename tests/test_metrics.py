@@ -355,3 +355,20 @@ def test_vectorised_voc_matches_devkit_loop_and_coco_matches_summarize():
     assert res["map"] == pytest.approx(ev.stats[0], abs=1e-12)
     assert res["map50"] == pytest.approx(ev.stats[1], abs=1e-12)
     assert res["map75"] == pytest.approx(ev.stats[2], abs=1e-12)
+
+
+def test_greedy_match_takes_the_best_unmatched_box_of_the_same_class_by_score():
+    from almdn.engine.metrics import greedy_match
+
+    gt_boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 9.0]])
+    gt_labels = np.array([1, 1])
+    boxes = np.array([[0, 0, 10, 9], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10.0]])
+    scores = np.array([0.5, 0.9, 0.8, 0.7])
+    labels = np.array([1, 1, 1, 2])
+    is_tp, iou = greedy_match(boxes, scores, labels, gt_boxes, gt_labels)
+    # by score: det 1 takes box 0 (IoU 1), det 2 takes box 1 (IoU 0.9), det 0 finds both used,
+    # det 3 has no box of its class
+    assert is_tp.tolist() == [False, True, True, False]
+    np.testing.assert_allclose(iou, [1.0, 1.0, 0.9, 0.0])
+    none_tp, none_iou = greedy_match(boxes, scores, labels, np.zeros((0, 4)), np.zeros(0, int))
+    assert not none_tp.any() and (none_iou == 0).all()

@@ -31,16 +31,17 @@ def _model(ds, seed=0):
     return build_model("ssd_small", len(ds.classes), head="gmm", class_names=ds.classes)
 
 
-def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_demo, tmp_path):
+@pytest.mark.parametrize("augment", ["ssd", "none"])
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny_demo, tmp_path, augment):
     ds = CocoDetectionDataset(tiny_demo["train_annotations"])
     straight = _model(ds)
-    train(straight, ds, _config(), out_dir=tmp_path / "a", progress=False)
+    train(straight, ds, _config(augment=augment), out_dir=tmp_path / "a", progress=False)
 
     interrupted = _model(ds)
-    result = train(interrupted, ds, _config(), out_dir=tmp_path / "b", progress=False, callback=lambda i, n, e: i < 3)
+    result = train(interrupted, ds, _config(augment=augment), out_dir=tmp_path / "b", progress=False, callback=lambda i, n, e: i < 3)
     assert result.stopped_early and result.iterations == 3
     resumed = _model(ds, seed=123)  # fresh weights: everything must come from the checkpoint
-    result = train(resumed, ds, _config(), out_dir=tmp_path / "b", progress=False)
+    result = train(resumed, ds, _config(augment=augment), out_dir=tmp_path / "b", progress=False)
     assert result.iterations == 6
     assert [h["iteration"] for h in result.history] == [1, 2, 3, 4, 5, 6]
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
@@ -74,3 +75,17 @@ def test_empty_training_set_is_a_clear_error(tiny_demo):
     ds = CocoDetectionDataset(tiny_demo["train_annotations"]).subset([])
     with pytest.raises(ValueError, match="empty"):
         train(_model(CocoDetectionDataset(tiny_demo["train_annotations"])), ds, _config(), progress=False)
+
+
+def test_augmented_training_sees_different_images_than_plain_training_and_adamw_trains(tiny_demo):
+    ds = CocoDetectionDataset(tiny_demo["train_annotations"])
+    plain, augmented = _model(ds), _model(ds)
+    train(plain, ds, _config(augment="none", iterations=2), progress=False)
+    train(augmented, ds, _config(augment="ssd", iterations=2), progress=False)
+    differs = [not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), augmented.state_dict().values())]
+    assert any(differs)
+    adamw = _model(ds)
+    result = train(adamw, ds, _config(optimizer="adamw", lr=1e-3), progress=False)
+    assert result.iterations == 6 and result.skipped_steps == 0
+    with pytest.raises(ValueError, match="sgd"):
+        train(_model(ds), ds, _config(optimizer="lbfgs"), progress=False)

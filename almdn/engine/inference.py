@@ -19,6 +19,7 @@ from almdn.data.coco import collate_detection
 from almdn.engine import distributed
 from almdn.engine.checkpoint import resolve_device
 from almdn.engine.metrics import evaluate_predictions
+from almdn.engine.quality import quality_report
 from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
 from almdn.models import UNCERTAINTY_NAMES, MixtureSSD
 
@@ -62,11 +63,17 @@ def evaluate(
     batch_size: int = 16,
     device: str | torch.device | None = None,
     progress: bool = False,
+    conf_threshold: float = 0.5,
 ) -> dict:
-    """mAP@0.5, mAP@0.75 and mAP@[.5:.95] (pycocotools) and VOC07 11-point mAP@0.5."""
+    """mAP@0.5, mAP@0.75 and mAP@[.5:.95] (pycocotools) and VOC07 11-point mAP@0.5, plus, from
+    the same detections, the mixture-collapse and uncertainty-quality reports of
+    :mod:`almdn.engine.quality` on the detections scoring at least ``conf_threshold``
+    (``mixture_collapse``, ``uncertainty_quality``)."""
     predictions = predict(model, dataset, batch_size, device, progress=progress, desc="evaluate")
     targets = dataset.targets() if hasattr(dataset, "targets") else [dataset[i][1] for i in range(len(dataset))]
-    return evaluate_predictions(predictions, targets, model.num_classes - 1, max_dets=model.detections_per_img)
+    metrics = evaluate_predictions(predictions, targets, model.num_classes - 1, max_dets=model.detections_per_img)
+    metrics.update(quality_report(predictions, targets, conf_threshold))
+    return metrics
 
 
 @dataclass

@@ -479,10 +479,17 @@ def _match_best_unmatched(
     ``iou`` already has -1 for pairs of different classes.  Detections are
     processed in descending score order (stable); returned in input order.
     """
+    return _greedy_assign(scores, iou, difficult, thr)[0]
+
+
+def _greedy_assign(scores: np.ndarray, iou: np.ndarray, difficult: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(status, matched_gt)``: status as :func:`_match_best_unmatched`, and the index of the
+    ground-truth box each true positive took (-1 otherwise)."""
     n = len(scores)
     status = np.zeros(n, dtype=np.int8)
+    taken = np.full(n, -1, dtype=np.int64)
     if iou.shape[1] == 0:
-        return status
+        return status, taken
     matched = np.zeros(iou.shape[1], dtype=bool)
     for d in np.argsort(-scores, kind="stable"):
         row = iou[d]
@@ -491,9 +498,34 @@ def _match_best_unmatched(
             g = int(np.argmax(np.where(ok, row, -np.inf)))
             matched[g] = True
             status[d] = 1
+            taken[d] = g
         elif ((row >= thr) & difficult).any():
             status[d] = -1
-    return status
+    return status, taken
+
+
+def greedy_match(
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray, iou_threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """True/false positives of one image's detections, greedy by descending score.
+
+    Each detection takes the unmatched ground-truth box of its own class with the highest IoU;
+    IoU >= ``iou_threshold`` makes it a true positive (and uses the box up), otherwise it is a
+    false positive. This is the matching of pycocotools and the VOC devkit.
+
+    Returns:
+        ``(is_tp, iou)`` in input order: bool ``(N,)``, and the IoU with the matched box (for a
+        true positive) or with the best same-class box (0 when there is none).
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+    iou = box_iou_xyxy(boxes, gt_boxes)
+    iou = np.where(np.asarray(labels).reshape(-1, 1) == np.asarray(gt_labels).reshape(1, -1), iou, -1.0)
+    status, taken = _greedy_assign(np.asarray(scores, np.float64), iou, np.zeros(len(gt_boxes), dtype=bool), iou_threshold)
+    best = iou.max(axis=1).clip(min=0.0) if len(gt_boxes) else np.zeros(len(boxes))
+    is_tp = status == 1
+    best[is_tp] = iou[is_tp.nonzero()[0], taken[is_tp]]
+    return is_tp, best
 
 
 # --------------------------------------------------------------------------

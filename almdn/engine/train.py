@@ -28,11 +28,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from almdn.data.augment import AugmentConfig, AugmentedDataset, build_transform
 from almdn.data.coco import collate_detection
 from almdn.engine import distributed
 from almdn.engine.checkpoint import read_checkpoint, resolve_device, save_checkpoint
 from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
-from almdn.models import MixtureSSD
+from almdn.models import MixtureFasterRCNN, MixtureSSD
 
 
 @dataclass
@@ -56,6 +57,12 @@ class TrainConfig:
         seed: data order and initial noise.
         amp: "off", "bf16" or "fp16" (with a GradScaler) autocast of the network on CUDA.
         channels_last: channels_last weights and activations on CUDA.
+        optimizer: "sgd" (the paper's, with ``momentum``) or "adamw" (``weight_decay`` then
+            is AdamW's decoupled decay).
+        augment: training augmentation (:mod:`almdn.data.augment`): "auto" (SSD's recipe for
+            SSD models, horizontal flip for Faster R-CNN), "ssd", "flip" or "none".
+        zoom_out_max: the zoom-out's largest canvas, in image sides (SSD: 4).
+        hflip: whether the augmentation flips horizontally (off for mirror-sensitive classes).
     """
 
     iterations: int = 120_000
@@ -76,6 +83,10 @@ class TrainConfig:
     seed: int = 0
     amp: str = "off"
     channels_last: bool = False
+    optimizer: str = "sgd"
+    augment: str = "auto"
+    zoom_out_max: float = 4.0
+    hflip: bool = True
 
     @classmethod
     def paper(cls) -> TrainConfig:
@@ -118,16 +129,26 @@ class TrainResult:
 
 
 class _ResumableSampler(Sampler[int]):
-    """An endless stream of indices, a fresh seeded permutation per epoch, from ``start``."""
+    """An endless stream of indices, a fresh seeded permutation per epoch, from ``start``.
 
-    def __init__(self, size: int, seed: int, start: int = 0):
-        self.size, self.seed, self.start = size, seed, start
+    With ``keyed`` it yields ``(index, position)`` pairs, ``position`` being the place in the
+    stream: the seed of that sample's augmentation (:class:`~almdn.data.augment.AugmentedDataset`).
+    """
 
-    def __iter__(self) -> Iterator[int]:
+    def __init__(self, size: int, seed: int, start: int = 0, keyed: bool = False):
+        self.size, self.seed, self.start, self.keyed = size, seed, start, keyed
+
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
         epoch, offset = divmod(self.start, self.size)
+        position = self.start
         while True:
             g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            yield from torch.randperm(self.size, generator=g)[offset:].tolist()
+            indices = torch.randperm(self.size, generator=g)[offset:].tolist()
+            if self.keyed:
+                yield from zip(indices, range(position, position + len(indices)))
+            else:
+                yield from indices
+            position += len(indices)
             epoch, offset = epoch + 1, 0
 
 
@@ -174,7 +195,7 @@ def train(
         warnings.warn(precision.note, stacklevel=2)
     apply_channels_last(model, precision)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(params, config)
     # Disabled (every call a pass-through) unless fp16 autocast needs loss scaling.
     scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
     if ddp and ddp.rank > 0:
@@ -221,7 +242,10 @@ def train(
             _write_history(ckpt_path.parent / "history.csv", history)
         distributed.barrier()  # nobody reads or resumes before the file is complete
 
-    sampler: Sampler[int] = _ResumableSampler(len(dataset), config.seed, start * config.batch_size)
+    transform = build_transform(augment_config(config, dataset), two_stage=isinstance(model, MixtureFasterRCNN))
+    if transform is not None:
+        dataset = AugmentedDataset(dataset, transform, config.seed)
+    sampler: Sampler[int] = _ResumableSampler(len(dataset), config.seed, start * config.batch_size, keyed=transform is not None)
     net: torch.nn.Module = model
     if ddp:
         sampler = distributed.RankSliceSampler(sampler, config.batch_size, ddp.rank, ddp.world_size)
@@ -302,6 +326,27 @@ def train(
     bar.close()
     model.eval()
     return TrainResult(iteration, time.perf_counter() - t0, history, skipped, stopped)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW, as ``config.optimizer`` says."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'sgd' or 'adamw'.")
+
+
+def augment_config(config: TrainConfig, dataset: Dataset) -> AugmentConfig:
+    """The augmentation of ``config``; the zoom-out canvas takes the dataset's mean colour
+    where the dataset knows it (``mean_color``), else ImageNet's."""
+    fill = getattr(dataset, "mean_color", None)
+    return AugmentConfig(
+        policy=config.augment,  # type: ignore[arg-type]
+        zoom_out_max=config.zoom_out_max,
+        hflip=config.hflip,
+        **({"fill": tuple(fill)} if fill is not None else {}),
+    )
 
 
 def _loss_values(loss: torch.Tensor, losses: dict[str, torch.Tensor], reduce: bool) -> tuple[float, dict[str, float]]:

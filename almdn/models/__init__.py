@@ -10,7 +10,7 @@ from typing import Any
 
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
-from almdn.models.backbones import mobilenet_v2_backbone, small_backbone, vgg16_backbone
+from almdn.models.backbones import mobilenet_v2_backbone, mobilenet_v2_small_backbone, small_backbone, vgg16_backbone
 from almdn.models.heads import HEAD_TYPES, build_head
 from almdn.models.loss_prediction import LossPredictionModule
 from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
@@ -38,6 +38,13 @@ def _mobilenet_v2(pretrained: bool, extras_dropout: float, image_size: int):
     return backbone, anchors, (image_size, image_size), _IMAGENET_MEAN, _IMAGENET_STD, 128
 
 
+def _mobilenet_v2_small(pretrained: bool, extras_dropout: float, image_size: int):
+    backbone = mobilenet_v2_small_backbone(pretrained, extras_dropout=extras_dropout)
+    # Strides 8..64; at 128 px the anchors' sides run from 13 to 115 px.
+    anchors = DefaultBoxGenerator([[2]] * 4, scales=[0.1, 0.2, 0.4, 0.65, 0.9])
+    return backbone, anchors, (image_size, image_size), _IMAGENET_MEAN, _IMAGENET_STD, 64
+
+
 def _vgg16(pretrained: bool, extras_dropout: float, image_size: int):
     if image_size != 300:
         raise ValueError("ssd300_vgg16 has a fixed input size of 300")
@@ -55,6 +62,7 @@ def _vgg16(pretrained: bool, extras_dropout: float, image_size: int):
 ARCHITECTURES = {
     "ssd_small": (_small, 128),
     "ssd_mobilenet_v2": (_mobilenet_v2, 320),
+    "ssd_mobilenet_v2_small": (_mobilenet_v2_small, 128),
     "ssd300_vgg16": (_vgg16, 300),
 }
 # Every architecture build_model accepts: the SSDs above and the Faster R-CNNs of frcnn.py.

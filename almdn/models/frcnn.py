@@ -47,7 +47,7 @@ from torchvision.ops import MultiScaleRoIAlign, batched_nms
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from almdn.losses import LocDensity, mixture_cross_entropy, mixture_nll, perturbed_class_logits
+from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, class_loss_function, mixture_nll, perturbed_class_logits
 from almdn.models.backbones import load_imagenet_state_dict
 from almdn.models.heads import check_mixture_head
 from almdn.models.ssd import MixtureSSD
@@ -155,6 +155,7 @@ class MixtureRoIHeads(RoIHeads):
         loc_density: "paper" or "reference" Gaussian, see :mod:`almdn.losses`.
         min_variance: floor on every predicted variance.
         eps: the epsilon inside the log of Eq. 3.
+        cls_loss: "eq5" (Eq. 5 / 9) or "type2" (mixture likelihood of the target class).
         min_box_size: detections narrower or lower than this (pixels) are dropped, as
             torchvision's ``remove_small_boxes`` does (1e-2).
     """
@@ -167,9 +168,11 @@ class MixtureRoIHeads(RoIHeads):
         min_variance: float = 1e-6,
         eps: float = 1e-9,
         min_box_size: float = 1e-2,
+        cls_loss: ClassLoss = DEFAULT_CLS_LOSS,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.cls_loss = cls_loss
         self.eta = eta
         self.loc_density = loc_density
         self.min_variance = min_variance
@@ -216,7 +219,7 @@ class MixtureRoIHeads(RoIHeads):
         cls_means, cls_var = raw["cls_means"], raw["cls_var_logits"]
         noise = None if cls_var is None else torch.randn_like(cls_means)
         logits = perturbed_class_logits(cls_means, cls_var, noise)
-        cls = mixture_cross_entropy(logits, raw["cls_weight_logits"], labels).sum() / num
+        cls = class_loss_function(self.cls_loss)(logits, raw["cls_weight_logits"], labels).sum() / num
 
         pos = torch.nonzero(labels > 0).squeeze(1)
         box_set = labels[pos] if raw["bbox_means"].shape[1] > 1 else torch.zeros_like(pos)
@@ -322,7 +325,7 @@ class MixtureFasterRCNN(FasterRCNN):
         score_thresh, nms_thresh, detections_per_img: the RoI stage's post-processing
             (torchvision's ``box_score_thresh`` 0.05, ``box_nms_thresh`` 0.5,
             ``box_detections_per_img`` 100).
-        eta, loc_density, min_variance, eps, min_box_size: see :class:`MixtureRoIHeads`.
+        eta, loc_density, min_variance, eps, min_box_size, cls_loss: see :class:`MixtureRoIHeads`.
         kwargs: every other ``FasterRCNN`` argument (transform sizes, RPN, RoI sampling,
             ``box_roi_pool``, ``box_head``, ...).
     """
@@ -349,6 +352,7 @@ class MixtureFasterRCNN(FasterRCNN):
         min_variance: float = 1e-6,
         eps: float = 1e-9,
         min_box_size: float = 1e-2,
+        cls_loss: ClassLoss = DEFAULT_CLS_LOSS,
         **kwargs: Any,
     ) -> None:
         image_mean = image_mean or [0.485, 0.456, 0.406]
@@ -378,6 +382,7 @@ class MixtureFasterRCNN(FasterRCNN):
             min_variance=min_variance,
             eps=eps,
             min_box_size=min_box_size,
+            cls_loss=cls_loss,
         )
         self.transform = MixtureRCNNTransform(
             t.min_size, t.max_size, t.image_mean, t.image_std, t.size_divisible, t.fixed_size, _skip_resize=t._skip_resize

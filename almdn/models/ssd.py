@@ -19,7 +19,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import batched_nms, box_iou
 
-from almdn.losses import LocDensity, detection_loss, log_variance
+from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, detection_loss, log_variance
 from almdn.models.backbones import SSDBackbone
 from almdn.models.loss_prediction import loss_prediction_loss
 from almdn.uncertainty import (
@@ -53,6 +53,8 @@ class MixtureSSD(nn.Module):
         loc_density: "paper" (sigmoid output is the variance) or "reference" (the authors'
             code: std with a 0.3 offset in the normaliser); see :mod:`almdn.losses`.
         min_variance: floor on every predicted variance.
+        cls_loss: classification loss, "eq5" (the paper's Eq. 5 / 9) or "type2" (the mixture
+            likelihood of the target class; see :func:`almdn.losses.mixture_class_nll`).
         class_names: the C object class names (label i is ``class_names[i-1]``).
         loss_prediction: an optional LLAL :class:`~almdn.models.loss_prediction.LossPredictionModule`
             on the feature maps; trained jointly (``loss_loss_prediction``, weight
@@ -77,6 +79,7 @@ class MixtureSSD(nn.Module):
         eta: float = 2.0,
         loc_density: LocDensity = "paper",
         min_variance: float = 1e-6,
+        cls_loss: ClassLoss = DEFAULT_CLS_LOSS,
         class_names: list[str] | None = None,
         loss_prediction: nn.Module | None = None,
         loss_prediction_weight: float = 1.0,
@@ -102,6 +105,7 @@ class MixtureSSD(nn.Module):
         self.eta = eta
         self.loc_density = loc_density
         self.min_variance = min_variance
+        self.cls_loss = cls_loss
         self.class_names = list(class_names) if class_names else [str(i) for i in range(1, num_classes)]
         self.loss_prediction = loss_prediction
         self.loss_prediction_weight = loss_prediction_weight
@@ -179,6 +183,7 @@ class MixtureSSD(nn.Module):
             density=self.loc_density,
             min_variance=self.min_variance,
             per_image=per_image,
+            cls_loss=self.cls_loss,
         )
 
     # ---------------------------------------------------------------- inference
