@@ -14,6 +14,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402
 
+from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS  # noqa: E402
+
 from almdn.cli_errors import UserError, friendly, skipped_exit  # noqa: E402
 
 
@@ -69,6 +71,7 @@ def _model_options(func):
         click.option("--head", default="gmm", show_default=True, type=click.Choice(["gmm", "eff", "plain"])),
         click.option("-K", "--components", "components", default=4, show_default=True, help="Mixture components K."),
         click.option("--loc-density", default="paper", show_default=True, type=click.Choice(["paper", "reference"])),
+        click.option("--cls-loss", default=DEFAULT_CLS_LOSS, show_default=True, type=click.Choice(list(CLASS_LOSSES)), help="Classification loss: eq5 (the paper's Eq. 5) or type2 (mixture likelihood; keeps the class mixture from collapsing)."),
         click.option("--extras-dropout", default=0.0, show_default=True, help="Dropout on the extra layers (MC-dropout: 0.1)."),
     ]
     for option in reversed(options):
@@ -92,9 +95,12 @@ def _model_options(func):
 @click.option("--workers", default=0, show_default=True, help="Data-loading worker processes.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run folder's checkpoint.")
 @click.option("--no-pretrained", is_flag=True, help="Do not load ImageNet backbone weights.")
+@click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]), help="Optimizer (default: the preset's).")
+@click.option("--augment", default="auto", show_default=True, type=click.Choice(["auto", "ssd", "flip", "none"]), help="Training augmentation: auto = SSD's recipe for SSD, flip for Faster R-CNN.")
+@click.option("--no-hflip", is_flag=True, help="Never flip horizontally (for classes a mirror changes, such as digits).")
 @_precision_options
 @friendly
-def train(data, test_data, out, arch, head, components, loc_density, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, amp, channels_last) -> None:
+def train(data, test_data, out, arch, head, components, loc_density, cls_loss, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, optimizer, augment, no_hflip, amp, channels_last) -> None:
     """Train a mixture-density SSD, then evaluate it on the test split.
 
     Multi-GPU / multi-process: torchrun --nproc_per_node N -m almdn.cli train ... (DDP; the
@@ -113,11 +119,13 @@ def train(data, test_data, out, arch, head, components, loc_density, extras_drop
 
     train_set = CocoDetectionDataset(_resolve_annotations(data, "train"))
     config = TrainConfig.demo(iterations or 900) if preset == "demo" else TrainConfig.paper()
-    overrides = {"iterations": iterations, "batch_size": batch_size, "lr": lr, "warmup_iters": warmup_iters}
+    overrides = {"iterations": iterations, "batch_size": batch_size, "lr": lr, "warmup_iters": warmup_iters, "optimizer": optimizer}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if milestones:
         overrides["milestones"] = tuple(int(m) for m in milestones.split(","))
-    config = dataclasses.replace(config, seed=seed, num_workers=workers, amp=amp, channels_last=channels_last, **overrides)
+    config = dataclasses.replace(
+        config, seed=seed, num_workers=workers, amp=amp, channels_last=channels_last, augment=augment, hflip=not no_hflip, **overrides
+    )
     ctx = _join_torchrun(device)
     if config.batch_size % ctx.world_size:
         raise UserError(f"The batch size {config.batch_size} cannot be split evenly over {ctx.world_size} processes; choose a multiple of {ctx.world_size}.")
@@ -137,6 +145,7 @@ def train(data, test_data, out, arch, head, components, loc_density, extras_drop
             pretrained=not no_pretrained,
             extras_dropout=extras_dropout,
             loc_density=loc_density,
+            cls_loss=cls_loss,
         )
     result = run_training(model, train_set, config, out_dir=out_dir, device=device, resume=resume)
     if not ctx.is_main:
@@ -146,12 +155,42 @@ def train(data, test_data, out, arch, head, components, loc_density, extras_drop
     test_path = Path(test_data) if test_data else Path(data) / "annotations" / "test.json"
     if test_path.is_file():
         test_set = CocoDetectionDataset(test_path, class_names=train_set.classes)
-        metrics.update(_scalar_metrics(evaluate(model, test_set, device=device, progress=True)))
+        full = evaluate(model, test_set, device=device, progress=True)
+        metrics.update(_scalar_metrics(full))
+        metrics.update({k: full[k] for k in ("mixture_collapse", "uncertainty_quality")})
         click.echo(_metrics_line(metrics))
+        _echo_quality(full)
     save_checkpoint(out_dir / "model.pt", model, metrics=metrics, train_config=dataclasses.asdict(config))
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     click.echo(f"Model saved to {out_dir / 'model.pt'}.")
     distributed.shutdown()
+
+
+def _echo_quality(metrics: dict) -> None:
+    """The mixture-collapse and uncertainty-quality lines of an evaluation, with a warning
+    when the class mixture has collapsed."""
+    from almdn.engine.quality import collapse_warning, headline
+
+    flat = headline(metrics)
+
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    click.echo(
+        f"Class mixture: {fmt(flat['cls_collapsed_fraction'])} collapsed, {fmt(flat['cls_effective_components'])} effective components; "
+        f"box mixture: {fmt(flat['box_collapsed_fraction'])} collapsed, {fmt(flat['box_effective_components'])} effective components."
+    )
+    click.echo(
+        "AUROC for false vs true positives: "
+        + ", ".join(f"{name} {fmt(flat['auroc_' + name])}" for name in ("cls_aleatoric", "cls_epistemic", "cls_entropy", "one_minus_score"))
+    )
+    click.echo(
+        "Box uncertainty vs 1 - IoU (Spearman, true positives): "
+        + ", ".join(f"{name} {fmt(flat['spearman_' + name])}" for name in ("loc_aleatoric", "loc_epistemic"))
+    )
+    warning = collapse_warning(metrics["mixture_collapse"])
+    if warning:
+        click.echo(f"Warning: {warning}")
 
 
 def _scalar_metrics(metrics: dict) -> dict:
@@ -167,20 +206,23 @@ def _metrics_line(m: dict) -> str:
 @click.option("--data", required=True, help="Dataset folder or COCO json file.")
 @click.option("--split", default="test", show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", default=None, type=click.Path(), help="Also write the metrics as JSON here.")
+@click.option("--out", default=None, type=click.Path(), help="Also write the metrics, mixture-collapse and uncertainty-quality reports as JSON here.")
+@click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score enter the collapse and uncertainty-quality reports.")
 @friendly
-def evaluate(checkpoint, data, split, device, out) -> None:
-    """mAP@0.5 / @0.75 (pycocotools) and VOC07 11-point mAP of a trained model."""
+def evaluate(checkpoint, data, split, device, out, conf_threshold) -> None:
+    """mAP@0.5 / @0.75 (pycocotools) and VOC07 11-point mAP of a trained model, the collapse of
+    its mixtures and how well its uncertainties predict its false positives."""
     from almdn.data.coco import CocoDetectionDataset
     from almdn.engine.checkpoint import load_model
     from almdn.engine.inference import evaluate as run_eval
 
     model = load_model(checkpoint, device="cpu")
     dataset = CocoDetectionDataset(_resolve_annotations(data, split), class_names=model.class_names)
-    metrics = run_eval(model, dataset, device=device, progress=True)
+    metrics = run_eval(model, dataset, device=device, progress=True, conf_threshold=conf_threshold)
     click.echo(_metrics_line(metrics))
     for label, ap in sorted(metrics["per_class_ap50"].items()):
         click.echo(f"  {model.class_names[int(label) - 1]:>12s}  AP@0.5 {ap:.3f}")
+    _echo_quality(metrics)
     if out:
         Path(out).write_text(json.dumps(metrics, indent=2, default=float))
 

@@ -37,10 +37,17 @@ from almdn.acquisition.selection import select_batch
 from almdn.data.coco import CocoDetectionDataset, write_coco
 from almdn.engine.checkpoint import load_model, save_checkpoint
 from almdn.engine.inference import evaluate, predict
+from almdn.engine.quality import headline
 from almdn.engine.train import TrainConfig, train
 from almdn.models import build_model
 
 METRIC_KEYS = ("map50", "map75", "map", "voc07_map50")
+#: Flat mixture-collapse and uncertainty-quality numbers recorded per cycle (:func:`almdn.engine.quality.headline`).
+QUALITY_KEYS = (
+    "cls_collapsed_fraction", "cls_effective_components", "box_collapsed_fraction", "box_effective_components",
+    "auroc_cls_aleatoric", "auroc_cls_epistemic", "auroc_cls_entropy", "auroc_one_minus_score",
+    "spearman_loc_aleatoric", "spearman_loc_epistemic", "auroc_iou75_loc_aleatoric", "auroc_iou75_loc_epistemic",
+)
 
 
 @dataclass
@@ -62,7 +69,8 @@ class ExperimentConfig:
         cycles: trained models per run (the first on the initial set).
         seeds: independent trials (different initial sets and initialisations).
         methods: acquisition methods (see :mod:`almdn.acquisition.methods`).
-        conf_threshold: detections kept for scoring.
+        conf_threshold: detections kept for scoring (and for the uncertainty-quality report).
+        low_threshold: detections a score-weighted method reads (``almdn_weighted``).
         no_detection: policy for pool images without a kept detection ("last" or "random").
         mc_passes, mc_dropout, ensemble_size: the multi-pass baselines' settings.
         transfer: architectures trained on each acquired set afterwards (Tab. 7), with
@@ -80,6 +88,7 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     methods: list[str] = field(default_factory=lambda: ["almdn", "random"])
     conf_threshold: float = 0.5
+    low_threshold: float = 0.05
     no_detection: str = "last"
     mc_passes: int = 25
     mc_dropout: float = 0.1
@@ -199,8 +208,11 @@ class ModelSpec:
 class ModelCache:
     """Trained, evaluated models under ``root/<key>/`` (model.pt, metrics.json, spec.json)."""
 
-    def __init__(self, root: Path, train_set: CocoDetectionDataset, test_set: CocoDetectionDataset, device: str, log: Callable[[str], None]):
+    def __init__(
+        self, root: Path, train_set: CocoDetectionDataset, test_set: CocoDetectionDataset, device: str, log: Callable[[str], None], conf_threshold: float = 0.5
+    ):
         self.root, self.train_set, self.test_set, self.device, self.log = Path(root), train_set, test_set, device, log
+        self.conf_threshold = conf_threshold
 
     def get(self, spec: ModelSpec, progress: bool = True) -> tuple[Any, dict]:
         """The model of ``spec`` and its test metrics, trained and evaluated if not cached."""
@@ -216,10 +228,13 @@ class ModelCache:
         self.log(f"  training {spec.build.get('arch')}/{spec.build.get('head')} on {len(subset)} images ({folder.name})")
         result = train(model, subset, config, out_dir=folder, device=self.device, resume=True, progress=progress)
         t0 = time.perf_counter()
-        metrics = evaluate(model, self.test_set, device=self.device)
+        full = evaluate(model, self.test_set, device=self.device, conf_threshold=self.conf_threshold)
         eval_seconds = time.perf_counter() - t0
-        metrics = {k: float(metrics[k]) for k in METRIC_KEYS}
+        metrics = {k: float(full[k]) for k in METRIC_KEYS}
+        metrics.update(headline(full))
         metrics.update(
+            mixture_collapse=full["mixture_collapse"],
+            uncertainty_quality=full["uncertainty_quality"],
             train_seconds=result.seconds,
             eval_s_per_image=eval_seconds / max(len(self.test_set), 1),
             parameters=sum(p.numel() for p in model.parameters()),
@@ -239,13 +254,14 @@ class Experiment:
         self.config, self.out, self.progress, self.log = config, Path(out_dir), progress, log
         self.train_set, self.test_set = load_datasets(config, progress, cache_dir=self.out)
         self.all_ids = [int(i) for i in self.train_set.image_ids]
-        self.cache = ModelCache(self.out / "models", self.train_set, self.test_set, config.device, log)
+        self.cache = ModelCache(self.out / "models", self.train_set, self.test_set, config.device, log, config.conf_threshold)
+        self._boxes = {int(i): int(len(t["boxes"])) for i, t in zip(self.train_set.image_ids, self.train_set.targets())}
         self._check_same_protocol()
         self.out.mkdir(parents=True, exist_ok=True)
         _write_json(self.out / "config.json", dataclasses.asdict(config))
 
     #: Settings a results folder is tied to; methods, seeds, transfer and device may change.
-    PROTOCOL_KEYS = ("data", "model", "train", "initial", "budget", "cycles", "conf_threshold", "no_detection", "mc_passes", "mc_dropout", "ensemble_size", "transfer_head")
+    PROTOCOL_KEYS = ("data", "model", "train", "initial", "budget", "cycles", "conf_threshold", "low_threshold", "no_detection", "mc_passes", "mc_dropout", "ensemble_size", "transfer_head")
 
     def _check_same_protocol(self) -> None:
         """Refuse to mix results of different protocols in one folder (cached models are keyed
@@ -303,8 +319,11 @@ class Experiment:
             "seed": seed,
             "cycle": cycle,
             "num_labeled": len(labeled),
+            "num_boxes": sum(self._boxes[i] for i in labeled),
             "labeled_ids": labeled,
             **{k: metrics[k] for k in METRIC_KEYS},
+            # the first model's mixture collapse and uncertainty quality on the test split
+            **{k: metrics.get(k) for k in QUALITY_KEYS},
             "model_keys": [s.key() for s in specs],
             "parameters": metrics["parameters"] * method.members,  # the method's size: all its members
             "train_seconds": sum(m["train_seconds"] for _, m in trained),
@@ -326,6 +345,7 @@ class Experiment:
                 budget=cfg.budget,
                 seed=seed * 1000 + cycle,
                 conf_threshold=cfg.conf_threshold,
+                low_threshold=cfg.low_threshold,
                 mc_passes=cfg.mc_passes,
                 batch_size=cfg.batch_size,
                 device=cfg.device,
@@ -338,6 +358,7 @@ class Experiment:
             scores_path.parent.mkdir(parents=True, exist_ok=True)
             result.table.to_csv(scores_path, index=False)
             record.update(
+                unscored_fraction=float(result.scores.isna().mean()) if len(result.scores) else 0.0,
                 selected_ids=selection.image_ids,
                 selected_by_score=selection.by_score,
                 acquisition_seconds=result.seconds + predict_seconds,

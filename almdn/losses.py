@@ -202,20 +202,31 @@ def detection_loss(
     num_pos = int(foreground.sum())
     cls_means = head_outputs["cls_means"]
     cls_var_logits = head_outputs.get("cls_var_logits")
+    weight_logits = head_outputs["cls_weight_logits"]
     noise = None
     if cls_var_logits is not None:
         noise = torch.randn(cls_means.shape, generator=generator, device=cls_means.device, dtype=cls_means.dtype)
-    logits = perturbed_class_logits(cls_means, cls_var_logits, noise)
-    anchor_cls_loss = class_loss_function(cls_loss)(logits, head_outputs["cls_weight_logits"], cls_targets)
-    negatives = hard_negative_mask(anchor_cls_loss, foreground, neg_to_pos_ratio)
+    loss_fn = class_loss_function(cls_loss)
+    # Hard negatives are ranked by the loss of every anchor, but only the positives and the
+    # mined negatives (a few hundred of tens of thousands of anchors) enter the loss: rank
+    # without a graph, then evaluate the same loss, with the same noise draw, on those anchors
+    # alone. Same value and gradient as the loss over all anchors masked, at a fraction of the
+    # backward pass.
+    with torch.no_grad():
+        ranking = loss_fn(perturbed_class_logits(cls_means, cls_var_logits, noise), weight_logits, cls_targets)
+    negatives = hard_negative_mask(ranking, foreground, neg_to_pos_ratio)
 
     if num_pos == 0:
         # Eq. 6: the loss is 0 without positives; multiply to keep the graph for backward().
-        zero = anchor_cls_loss.sum() * 0.0 + head_outputs["bbox_means"].sum() * 0.0
+        zero = cls_means.sum() * 0.0 + head_outputs["bbox_means"].sum() * 0.0
         out = {"loss_localization": zero, "loss_classification": zero.clone()}
         if per_image:
             out["per_image"] = zero.expand(cls_targets.shape[0]).clone()
         return out
+
+    selected = foreground | negatives
+    pick = lambda t: None if t is None else t[selected]  # noqa: E731
+    selected_loss = loss_fn(perturbed_class_logits(cls_means[selected], pick(cls_var_logits), pick(noise)), weight_logits[selected], cls_targets[selected])
 
     pos_means = head_outputs["bbox_means"][foreground]  # (P, K, 4)
     pos_targets = loc_targets[foreground]  # (P, 4)
@@ -234,11 +245,10 @@ def detection_loss(
             min_variance=min_variance,
         ).sum(-1)  # (P,): summed over the 4 coordinates
         loc_weight = 1.0 / eta
-    cls = anchor_cls_loss[foreground].sum() + anchor_cls_loss[negatives].sum()
-    out = {"loss_localization": loc.sum() * loc_weight / num_pos, "loss_classification": cls / num_pos}
+    out = {"loss_localization": loc.sum() * loc_weight / num_pos, "loss_classification": selected_loss.sum() / num_pos}
     if per_image:
         image_of_positive = foreground.nonzero()[:, 0]
         loc_i = torch.zeros(cls_targets.shape[0], dtype=loc.dtype, device=loc.device).index_add(0, image_of_positive, loc)
-        cls_i = (anchor_cls_loss * (foreground | negatives)).sum(1)
+        cls_i = torch.zeros_like(loc_i).index_add(0, selected.nonzero()[:, 0], selected_loss.to(loc_i.dtype))
         out["per_image"] = (loc_i * loc_weight + cls_i) / foreground.sum(1).clamp_min(1)
     return out

@@ -18,18 +18,24 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from almdn.acquisition.scoring import SHORT_NAMES
-from almdn.loop import read_records
+from almdn.loop import QUALITY_KEYS, read_records
 
 CSV_COLUMNS = [
-    "method", "seed", "cycle", "num_labeled", "map50", "map75", "map", "voc07_map50",
-    "parameters", "train_seconds", "eval_s_per_image", "acquisition_s_per_image", "selected_by_score",
+    "method", "seed", "cycle", "num_labeled", "num_boxes", "map50", "map75", "map", "voc07_map50",
+    "parameters", "train_seconds", "eval_s_per_image", "acquisition_s_per_image", "selected_by_score", "unscored_fraction",
+    *QUALITY_KEYS,
 ]
 
 
 def curves(records: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean and sample std (ddof=1) over seeds of ``metric`` per method and cycle."""
+    """Mean and sample std (ddof=1) over seeds of ``metric`` per method and cycle, with the
+    mean labeled images (and boxes, where recorded) at each cycle."""
+    if "num_boxes" not in records:
+        records = records.assign(num_boxes=np.nan)
     grouped = records.groupby(["method", "cycle"])
-    table = grouped.agg(num_labeled=("num_labeled", "mean"), mean=(metric, "mean"), std=(metric, "std"), seeds=("seed", "nunique"))
+    table = grouped.agg(
+        num_labeled=("num_labeled", "mean"), num_boxes=("num_boxes", "mean"), mean=(metric, "mean"), std=(metric, "std"), seeds=("seed", "nunique")
+    )
     return table.reset_index()
 
 
@@ -38,7 +44,7 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def _method_order(methods) -> list[str]:
-    preferred = ["random", "entropy", "coreset", "llal", "mc_dropout", "ensemble", "almdn", "almdn_eff"]
+    preferred = ["random", "entropy", "coreset", "llal", "mc_dropout", "ensemble", "almdn", "almdn_eq5", "almdn_type2", "almdn_weighted", "almdn_eff"]
     return sorted(methods, key=lambda m: (preferred.index(m) if m in preferred else len(preferred), m))
 
 
@@ -78,10 +84,10 @@ def overlap_table(out_dir: str | Path, method: str, budget: int) -> pd.DataFrame
     return pd.DataFrame(np.mean(mats, axis=0), index=names, columns=names)
 
 
-def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
-    """Labeled images at which a mean curve first reaches ``target`` (linear interpolation
-    between cycles); NaN if it never does."""
-    xs, ys = curve["num_labeled"].to_numpy(float), curve["mean"].to_numpy(float)
+def labels_to_reach(curve: pd.DataFrame, target: float, cost: str = "num_labeled") -> float:
+    """Labeled images (``cost="num_boxes"``: labeled boxes) at which a mean curve first reaches
+    ``target`` (linear interpolation between cycles); NaN if it never does."""
+    xs, ys = curve[cost].to_numpy(float), curve["mean"].to_numpy(float)
     for i, (x, y) in enumerate(zip(xs, ys)):
         if y >= target:
             if i == 0:
@@ -93,12 +99,14 @@ def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
 
 def comparison_with_random(records: pd.DataFrame) -> list[dict]:
     """For each method: its mean mAP@0.5 gain over random per cycle after the first, and the
-    labels it needs to reach random's final mean mAP@0.5 (as a fraction of random's)."""
+    labels it needs to reach random's final mean mAP@0.5 (as a fraction of random's), in
+    images and in boxes (a user paying per box pays for crowded images)."""
     c = curves(records, "map50")
     rand = c[c["method"] == "random"].sort_values("cycle")
     if rand.empty:
         return []
     target, rand_labels = float(rand["mean"].iloc[-1]), float(rand["num_labeled"].iloc[-1])
+    rand_boxes = float(rand["num_boxes"].iloc[-1])
     out = []
     for m in _method_order(c["method"].unique()):
         if m == "random":
@@ -108,6 +116,7 @@ def comparison_with_random(records: pd.DataFrame) -> list[dict]:
         later = joined[joined["cycle"] > 0]
         gains = (100 * (later["mean"] - later["mean_random"])).tolist()
         reach = labels_to_reach(cur, target)
+        reach_boxes = labels_to_reach(cur, target, "num_boxes")
         out.append({
             "method": m,
             "gain_per_cycle": gains,
@@ -115,6 +124,8 @@ def comparison_with_random(records: pd.DataFrame) -> list[dict]:
             "min_gain": float(np.min(gains)) if gains else float("nan"),
             "labels_to_random_final": reach,
             "fraction_of_random_labels": reach / rand_labels if rand_labels else float("nan"),
+            "boxes_to_random_final": reach_boxes,
+            "fraction_of_random_boxes": reach_boxes / rand_boxes if rand_boxes else float("nan"),
         })
     return out
 
@@ -153,23 +164,24 @@ def selection_profile(records: pd.DataFrame, coco: dict) -> pd.DataFrame:
 
 
 def figure(records: pd.DataFrame, title: str) -> go.Figure:
-    """mAP@0.5 and mAP@0.75 against labeled images, mean ± std over seeds per method."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mAP@0.5", "mAP@0.75"))
+    """mAP@0.5 and mAP@0.75 against labeled images, and mAP@0.5 against labeled boxes, mean ±
+    std over seeds per method."""
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("mAP@0.5", "mAP@0.75", "mAP@0.5 against labeled boxes"))
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-    for col, metric in enumerate(("map50", "map75"), start=1):
+    for col, (metric, cost) in enumerate((("map50", "num_labeled"), ("map75", "num_labeled"), ("map50", "num_boxes")), start=1):
         c = curves(records, metric)
         for i, m in enumerate(_method_order(c["method"].unique())):
             cur = c[c["method"] == m].sort_values("cycle")
             fig.add_trace(
                 go.Scatter(
-                    x=cur["num_labeled"], y=100 * cur["mean"], error_y={"type": "data", "array": 100 * cur["std"].fillna(0)},
+                    x=cur[cost], y=100 * cur["mean"], error_y={"type": "data", "array": 100 * cur["std"].fillna(0)},
                     mode="lines+markers", name=m, legendgroup=m, showlegend=col == 1, line={"color": palette[i % len(palette)]},
                 ),
                 row=1, col=col,
             )
-        fig.update_xaxes(title_text="labeled images", row=1, col=col)
+        fig.update_xaxes(title_text="labeled boxes" if cost == "num_boxes" else "labeled images", row=1, col=col)
         fig.update_yaxes(title_text="%", row=1, col=col)
-    fig.update_layout(title=title, template="plotly_white", height=450, width=1000)
+    fig.update_layout(title=title, template="plotly_white", height=450, width=1400)
     return fig
 
 
@@ -207,14 +219,25 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
         "",
         map_table(records, "map75"),
     ]
+    if "num_boxes" in records:
+        md += ["", "## Labeled boxes per cycle (mean over seeds)", "", cost_table(records)]
     comparison = comparison_with_random(records)
     if comparison:
-        md += ["", "## Against random sampling (mAP@0.5)", "", "| method | gain per cycle after the first (points) | mean gain | labels to reach random's final mAP | fraction of random's labels |", "|---|---|---|---|---|"]
+        md += [
+            "", "## Against random sampling (mAP@0.5)", "",
+            "| method | gain per cycle after the first (points) | mean gain | images to reach random's final mAP | fraction of random's images | boxes to reach it | fraction of random's boxes |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for row in comparison:
             gains = ", ".join(f"{g:+.2f}" for g in row["gain_per_cycle"])
-            reach = "not reached" if np.isnan(row["labels_to_random_final"]) else f"{row['labels_to_random_final']:.0f}"
-            frac = "" if np.isnan(row["fraction_of_random_labels"]) else f"{100 * row['fraction_of_random_labels']:.0f}%"
-            md.append(f"| {row['method']} | {gains} | {row['mean_gain']:+.2f} | {reach} | {frac} |")
+            md.append(
+                f"| {row['method']} | {gains} | {row['mean_gain']:+.2f} | {_reach(row['labels_to_random_final'])} | {_percent(row['fraction_of_random_labels'])} "
+                f"| {_reach(row['boxes_to_random_final'])} | {_percent(row['fraction_of_random_boxes'])} |"
+            )
+    if "cls_collapsed_fraction" in records:
+        md += ["", "## Mixture collapse and uncertainty quality of each cycle's model (test split, mean over seeds)", "", quality_table(records)]
+    if "unscored_fraction" in records:
+        md += ["", "## Pool images the score could not rank (no detection above its threshold), %", "", _per_cycle_table(records, "unscored_fraction", 100.0)]
     aggregations = [m for m in records["method"].unique() if m.startswith("almdn:")]
     if aggregations:
         md += ["", "## Aggregation functions (Tab. 2), mAP@0.5", "", map_table(records, "map50", ["random", "almdn", *aggregations])]
@@ -237,6 +260,50 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
     (out / "results.md").write_text("\n".join(md) + "\n")
     figure(records, title).write_html(out / "results.html", include_plotlyjs="cdn")
     return {"csv": out / "results.csv", "md": out / "results.md", "html": out / "results.html"}
+
+
+def _reach(value: float) -> str:
+    return "not reached" if np.isnan(value) else f"{value:.0f}"
+
+
+def _percent(value: float) -> str:
+    return "" if np.isnan(value) else f"{100 * value:.0f}%"
+
+
+def _per_cycle_table(records: pd.DataFrame, column: str, scale: float = 1.0, digits: int = 1) -> str:
+    """Mean of ``column`` over seeds, one row per method, one column per cycle."""
+    table = records.groupby(["method", "cycle"])[column].mean().unstack("cycle")
+    cycles = list(table.columns)
+    lines = ["| method | " + " | ".join(f"cycle {c + 1}" for c in cycles) + " |", "|---|" + "---|" * len(cycles)]
+    for m in _method_order(table.index):
+        cells = ["" if pd.isna(v) else f"{scale * v:.{digits}f}" for v in table.loc[m]]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cost_table(records: pd.DataFrame) -> str:
+    """Labeled boxes per method and cycle (mean over seeds): what a user paying per box pays."""
+    return _per_cycle_table(records, "num_boxes", digits=0)
+
+
+def quality_table(records: pd.DataFrame) -> str:
+    """Per method and cycle, mean over seeds: the class mixture's collapsed fraction and
+    effective components, the AUROC of each class signal for false vs true positives, and the
+    Spearman correlation of each box uncertainty with 1 - IoU among true positives."""
+    columns = [
+        ("cls_collapsed_fraction", "class collapsed"), ("cls_effective_components", "class eff. K"),
+        ("box_effective_components", "box eff. K"),
+        ("auroc_cls_aleatoric", "AUROC cls al"), ("auroc_cls_epistemic", "AUROC cls ep"),
+        ("auroc_cls_entropy", "AUROC entropy"), ("auroc_one_minus_score", "AUROC 1-score"),
+        ("spearman_loc_aleatoric", "ρ box al"), ("spearman_loc_epistemic", "ρ box ep"),
+    ]
+    present = [(k, label) for k, label in columns if k in records]
+    grouped = records.groupby(["method", "cycle"])[[k for k, _ in present]].mean()
+    lines = ["| method | cycle | " + " | ".join(label for _, label in present) + " |", "|---|---|" + "---|" * len(present)]
+    for m in _method_order(grouped.index.get_level_values(0).unique()):
+        for cycle, row in grouped.loc[m].iterrows():
+            lines.append(f"| {m} | {cycle + 1} | " + " | ".join("" if pd.isna(row[k]) else f"{row[k]:.3f}" for k, _ in present) + " |")
+    return "\n".join(lines)
 
 
 def _compute_line(out: Path, records: pd.DataFrame) -> str:
@@ -270,4 +337,4 @@ def _transfer_table(transfer: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["comparison_with_random", "curves", "figure", "labels_to_reach", "map_table", "overlap_table", "write_report"]
+__all__ = ["comparison_with_random", "cost_table", "curves", "figure", "labels_to_reach", "map_table", "overlap_table", "quality_table", "write_report"]

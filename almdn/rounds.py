@@ -26,11 +26,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS
 from almdn.store import Store, StoreError
 
 #: Store meta key of a project's round settings (JSON).
 SETTINGS_KEY = "app.round_settings"
-ARCH_CHOICES = ("ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16")
+ARCH_CHOICES = ("ssd_mobilenet_v2_small", "ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16")
 HEAD_CHOICES = ("gmm", "eff")
 
 
@@ -50,8 +51,15 @@ class RoundSettings:
         arch: detector architecture (see :func:`almdn.models.build_model`).
         head: mixture head, "gmm" or "eff".
         num_components: K, mixture components per box coordinate and class.
-        iterations, batch_size, lr: the training schedule (SGD with warm-up and step decay,
+        iterations, batch_size, lr: the training schedule (warm-up and step decay,
             :meth:`almdn.engine.train.TrainConfig.demo` shape).
+        optimizer: "adamw" or "sgd" (the paper's).
+        cls_loss: classification loss, "type2" (mixture likelihood, keeps the class mixture
+            from collapsing) or "eq5" (the paper's Eq. 5).
+        augment: training augmentation ("auto": SSD's recipe; "none" switches it off).
+        hflip: whether the augmentation flips images (off for mirror-sensitive classes).
+        zoom_out_max: the zoom-out's largest canvas in image sides (SSD: 4; smaller keeps
+            small objects above the smallest anchor).
         warm_start: start from the latest model version's weights when it has the same
             architecture, head, K and classes.
         conf_threshold: detections with at least this score count for scoring (Sec. 3.3).
@@ -61,12 +69,17 @@ class RoundSettings:
         score_batch_size: images per inference batch when scoring.
     """
 
-    arch: str = "ssd_small"
+    arch: str = "ssd_mobilenet_v2_small"
     head: str = "gmm"
     num_components: int = 4
     iterations: int = 300
     batch_size: int = 32
-    lr: float = 0.01
+    lr: float = 0.002
+    optimizer: str = "adamw"
+    cls_loss: str = DEFAULT_CLS_LOSS
+    augment: str = "auto"
+    hflip: bool = True
+    zoom_out_max: float = 4.0
     warm_start: bool = True
     conf_threshold: float = 0.5
     aggregation: str = "max_all"
@@ -80,6 +93,12 @@ class RoundSettings:
         problems = []
         if self.arch not in ARCH_CHOICES:
             problems.append(f"architecture '{self.arch}' is not one of {', '.join(ARCH_CHOICES)}")
+        if self.cls_loss not in CLASS_LOSSES:
+            problems.append(f"classification loss '{self.cls_loss}' is not one of {', '.join(CLASS_LOSSES)}")
+        if self.optimizer not in ("sgd", "adamw"):
+            problems.append(f"optimizer '{self.optimizer}' is not sgd or adamw")
+        if self.augment not in ("auto", "ssd", "flip", "none"):
+            problems.append(f"augmentation '{self.augment}' is not one of auto, ssd, flip, none")
         if self.head not in HEAD_CHOICES:
             problems.append(f"head '{self.head}' is not one of {', '.join(HEAD_CHOICES)}")
         if not 1 <= int(self.num_components) <= 16:
@@ -102,7 +121,8 @@ class RoundSettings:
         base = TrainConfig.demo(int(self.iterations))
         # ~100 points on the live loss curve whatever the budget.
         return dataclasses.replace(
-            base, batch_size=int(self.batch_size), lr=float(self.lr), seed=int(self.seed),
+            base, batch_size=int(self.batch_size), lr=float(self.lr), seed=int(self.seed), optimizer=self.optimizer,
+            augment=self.augment, hflip=bool(self.hflip), zoom_out_max=float(self.zoom_out_max), weight_decay=1e-4 if self.optimizer == "adamw" else base.weight_decay,
             log_every=max(1, min(10, int(self.iterations) // 100)), checkpoint_every=max(50, int(self.iterations) // 4),
         )
 
@@ -232,7 +252,7 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
     from almdn.engine.checkpoint import CheckpointError, read_checkpoint
     from almdn.models import build_model, model_from_config
 
-    wanted = {"arch": settings.arch, "head": settings.head, "num_components": int(settings.num_components), "class_names": classes}
+    wanted = {"arch": settings.arch, "head": settings.head, "num_components": int(settings.num_components), "class_names": classes, "cls_loss": settings.cls_loss}
     versions = store.model_versions()
     if settings.warm_start and not versions.empty:
         checkpoint = str(versions.iloc[-1]["checkpoint"])
@@ -249,7 +269,7 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
     torch.manual_seed(int(settings.seed))  # the initial weights are a function of the seed
     model = build_model(
         arch=settings.arch, num_classes=len(classes), head=settings.head, num_components=int(settings.num_components),
-        class_names=classes, pretrained=settings.arch != "ssd_small",
+        class_names=classes, pretrained=settings.arch != "ssd_small", cls_loss=settings.cls_loss,
     )
     return model, None
 
@@ -318,7 +338,7 @@ def run_round(
         test_set = _test_dataset(store, folder, classes)
         if test_set is not None:
             progress(0.8, f"evaluating on {len(test_set)} test images")
-            metrics = {k: v for k, v in evaluate(model, test_set, device=settings.device).items()}
+            metrics = {k: v for k, v in evaluate(model, test_set, device=settings.device, conf_threshold=settings.conf_threshold).items()}
         if should_stop is not None and should_stop():
             raise RoundCancelled()
         n_pool = len(store.image_ids("pool"))

@@ -440,6 +440,56 @@ def learning_curve(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model_version", "name", "round", "num_labeled", "map50", "map75", "map", "voc07_map50", "created_at"])
 
 
+#: The per-version uncertainty-quality columns of :func:`model_quality`, with their labels.
+QUALITY_COLUMNS = {
+    "cls_collapsed_fraction": "class mixture collapsed",
+    "cls_effective_components": "class effective K",
+    "box_effective_components": "box effective K",
+    "auroc_cls_aleatoric": "AUROC cls aleatoric",
+    "auroc_cls_epistemic": "AUROC cls epistemic",
+    "auroc_cls_entropy": "AUROC class entropy",
+    "auroc_one_minus_score": "AUROC 1 - score",
+    "spearman_loc_aleatoric": "Spearman box aleatoric",
+    "spearman_loc_epistemic": "Spearman box epistemic",
+}
+
+
+def model_quality(store: Store) -> pd.DataFrame:
+    """One row per evaluated model version: how collapsed its mixtures are and how well each
+    uncertainty predicts its mistakes on the test split (:mod:`almdn.engine.quality`)."""
+    from almdn.engine.quality import headline
+
+    rows = []
+    for r in store.model_versions().itertuples(index=False):
+        m = r.metrics or {}
+        if "mixture_collapse" not in m or "uncertainty_quality" not in m:
+            continue
+        flat = headline(m)
+        rows.append({"model_version": int(r.model_version_id), "num_labeled": int(r.num_labeled), **{k: flat.get(k) for k in QUALITY_COLUMNS}})
+    return pd.DataFrame(rows, columns=["model_version", "num_labeled", *QUALITY_COLUMNS])
+
+
+def quality_warning(store: Store, model_version: int | None = None) -> str | None:
+    """The plain-language collapse warning of a model version (the latest by default), if any."""
+    from almdn.engine.quality import collapse_warning
+
+    mv = store.latest_model_version() if model_version is None else model_version
+    if mv is None:
+        return None
+    collapse = (store.model_version(int(mv))["metrics"] or {}).get("mixture_collapse")
+    return collapse_warning(collapse) if collapse else None
+
+
+def reliability(store: Store, model_version: int | None = None) -> dict[str, Any] | None:
+    """The reliability table (score bins, precision, count) of a model version's test-split
+    detections, or None when it was not evaluated."""
+    mv = store.latest_model_version() if model_version is None else model_version
+    if mv is None:
+        return None
+    quality = (store.model_version(int(mv))["metrics"] or {}).get("uncertainty_quality")
+    return quality.get("reliability") if quality else None
+
+
 def labels_per_class(store: Store) -> pd.DataFrame:
     """Boxes per class in the labeled split (every class listed, zero included)."""
     labels = store.labels(split="labeled")

@@ -102,6 +102,21 @@ def learning_curve_figure(curve: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def reliability_figure(table: dict[str, Any], height: int = 320) -> go.Figure:
+    """Reliability diagram: precision of the detections in each score bin against the bin's
+    centre (the diagonal is a perfectly calibrated score), with each bin's count."""
+    edges = np.asarray(table["bin_edges"], dtype=float)
+    centres = (edges[:-1] + edges[1:]) / 2
+    precision = [np.nan if p is None else p for p in table["precision"]]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=centres, y=precision, width=np.diff(edges) * 0.9, name="precision", text=[f"n={c}" for c in table["count"]], textposition="outside"))
+    fig.add_trace(go.Scatter(x=[edges[0], 1.0], y=[edges[0], 1.0], mode="lines", name="calibrated", line=dict(dash="dot", color="grey")))
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=10, r=10, t=40, b=10), title="Reliability of the scores (test split)",
+                      xaxis_title="detection score", yaxis_title="precision (true positives / detections)", yaxis_range=[0, 1.1],
+                      legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
 def labels_figure(counts: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Bar(x=counts["class_name"], y=counts["boxes"], marker_color="#1f77b4"))
     fig.update_layout(template=TEMPLATE, height=320, margin=dict(l=10, r=10, t=40, b=10), title="Labeled boxes per class", xaxis_title="class", yaxis_title="boxes")

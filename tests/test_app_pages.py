@@ -305,13 +305,38 @@ def test_history_page_curves_and_distributions(project):
         n_labels = len(store.labels(split="labeled"))
         n_detections = len(store.detections(2))
     at = open_app(project, "views/history.py")
-    curve, labels, histograms, scatter = charts(at)
+    curve, reliability, labels, histograms, scatter = charts(at)
+    assert reliability["layout"]["title"]["text"] == "Reliability of the scores (test split)"
+    assert sum(int(n[2:]) for n in reliability["data"][0]["text"]) == state_kept(project)
+    quality = at.dataframe[0].value
+    assert list(quality["model_version"]) == [1, 2] and "AUROC cls epistemic" in quality.columns
     assert curve["data"][0]["name"] == "mAP@0.5" and arr(curve["data"][0]["x"]) == [8, 8]
     assert curve["data"][1]["name"] == "mAP@0.75"
     assert sum(arr(labels["data"][0]["y"])) == n_labels
     assert [len(arr(t["x"])) for t in histograms["data"]] == [n_detections] * 4
     assert len(scatter["data"]) == 2 and len(arr(scatter["data"][0]["x"])) == n_detections
-    assert len(at.dataframe[0].value) == 2  # the rounds
+    assert len(at.dataframe[1].value) == 2  # the rounds
+
+
+def state_kept(project) -> int:
+    """Test-split detections of the latest model version that entered its quality report."""
+    with Store.open(project, create=False) as store:
+        return int(store.model_version(store.latest_model_version())["metrics"]["uncertainty_quality"]["num_kept"])
+
+
+def test_train_and_history_pages_warn_when_the_class_mixture_has_collapsed(project):
+    with Store.open(project, create=False) as store:
+        mv = store.latest_model_version()
+        metrics = dict(store.model_version(mv)["metrics"])
+        collapsed = {**metrics["mixture_collapse"], "cls_collapsed_fraction": 0.97, "cls_effective_components": 1.01}
+        checkpoint = store.model_version(mv)["checkpoint"]
+        store.record_model_version(checkpoint, {**metrics, "mixture_collapse": collapsed}, class_names=store.classes())
+    for page in ("views/train.py", "views/history.py"):
+        at = open_app(project, page)
+        assert not at.exception
+        assert any("The class mixture has collapsed: in 97% of the detections" in w for w in texts(at, "warning")), page
+    at = open_app(project, "views/train.py")
+    assert next(m for m in at.metric if m.label == "Class mixture collapsed").value == "97%"
 
 
 # --------------------------------------------------------------------------- Settings
@@ -324,11 +349,14 @@ def test_settings_save_model_and_thresholds(project):
     form_inputs["Iterations per retrain"].set_value(7)
     next(s for s in at.slider if s.label == "Confidence threshold for scoring").set_value(0.25)
     next(s for s in at.selectbox if s.label == "Aggregation (Tab. 2)").set_value("sum_cls")
+    next(s for s in at.selectbox if s.label == "Class loss").set_value("eq5")
+    next(s for s in at.selectbox if s.label == "Augmentation").set_value("none")
     next(b for b in at.button if b.label == "Save").click().run()
     assert "Saved; the next retrain uses these settings." in texts(at, "success")
     with Store.open(project, create=False) as store:
         saved = RoundSettings.load(store)
     assert (saved.num_components, saved.iterations, saved.conf_threshold, saved.aggregation) == (2, 7, 0.25, "sum_cls")
+    assert (saved.cls_loss, saved.augment) == ("eq5", "none")
 
 
 def test_settings_connect_errors_are_one_sentence(project):

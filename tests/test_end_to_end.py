@@ -34,7 +34,11 @@ def test_short_training_from_scratch_passes_the_map_floor(tmp_path, head):
     torch.manual_seed(0)
     model = build_model("ssd_small", len(train_set.classes), head=head, class_names=train_set.classes)
     before = evaluate(model, test_set)["map50"]
-    result = train(model, train_set, dataclasses.replace(TrainConfig.demo(ITERATIONS), checkpoint_every=10_000), progress=False)
+    # Without augmentation: SSD's zoom-out (to 4x) and IoU crop make 300 iterations from scratch far
+    # too few (mAP@0.5 0.000 with them, 0.122 without, same seed, 2026-11-25); the augmented
+    # default is measured on the demo detector (bench/demo_detector.py).
+    config = dataclasses.replace(TrainConfig.demo(ITERATIONS), checkpoint_every=10_000, augment="none")
+    result = train(model, train_set, config, progress=False)
     assert result.skipped_steps == 0
     after = evaluate(model, test_set)
     print(f"mAP@0.5 {before:.3f} -> {after['map50']:.3f}, mAP@0.75 {after['map75']:.3f} in {result.seconds:.0f} s")

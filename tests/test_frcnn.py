@@ -93,13 +93,15 @@ def test_class_specific_boxes_train_only_the_gt_classes_mixtures():
     assert (box_rows[[0, 4]] == 0).all()  # background and the absent class 4
 
 
-def _direct_loss_float64(raw, labels, targets, noise, eta=2.0, eps=1e-9):
-    """Eq. 3 and Eq. 5 evaluated term by term (exp, sum, log) in float64."""
+def _direct_loss_float64(raw, labels, targets, noise, eta=2.0, eps=1e-9, cls_loss="eq5"):
+    """Eq. 3 and Eq. 5 (or the Type-2 mixture likelihood) evaluated term by term (exp, sum,
+    log) in float64."""
     raw = {k: None if v is None else v.double() for k, v in raw.items()}
     logits = raw["cls_means"] if noise is None else raw["cls_means"] + torch.sigmoid(raw["cls_var_logits"]).sqrt() * noise.double()
     p = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)  # (n, K, C+1)
     pi = torch.exp(raw["cls_weight_logits"]) / torch.exp(raw["cls_weight_logits"]).sum(-1, keepdim=True)
-    ce = -(pi * torch.log(p[torch.arange(len(labels)), :, labels])).sum(-1)
+    p_target = p[torch.arange(len(labels)), :, labels]  # (n, K)
+    ce = -(pi * torch.log(p_target)).sum(-1) if cls_loss == "eq5" else -torch.log((pi * p_target).sum(-1))
     pos = labels > 0
     w = torch.exp(raw["bbox_weight_logits"][pos, 0])
     w = w / w.sum(1, keepdim=True)  # (P, K, 4)
@@ -111,10 +113,11 @@ def _direct_loss_float64(raw, labels, targets, noise, eta=2.0, eps=1e-9):
     return ce.sum() / len(labels), nll.sum() / (eta * len(labels))
 
 
+@pytest.mark.parametrize("cls_loss", ["eq5", "type2"])
 @pytest.mark.parametrize("head", ["gmm", "eff"])
-def test_roi_losses_agree_with_a_direct_float64_evaluation(head):
+def test_roi_losses_agree_with_a_direct_float64_evaluation(head, cls_loss):
     torch.manual_seed(3)
-    model = build_model("frcnn_mobilenet_v2", 5, head=head, **SMALL)
+    model = build_model("frcnn_mobilenet_v2", 5, head=head, cls_loss=cls_loss, **SMALL)
     raw = model.roi_heads.box_predictor(torch.randn(12, 256))
     labels = torch.tensor([0, 1, 0, 5, 2, 0, 0, 3, 0, 1, 0, 0])
     targets = torch.randn(12, 4) * 0.5
@@ -122,7 +125,7 @@ def test_roi_losses_agree_with_a_direct_float64_evaluation(head):
     losses = model.roi_heads.mixture_loss(raw, labels, targets)
     torch.manual_seed(7)  # the same Eq. 4 noise draw as inside the loss
     noise = torch.randn_like(raw["cls_means"]) if head == "gmm" else None
-    cls, loc = _direct_loss_float64(raw, labels, targets, noise)
+    cls, loc = _direct_loss_float64(raw, labels, targets, noise, cls_loss=cls_loss)
     torch.testing.assert_close(losses["loss_classification"].double(), cls, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(losses["loss_localization"].double(), loc, rtol=1e-5, atol=1e-6)
 

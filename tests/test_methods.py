@@ -17,6 +17,11 @@ def test_names_map_to_the_model_each_method_trains():
     assert get_method("mc_dropout", mc_dropout=0.2).extras_dropout == 0.2
     assert get_method("ensemble", ensemble_size=5).members == 5
     assert get_method("llal").loss_prediction
+    # the class-loss variants train their own detector; the default keeps the experiment's loss
+    assert get_method("almdn_eq5").model_variant["cls_loss"] == "eq5"
+    assert get_method("almdn_type2").model_variant["cls_loss"] == "type2"
+    assert "cls_loss" not in get_method("random").model_variant
+    assert get_method("almdn_weighted").weighting == "score" and get_method("almdn").weighting == "threshold"
     # every baseline runs on the same gmm detector (Sec. 4.2)
     assert {get_method(b).head for b in BASELINES} == {"gmm"}
     with pytest.raises(ValueError, match="almdn:<aggregation>"):
@@ -31,7 +36,7 @@ def pool(tiny_demo):
     return data.subset(range(12)), [int(i) for i in data.image_ids[:12]], data.subset(range(12, 20))
 
 
-@pytest.mark.parametrize("name", ["almdn", "almdn_eff", "almdn:sum_all", "random", "entropy", "coreset", "llal", "mc_dropout", "ensemble"])
+@pytest.mark.parametrize("name", ["almdn", "almdn_eff", "almdn_weighted", "almdn:sum_all", "random", "entropy", "coreset", "llal", "mc_dropout", "ensemble"])
 def test_every_method_gives_one_finite_score_per_pool_image(pool, name):
     images, ids, labeled = pool
     method = get_method(name, ensemble_size=2)

@@ -26,7 +26,9 @@ def experiment(tmp_path):
     for method, seeds in curves_by_method.items():
         for seed, values in enumerate(seeds):
             for cycle, value in enumerate(values):
-                _write(out, method, seed, cycle, 100 * (cycle + 1), value)
+                # almdn picks crowded images: 3 boxes per image against random's 2
+                _write(out, method, seed, cycle, 100 * (cycle + 1), value, num_boxes=(3 if method == "almdn" and cycle else 2) * 100 * (cycle + 1),
+                       cls_collapsed_fraction=0.3, auroc_cls_epistemic=0.6 + 0.01 * cycle, unscored_fraction=0.25 if method == "almdn" else 0.0)
     return out
 
 
@@ -55,6 +57,10 @@ def test_comparison_with_random_gives_gains_and_label_savings(experiment):
     # random's final mean 0.29 is reached between 200 (0.27) and 300 (0.35) labels: 225
     assert row["labels_to_random_final"] == pytest.approx(225)
     assert row["fraction_of_random_labels"] == pytest.approx(0.75)
+    # in boxes: almdn's curve is at 600 boxes (0.27) and 900 boxes (0.35) -> 0.29 at 675 boxes,
+    # against random's 600 at the end: it costs more boxes although fewer images
+    assert row["boxes_to_random_final"] == pytest.approx(675)
+    assert row["fraction_of_random_boxes"] == pytest.approx(1.125)
 
 
 def test_overlap_of_single_uncertainty_selections(tmp_path):
@@ -72,6 +78,17 @@ def test_overlap_of_single_uncertainty_selections(tmp_path):
     assert table.loc["u_alb", "u_alc"] == 0
     assert table.loc["u_alb", "u_epc"] == 100
     assert (table.to_numpy() == table.to_numpy().T).all()
+
+
+def test_report_shows_boxes_quality_and_unscored_fractions_per_cycle(experiment):
+    write_report(experiment)
+    md = (experiment / "results.md").read_text()
+    assert "## Labeled boxes per cycle" in md and "| almdn | 200 | 600 | 900 |" in md
+    assert "boxes to reach it" in md and "| 675 | 113% |" in md
+    assert "## Mixture collapse and uncertainty quality" in md and "| almdn | 3 | 0.300 |" in md
+    assert "## Pool images the score could not rank" in md and "| almdn | 25.0 | 25.0 | 25.0 |" in md
+    html = (experiment / "results.html").read_text()
+    assert "labeled boxes" in html
 
 
 def test_write_report_makes_the_csv_markdown_and_figure(experiment):

@@ -107,3 +107,18 @@ def test_pool_detections_equal_detections_frame_of_predict_exactly(tmp_path):
         pd.testing.assert_frame_equal(got.detections, reference, check_exact=True)
         assert got.readable.tolist() == [True, True, False, True, True, True, True]
         assert images_kept[0] <= got.detections["image_id"].nunique() <= images_kept[1]
+
+
+def test_score_weighted_uncertainties_rank_every_image_with_a_detection_and_weight_by_score():
+    # image 10: one confident detection with small uncertainty; image 11: only a faint detection
+    # (score 0.2) with a large one; image 12: nothing at all.
+    preds = [_pred([0.9], [[1.0]] * 4), _pred([0.2], [[3.0]] * 4), _pred([], [[]] * 4)]
+    paper = image_scores(detections_frame(preds, [10, 11, 12], conf_threshold=0.5), [10, 11, 12])
+    assert paper["score"].notna().tolist() == [True, False, False]  # the paper's score cannot rank image 11
+    frame = detections_frame(preds, [10, 11, 12], conf_threshold=0.05)
+    weighted = image_scores(frame, [10, 11, 12], score_weighted=True).set_index("image_id")
+    assert weighted["loc_aleatoric"].tolist()[:2] == pytest.approx([0.9, 0.6])  # uncertainty x score
+    assert weighted.loc[10, "score"] > weighted.loc[11, "score"]  # 0.9 > 0.6 after weighting
+    assert math.isnan(weighted.loc[12, "score"])
+    unweighted = image_scores(frame, [10, 11, 12]).set_index("image_id")
+    assert unweighted.loc[11, "score"] > unweighted.loc[10, "score"]  # without weights the faint one wins

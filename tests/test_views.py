@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import io
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from almdn import views
 from almdn.acquisition.baselines import mean_entropy_scores
@@ -40,8 +40,11 @@ def test_statuses_unreadable_no_detection_not_scored(project):
     with Store.open(project, create=False) as store:
         mv = run_round(store, TINY_SETTINGS).model_version
         copy = project / "incoming" / "late.png"
-        shutil.copy(store.image(store.image_ids("test")[0])["path"], copy)
-        late = store.add_images([copy], split="pool")["added"][0]  # added after the scoring
+        # a new image (not a copy: the store dedupes by content), added after the scoring
+        pixels = np.array(Image.open(store.image(store.image_ids("test")[0])["path"]).convert("RGB"))
+        pixels[0, 0] = 255 - pixels[0, 0]
+        Image.fromarray(pixels).save(copy)
+        late = store.add_images([copy], split="pool")["added"][0]
         table = views.pool_table(store)
         status = dict(zip(table["image_id"], table["status"]))
         assert status[bad] == "unreadable"

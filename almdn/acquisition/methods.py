@@ -42,6 +42,12 @@ class Method:
         extras_dropout: dropout on the extra layers while training and scoring (MC-dropout).
         loss_prediction: train LLAL's learning-loss module with the detector.
         members: independently trained models (the ensemble's 3).
+        cls_loss: the classification loss its detector trains with ("eq5" or "type2"); None
+            keeps the experiment's (``model.cls_loss``, else :data:`almdn.registry.DEFAULT_CLS_LOSS`).
+        weighting: which detections the almdn score reads: "threshold" (the paper's: those
+            scoring at least the confidence threshold) or "score" (every detection above the
+            low threshold, each uncertainty weighted by the detection's score, so that every
+            image with a detection is ranked; :func:`~almdn.acquisition.scoring.image_scores`).
     """
 
     name: str
@@ -51,11 +57,16 @@ class Method:
     extras_dropout: float = 0.0
     loss_prediction: bool = False
     members: int = 1
+    cls_loss: str | None = None
+    weighting: str = "threshold"
 
     @property
     def model_variant(self) -> dict:
         """The build_model keywords that distinguish this method's detector."""
-        return {"head": self.head, "extras_dropout": self.extras_dropout, "loss_prediction": self.loss_prediction}
+        variant = {"head": self.head, "extras_dropout": self.extras_dropout, "loss_prediction": self.loss_prediction}
+        if self.cls_loss is not None:
+            variant["cls_loss"] = self.cls_loss
+        return variant
 
 
 def get_method(name: str, mc_dropout: float = 0.1, ensemble_size: int = 3) -> Method:
@@ -64,6 +75,10 @@ def get_method(name: str, mc_dropout: float = 0.1, ensemble_size: int = 3) -> Me
         return Method(name, "almdn")
     if name == "almdn_eff":
         return Method(name, "almdn", head="eff")
+    if name in ("almdn_eq5", "almdn_type2"):
+        return Method(name, "almdn", cls_loss=name.split("_")[1])
+    if name == "almdn_weighted":
+        return Method(name, "almdn", weighting="score")
     if name.startswith("almdn:") or name.startswith("almdn_eff:"):
         base, aggregation = name.split(":", 1)
         if aggregation not in AGGREGATIONS:
@@ -77,7 +92,7 @@ def get_method(name: str, mc_dropout: float = 0.1, ensemble_size: int = 3) -> Me
         return Method(name, name, extras_dropout=mc_dropout)
     if name == "ensemble":
         return Method(name, name, members=ensemble_size)
-    known = ["almdn", "almdn_eff", "almdn:<aggregation>", *BASELINES]
+    known = ["almdn", "almdn_eff", "almdn_eq5", "almdn_type2", "almdn_weighted", "almdn:<aggregation>", *BASELINES]
     raise ValueError(f"Unknown acquisition method '{name}'; choose one of {', '.join(known)}.")
 
 
@@ -134,6 +149,7 @@ def score_pool(
     budget: int = 0,
     seed: int = 0,
     conf_threshold: float = 0.5,
+    low_threshold: float = 0.05,
     mc_passes: int = 25,
     batch_size: int = 32,
     device: str | torch.device | None = None,
@@ -148,6 +164,7 @@ def score_pool(
         budget: B (core-set's greedy selection needs it).
         seed: random stream (the random baseline).
         conf_threshold: detections at or above it are kept for scoring (Sec. 3.3).
+        low_threshold: the detections a score-weighted method (``weighting="score"``) reads.
         predictions: the first model's detections on ``pool`` if already computed (the almdn
             and entropy methods share them), else computed here.
     """
@@ -166,9 +183,10 @@ def score_pool(
         if kind == "llal":
             scores = loss_prediction_scores(torch.stack([p["predicted_loss"] for p in predictions]), pool_ids)
         else:
-            detections = detections_frame(predictions, pool_ids, conf_threshold)
+            weighted = kind == "almdn" and method.weighting == "score"
+            detections = detections_frame(predictions, pool_ids, low_threshold if weighted else conf_threshold)
             if kind == "almdn":
-                table = image_scores(detections, pool_ids, method.aggregation)
+                table = image_scores(detections, pool_ids, method.aggregation, score_weighted=weighted)
                 scores = table.set_index("image_id")["score"]
             else:
                 scores = mean_entropy_scores(detections, pool_ids)

@@ -131,7 +131,9 @@ def pool_detections(
     return PoolDetections(frame, readable.numpy())
 
 
-def image_scores(detections: pd.DataFrame, image_ids: Sequence[int], aggregation: str = DEFAULT_AGGREGATION) -> pd.DataFrame:
+def image_scores(
+    detections: pd.DataFrame, image_ids: Sequence[int], aggregation: str = DEFAULT_AGGREGATION, score_weighted: bool = False
+) -> pd.DataFrame:
     """Per image: detection count, the four raw uncertainties (max over detections), their
     z-scored values (Sec. 3.3) and the final ``score`` by ``aggregation`` of the z-values.
 
@@ -143,9 +145,17 @@ def image_scores(detections: pd.DataFrame, image_ids: Sequence[int], aggregation
         aggregation: a key of :data:`AGGREGATIONS`; ``"max_all"`` (the paper's best) takes the
             maximum of the four z-scored values, ``"sum_loc"`` the sum of the localization
             head's two, ``"alc"`` only the classification aleatoric one, and so on.
+        score_weighted: multiply each detection's uncertainties by its score before the
+            z-scores (the expected uncertainty of a detection that is an object with
+            probability ``score``). Meant for detections above a low threshold: every image
+            with any detection is then ranked, and a near-background detection cannot
+            outrank a likely object on its uncertainty alone. The raw columns then hold the
+            weighted values.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"Unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}.")
+    if score_weighted:
+        detections = detections.assign(**{name: detections[name] * detections["score"] for name in UNCERTAINTY_NAMES})
     z = detections[list(UNCERTAINTY_NAMES)].astype(np.float64)
     std = z.std(ddof=0).replace(0.0, 1.0)  # a constant uncertainty carries no ranking signal
     z = (z - z.mean()) / std

@@ -7,6 +7,7 @@ import streamlit as st
 
 from almdn import jobs, labeling
 from almdn.acquisition.scoring import AGGREGATIONS
+from almdn.registry import CLASS_LOSSES
 from almdn.rounds import ARCH_CHOICES, HEAD_CHOICES, RoundSettings
 
 st.title("Settings")
@@ -60,7 +61,8 @@ current = RoundSettings.load(store)
 with st.form("model"):
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture", ARCH_CHOICES, index=ARCH_CHOICES.index(current.arch) if current.arch in ARCH_CHOICES else 0,
-                        help="ssd_small trains on a CPU in minutes (128 px); ssd300_vgg16 is the paper's and needs a GPU.")
+                        help="ssd_mobilenet_v2_small (ImageNet MobileNetV2, 128 px) and ssd_small (from scratch) train on a CPU in minutes; "
+                             "ssd300_vgg16 is the paper's and needs a GPU.")
     head = c2.selectbox("Mixture head", HEAD_CHOICES, index=HEAD_CHOICES.index(current.head) if current.head in HEAD_CHOICES else 0,
                         help="gmm: the paper's head (Fig. 2a); eff: its efficient variant without class variances (Fig. 2b).")
     k = c3.number_input("K (mixture components)", min_value=1, max_value=16, value=int(current.num_components))
@@ -74,8 +76,20 @@ with st.form("model"):
     aggregations = list(AGGREGATIONS)
     aggregation = c8.selectbox("Aggregation (Tab. 2)", aggregations, index=aggregations.index(current.aggregation) if current.aggregation in aggregations else 0)
     warm = c9.toggle("Continue from the latest model", value=bool(current.warm_start), help="Off: every retrain starts from scratch, as the paper's protocol does.")
+    c10, c11, c12 = st.columns(3)
+    cls_loss = c10.selectbox("Class loss", CLASS_LOSSES, index=CLASS_LOSSES.index(current.cls_loss) if current.cls_loss in CLASS_LOSSES else 0,
+                             help="type2: the mixture likelihood of the true class, which keeps the class mixture from collapsing to one "
+                                  "component; eq5: the paper's Eq. 5 (pi-weighted cross-entropies).")
+    optimizers = ("adamw", "sgd")
+    optimizer = c11.selectbox("Optimizer", optimizers, index=optimizers.index(current.optimizer) if current.optimizer in optimizers else 0)
+    augmentations = ("auto", "ssd", "flip", "none")
+    augment = c12.selectbox("Augmentation", augmentations, index=augmentations.index(current.augment) if current.augment in augmentations else 0,
+                            help="auto: SSD's recipe (photometric distortion, zoom-out, IoU crop, flip); none switches it off.")
+    hflip = st.toggle("Flip images horizontally while training", value=bool(current.hflip),
+                      help="Off for classes a mirror changes (digits, text, left/right signs).")
     if st.form_submit_button("Save", type="primary"):
         with common.sentence_on_error():
             current.replace(arch=arch, head=head, num_components=int(k), iterations=int(iterations), batch_size=int(batch_size), lr=float(lr),
-                            conf_threshold=float(conf), aggregation=aggregation, warm_start=bool(warm)).save(store)
+                            conf_threshold=float(conf), aggregation=aggregation, warm_start=bool(warm), cls_loss=cls_loss,
+                            optimizer=optimizer, augment=augment, hflip=bool(hflip)).save(store)
             st.success("Saved; the next retrain uses these settings.")

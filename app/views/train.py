@@ -35,12 +35,30 @@ else:
     if prev is not None and prev["map50"] is not None and last["map50"] is not None:
         st.caption(f"New mAP@0.5 {last['map50']:.3f} next to the previous model's {prev['map50']:.3f} (v{int(prev['model_version'])}, "
                    f"{int(prev['num_labeled'])} labeled images).")
+    quality = views.model_quality(store)
+    latest = quality[quality["model_version"] == int(last["model_version"])]
+    if not latest.empty:
+        q = latest.iloc[0]
+
+        def number(value, fmt: str) -> str:
+            return "–" if value is None or value != value else format(value, fmt)
+
+        qcols = st.columns(3)
+        qcols[0].metric("Class mixture collapsed", number(q["cls_collapsed_fraction"], ".0%"),
+                        help="Share of test detections whose largest class-mixture weight is above 0.99.")
+        qcols[1].metric("Effective components (class / box)", f"{number(q['cls_effective_components'], '.2f')} / {number(q['box_effective_components'], '.2f')}",
+                        help="exp(entropy of the mixture weights): 1 when collapsed, K when uniform.")
+        qcols[2].metric("AUROC of class epistemic", number(q["auroc_cls_epistemic"], ".3f"),
+                        help="How well the class epistemic uncertainty tells false from true positives on the test split (0.5 = no information).")
+    warning = views.quality_warning(store)
+    if warning:
+        st.warning(warning, icon=":material/warning:")
 
 # ----------------------------------------------------------------- retrain
 st.subheader("Retrain")
 settings = RoundSettings.load(store)
-st.caption(f"{settings.arch} with the {settings.head} mixture head, K = {settings.num_components}; {settings.iterations} iterations at batch "
-           f"{settings.batch_size}, lr {settings.lr:g}; {'continuing from the latest model' if settings.warm_start else 'from scratch'}; "
+st.caption(f"{settings.arch} with the {settings.head} mixture head, K = {settings.num_components}, {settings.cls_loss} class loss; "
+           f"{settings.iterations} {settings.optimizer} iterations at batch {settings.batch_size}, lr {settings.lr:g}, augmentation {settings.augment}; {'continuing from the latest model' if settings.warm_start else 'from scratch'}; "
            f"scoring keeps detections with score ≥ {settings.conf_threshold:.2f}, {settings.aggregation}. Change them on the Settings page.")
 running = jobs.active_job(project)
 if running is not None:
