@@ -63,7 +63,10 @@ class ExperimentConfig:
             ...DemoConfig fields}`` to generate the demo dataset there if it is missing.
         model: build_model keywords shared by every method (``arch``, ``num_components``,
             ``pretrained``, ``image_size``, ...); each method adds its head variant.
-        train: TrainConfig fields, plus ``preset`` ("demo" or "paper") they override.
+        train: TrainConfig fields, plus ``preset`` ("demo" or "paper") they override, and
+            optionally ``iterations_per_image``: the schedule grows with the labeled set,
+            ``max(iterations, iterations_per_image x labeled images)`` iterations (warm-up and
+            decay scaled with it), so a larger labeled set is not trained for fewer epochs.
         initial: size of the initial labeled set.
         budget: B, images labeled per cycle.
         cycles: trained models per run (the first on the initial set).
@@ -106,9 +109,12 @@ class ExperimentConfig:
             raise ValueError(f"Unknown setting(s) {', '.join(sorted(unknown))} in '{path}'.")
         return cls(**raw)
 
-    def train_config(self, seed: int) -> TrainConfig:
+    def train_config(self, seed: int, num_labeled: int | None = None) -> TrainConfig:
         settings = dict(self.train)
         preset = settings.pop("preset", "demo")
+        per_image = settings.pop("iterations_per_image", None)
+        if per_image is not None and num_labeled is not None:
+            settings["iterations"] = max(int(settings.get("iterations", 0)), round(float(per_image) * num_labeled))
         base = TrainConfig.demo(settings.get("iterations", 900)) if preset == "demo" else TrainConfig.paper()
         if "milestones" in settings:
             settings["milestones"] = tuple(settings["milestones"])
@@ -280,7 +286,7 @@ class Experiment:
     def _spec(self, method: Method, seed: int, member: int, labeled: list[int], build_overrides: dict | None = None) -> ModelSpec:
         build = {**self.config.model, **method.model_variant, **(build_overrides or {})}
         train_seed = seed + 1000 * member  # ensemble members: independent inits and data orders
-        return ModelSpec(build, dataclasses.asdict(self.config.train_config(train_seed)), sorted(labeled))
+        return ModelSpec(build, dataclasses.asdict(self.config.train_config(train_seed, len(labeled))), sorted(labeled))
 
     def run(self, methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None) -> None:
         """Every (method, seed) run of the config (or the given subset), skipping finished cycles."""

@@ -13,15 +13,27 @@ def test_demo_data_train_evaluate_score(tiny_demo, tmp_path):
     runner = CliRunner()
     root = tiny_demo["root"]
     run = tmp_path / "run"
-    result = runner.invoke(main, ["train", "--data", str(root), "--out", str(run), "--iterations", "3", "--batch-size", "4"])
+    result = runner.invoke(main, ["train", "--data", str(root), "--out", str(run), "--iterations", "3", "--batch-size", "4", "--cls-loss", "eq5", "--no-hflip"])
     assert result.exit_code == 0, result.output
+    from almdn.engine.checkpoint import read_checkpoint
+
+    saved = read_checkpoint(run / "model.pt")
+    assert saved["model_config"]["cls_loss"] == "eq5" and saved["train_config"]["hflip"] is False
     assert "mAP@0.5" in result.output and (run / "model.pt").exists()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["iterations"] == 3 and "map50" in metrics
 
-    result = runner.invoke(main, ["evaluate", "--checkpoint", str(run / "model.pt"), "--data", str(root)])
+    assert metrics["mixture_collapse"]["num_components"] == 4 and "auroc_fp" in metrics["uncertainty_quality"]
+
+    report = tmp_path / "eval.json"
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(run / "model.pt"), "--data", str(root), "--conf-threshold", "0.01", "--out", str(report)])
     assert result.exit_code == 0, result.output
     assert "VOC07 mAP@0.5" in result.output and "AP@0.5" in result.output
+    assert "Class mixture:" in result.output and "AUROC for false vs true positives:" in result.output
+    written = json.loads(report.read_text())
+    assert written["mixture_collapse"]["conf_threshold"] == 0.01
+    assert written["uncertainty_quality"]["num_kept"] == written["mixture_collapse"]["num_detections"] > 0
+    assert set(written["uncertainty_quality"]["auroc_fp"]) == {"cls_aleatoric", "cls_epistemic", "cls_entropy", "one_minus_score"}
 
     out = tmp_path / "scores"
     result = runner.invoke(main, ["score", "--checkpoint", str(run / "model.pt"), "--images", str(root), "--out", str(out), "--conf-threshold", "0.05"])
