@@ -252,3 +252,29 @@ def test_write_coco_is_deterministic_and_accepts_numpy(tmp_path: Path) -> None:
     assert list(doc) == ["images", "annotations", "categories"]
     assert doc["annotations"][0]["bbox"] == [0.0, 1.0, 2.0, 3.0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no temp files left
+
+
+def test_a_large_image_is_decoded_reduced_for_training_with_its_boxes_scaled(tmp_path):
+    from PIL import Image
+
+    from almdn.data.coco import CocoDetectionDataset, write_coco
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (3000, 1500), (200, 10, 10)).save(tmp_path / "images" / "big.jpg", quality=90)
+    Image.new("RGB", (60, 40), (10, 200, 10)).save(tmp_path / "images" / "small.png")
+    images = [{"id": 1, "file_name": "big.jpg", "width": 3000, "height": 1500}, {"id": 2, "file_name": "small.png"}]
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [300, 150, 600, 300], "area": 180000, "iscrowd": 0},
+        {"id": 2, "image_id": 2, "category_id": 1, "bbox": [6, 4, 12, 8], "area": 96, "iscrowd": 0},
+    ]
+    write_coco(tmp_path / "annotations" / "train.json", images, annotations, [{"id": 1, "name": "a"}])
+    data = CocoDetectionDataset(tmp_path / "annotations" / "train.json", max_side=1000)
+    image, target = data[0]
+    assert tuple(image.shape) == (3, 500, 1000)  # 3000 x 1500 decoded at 1000 x 500
+    torch.testing.assert_close(target["boxes"], torch.tensor([[100.0, 50.0, 300.0, 150.0]]))
+    torch.testing.assert_close(data.targets()[0]["boxes"], target["boxes"])  # evaluation sees the same pixels
+    small, small_target = data[1]
+    assert tuple(small.shape) == (3, 40, 60)
+    torch.testing.assert_close(small_target["boxes"], torch.tensor([[6.0, 4.0, 18.0, 12.0]]))
+    full = CocoDetectionDataset(tmp_path / "annotations" / "train.json", max_side=None)
+    assert tuple(full[0][0].shape) == (3, 1500, 3000)

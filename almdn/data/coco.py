@@ -118,6 +118,10 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         image_sizes: ``(height, width)`` from the annotation file (None where not given).
         category_ids: COCO category id of each class, aligned with ``classes`` (None for a
             class of ``class_names`` that the file does not have).
+        max_side: an image whose longer side exceeds it is decoded reduced to it (JPEG draft /
+            ``reduce``, :func:`almdn.data.images.decode_image`) and its boxes are scaled with
+            it, so a 12000 x 12000 photo costs megabytes, not gigabytes; None never reduces.
+            Every box this dataset returns is in the decoded image's pixels.
     """
 
     def __init__(
@@ -126,8 +130,11 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         image_root: str | os.PathLike[str] | None = None,
         cache_images: bool = True,
         class_names: Sequence[str] | None = None,
+        max_side: int | None = 2048,
     ) -> None:
         self.annotation_file = Path(annotation_file)
+        self.max_side = max_side
+        self._scales: dict[Path, tuple[float, float]] = {}
         self.image_root = (
             Path(image_root) if image_root is not None else self.annotation_file.parent.parent / "images"
         )
@@ -260,10 +267,35 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def decode_scale(self, index: int) -> tuple[float, float]:
+        """``(sx, sy)``: decoded pixels per original pixel of one image; (1, 1) unless its
+        longer side exceeds ``max_side``. Read from the annotation's size, else the header."""
+        from almdn.data.images import reduced_size  # images.py builds on this module
+
+        path = self.file_paths[index]
+        scale = self._scales.get(path)
+        if scale is None:
+            size = self.image_sizes[index]
+            if size is None:
+                try:
+                    with Image.open(path) as im:
+                        size = (im.height, im.width)
+                except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
+                    size = (0, 0)  # unreadable: load_image says so in one sentence
+            h, w = size
+            tw, th = reduced_size(w, h, self.max_side) if w and h else (w, h)
+            scale = self._scales[path] = (tw / w, th / h) if w and h else (1.0, 1.0)
+        return scale
+
     def target(self, index: int) -> dict[str, Any]:
-        """The target of one image, without decoding the image."""
+        """The target of one image, without decoding the image (boxes in the decoded image's
+        pixels, see ``max_side``)."""
+        sx, sy = self.decode_scale(index) if self.max_side else (1.0, 1.0)
+        boxes = self._boxes[index].clone()
+        if (sx, sy) != (1.0, 1.0):
+            boxes *= torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
         return {
-            "boxes": self._boxes[index].clone(),
+            "boxes": boxes,
             "labels": self._labels[index].clone(),
             "image_id": self.image_ids[index],
         }
@@ -277,8 +309,16 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         path = self.file_paths[index]
         arr = self._cache.get(path)
         if arr is None:
-            arr = read_image(path)
+            sx, sy = self.decode_scale(index) if self.max_side else (1.0, 1.0)
+            if (sx, sy) != (1.0, 1.0):
+                from almdn.data.images import decode_image  # images.py builds on this module
+
+                arr = decode_image(path, self.max_side)
+            else:
+                arr = read_image(path)
             size = self.image_sizes[index]
+            if size is not None and (sx, sy) != (1.0, 1.0):
+                size = (round(size[0] * sy), round(size[1] * sx))  # what the file's annotated size decodes to
             if size is not None and arr.shape[:2] != size:
                 raise DatasetError(
                     f"Image '{path}' is {arr.shape[1]}x{arr.shape[0]} pixels but "
