@@ -239,3 +239,23 @@ def test_type2_detection_loss_matches_eq6_by_hand():
 def test_unknown_class_loss_is_one_clear_error():
     with pytest.raises(ValueError, match="eq5, type2"):
         class_loss_function("type3")
+
+
+@pytest.mark.parametrize("cls_loss", ["eq5", "type2"])
+def test_loss_on_the_selected_anchors_equals_the_masked_loss_over_all_anchors(cls_loss):
+    # The loss ranks every anchor without a graph and evaluates only positives and mined
+    # negatives: value and gradient must equal the plain masked sum over all anchors.
+    out = _outputs(2, 50, 3, 5, requires_grad=True)
+    cls_t = torch.zeros(2, 50, dtype=torch.long)
+    cls_t[0, [3, 9]] = torch.tensor([2, 4])
+    cls_t[1, 20] = 1
+    got = detection_loss(out, torch.randn(2, 50, 4), cls_t, cls_loss=cls_loss, generator=torch.Generator().manual_seed(5))
+    grad = torch.autograd.grad(got["loss_classification"], [out["cls_means"], out["cls_var_logits"], out["cls_weight_logits"]])
+
+    noise = torch.randn(out["cls_means"].shape, generator=torch.Generator().manual_seed(5))
+    per_anchor = class_loss_function(cls_loss)(perturbed_class_logits(out["cls_means"], out["cls_var_logits"], noise), out["cls_weight_logits"], cls_t)
+    selected = (cls_t > 0) | hard_negative_mask(per_anchor, cls_t > 0, 3)
+    expected = (per_anchor * selected).sum() / 3
+    torch.testing.assert_close(got["loss_classification"], expected)
+    for g, e in zip(grad, torch.autograd.grad(expected, [out["cls_means"], out["cls_var_logits"], out["cls_weight_logits"]])):
+        torch.testing.assert_close(g, e)
