@@ -2,11 +2,12 @@
 evaluate it on the test split, score the pool with it, and record all of it in the store.
 
 This is the "Retrain" of the app and the step after every batch of labels comes back from
-Label Studio. Unlike an experiment of :mod:`almdn.loop` (the paper's protocol, which trains
-every cycle from scratch), a round starts by default from the weights of the project's latest
-model version of the same architecture (``warm_start``): a user's retrain on a CPU has a
-budget of minutes, and continuing from the previous model reaches a better model in that
-budget than a fresh start.
+Label Studio. By default a round trains like every cycle of the paper's protocol (and of
+:mod:`almdn.loop`): from the same initial weights (the seed's, with the pretrained backbone)
+and the same schedule as the previous version, so that the difference between two versions'
+mAP is the labels that were added, not extra training. Fine-tuning from the latest model
+version (``start_from="previous"``) is an explicit choice: cheaper, but its mAP mixes more
+training with the new labels, and the Train page says so.
 
 Nothing reaches the store before the round is complete: the new model version, its metrics,
 the exact labeled set it was trained on, a new round and the pool's scores are written in one
@@ -32,6 +33,8 @@ from almdn.store import Store, StoreError
 #: Store meta key of a project's round settings (JSON).
 SETTINGS_KEY = "app.round_settings"
 ARCH_CHOICES = ("ssd_mobilenet_v2_small", "ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16")
+#: Where a retrain starts (:attr:`RoundSettings.start_from`), in words.
+START_CHOICES = {"initial": "the initial weights (like the previous version: the paper's retrain)", "previous": "the previous model version (fine-tune)"}
 HEAD_CHOICES = ("gmm", "eff")
 
 
@@ -60,8 +63,9 @@ class RoundSettings:
         hflip: whether the augmentation flips images (off for mirror-sensitive classes).
         zoom_out_max: the zoom-out's largest canvas in image sides (SSD: 4; smaller keeps
             small objects above the smallest anchor).
-        warm_start: start from the latest model version's weights when it has the same
-            architecture, head, K and classes.
+        start_from: "initial" (default): the seed's initial weights, as the paper retrains
+            every cycle, so versions compare like with like; "previous": fine-tune the latest
+            model version's weights when it has the same architecture, head, K and classes.
         conf_threshold: detections with at least this score count for scoring (Sec. 3.3).
         aggregation: how the four z-scored uncertainties make an image's score (Tab. 2).
         seed: initial weights and data order.
@@ -80,7 +84,7 @@ class RoundSettings:
     augment: str = "auto"
     hflip: bool = True
     zoom_out_max: float = 4.0
-    warm_start: bool = True
+    start_from: str = "initial"
     conf_threshold: float = 0.5
     aggregation: str = "max_all"
     seed: int = 0
@@ -99,6 +103,8 @@ class RoundSettings:
             problems.append(f"optimizer '{self.optimizer}' is not sgd or adamw")
         if self.augment not in ("auto", "ssd", "flip", "none"):
             problems.append(f"augmentation '{self.augment}' is not one of auto, ssd, flip, none")
+        if self.start_from not in START_CHOICES:
+            problems.append(f"start '{self.start_from}' is not one of {', '.join(START_CHOICES)}")
         if self.head not in HEAD_CHOICES:
             problems.append(f"head '{self.head}' is not one of {', '.join(HEAD_CHOICES)}")
         if not 1 <= int(self.num_components) <= 16:
@@ -131,6 +137,9 @@ class RoundSettings:
         """The project's saved settings (defaults for anything not saved)."""
         raw = store.meta(SETTINGS_KEY)
         values = json.loads(raw) if raw else {}
+        # The old boolean ``warm_start`` was saved with its default (True) by every project, so
+        # it says nothing about a user's choice: it is dropped and ``start_from`` applies.
+        values.pop("warm_start", None)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -175,15 +184,86 @@ class RoundResult:
     def summary(self) -> str:
         """One sentence: the new mAP next to the previous one."""
         new, old = self.metrics.get("map50"), self.previous_metrics.get("map50")
-        text = f"Model version {self.model_version} ({self.name}) trained on {self.num_labeled} labeled images"
+        how = f"fine-tuned from version {self.metrics['warm_start_from']}" if self.metrics.get("warm_start_from") is not None else "trained from the initial weights"
+        text = f"Model version {self.model_version} ({self.name}) {how} on {self.num_labeled} labeled images"
         if new is not None:
             text += f": mAP@0.5 {new:.3f}"
             if old is not None:
                 text += f" (previous {old:.3f}, {new - old:+.3f})"
         text += f"; {self.num_scored} pool images scored"
         if self.unreadable:
-            text += f", {len(self.unreadable)} unreadable images skipped"
+            text += f", {plural(len(self.unreadable), 'unreadable image')} skipped"
         return text + "."
+
+
+#: The settings that make two trainings the same schedule from the same starting point.
+SCHEDULE_KEYS = ("arch", "head", "num_components", "iterations", "batch_size", "lr", "optimizer", "cls_loss", "augment", "hflip", "zoom_out_max", "seed")
+
+
+@dataclass
+class TrainingDescription:
+    """How a model version was trained and whether its mAP compares like with like with the
+    previous version's (same starting point and schedule, only the labeled set differs)."""
+
+    model_version: int
+    previous: int | None
+    fine_tuned_from: int | None
+    comparable: bool
+    differences: dict[str, tuple[Any, Any]]
+    sentence: str
+
+
+def describe_training(store: Store, model_version: int) -> TrainingDescription:
+    """The Train page's sentence on how ``model_version`` was trained, from what its round
+    recorded (:func:`run_round` stores its settings and the version it started from)."""
+    versions = store.model_versions()
+    ids = [int(v) for v in versions["model_version_id"]]
+    mv = int(model_version)
+    info = store.model_version(mv)
+    metrics = info["metrics"] or {}
+    settings = metrics.get("settings")
+    previous = max((v for v in ids if v < mv), default=None)
+    n = int(info["num_labeled"])
+    if not settings:
+        sentence = f"Model version {mv} was recorded from an existing checkpoint (almdn project score), so how it was trained is not known here."
+        return TrainingDescription(mv, previous, None, False, {}, sentence)
+    fine_tuned_from = metrics.get("warm_start_from")
+    schedule = (f"{settings.get('iterations')} {settings.get('optimizer', 'sgd')} iterations at batch {settings.get('batch_size')}, "
+                f"lr {float(settings.get('lr', 0)):g}, on {n} labeled images")
+    if fine_tuned_from is not None:
+        added = n - int(store.model_version(int(fine_tuned_from))["num_labeled"])
+        sentence = (f"Model version {mv} was fine-tuned from version {fine_tuned_from} for another {schedule}: its mAP mixes "
+                    f"{settings.get('iterations')} more iterations of training with the {plural(added, 'added image')}, "
+                    "so it does not compare like with like with the previous version.")
+        return TrainingDescription(mv, previous, int(fine_tuned_from), False, {}, sentence)
+    start = f"from the initial weights (seed {settings.get('seed', 0)})"
+    if previous is None:
+        return TrainingDescription(mv, None, None, False, {}, f"Model version {mv} was trained {start} for {schedule}.")
+    prev_info = store.model_version(previous)
+    prev_metrics = prev_info["metrics"] or {}
+    prev_settings = prev_metrics.get("settings")
+    added = n - int(prev_info["num_labeled"])
+    if not prev_settings:
+        sentence = (f"Model version {mv} was trained {start} for {schedule}; version {previous} was recorded from an existing checkpoint, "
+                    "so whether the two compare like with like is not known.")
+        return TrainingDescription(mv, previous, None, False, {}, sentence)
+    differences = {k: (prev_settings.get(k), settings.get(k)) for k in SCHEDULE_KEYS if prev_settings.get(k) != settings.get(k)}
+    if prev_metrics.get("warm_start_from") is not None:
+        differences["start"] = (f"fine-tuned from version {prev_metrics['warm_start_from']}", "initial weights")
+    if not differences:
+        sentence = (f"Model version {mv} was trained {start} for {schedule}: the same starting point and schedule as version {previous} "
+                    f"({plural(int(prev_info['num_labeled']), 'labeled image')}), so the change in mAP comes from the "
+                    f"{plural(added, 'added image')} (and run-to-run noise).")
+        return TrainingDescription(mv, previous, None, True, {}, sentence)
+    changed = ", ".join(f"{k} {a} → {b}" for k, (a, b) in differences.items())
+    sentence = (f"Model version {mv} was trained {start} for {schedule}; version {previous} was trained differently ({changed}), "
+                f"so the change in mAP mixes that with the {plural(added, 'added image')}.")
+    return TrainingDescription(mv, previous, None, False, differences, sentence)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 task', '3 tasks', '1 added image', '0 added images'."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _progress_noop(fraction: float, stage: str | None = None) -> None:
@@ -254,7 +334,7 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
 
     wanted = {"arch": settings.arch, "head": settings.head, "num_components": int(settings.num_components), "class_names": classes, "cls_loss": settings.cls_loss}
     versions = store.model_versions()
-    if settings.warm_start and not versions.empty:
+    if settings.start_from == "previous" and not versions.empty:
         checkpoint = str(versions.iloc[-1]["checkpoint"])
         try:
             payload = read_checkpoint(checkpoint)
@@ -427,6 +507,11 @@ def label_studio_job(context, port: int = 8080, project_dir: str | None = None) 
     project_dir = Path(project_dir) if project_dir else context.folder.parent.parent
     with Store.open(project_dir, create=False) as store:
         root = document_root(store)
+    running = LocalServer(Path(project_dir) / "label-studio").status()
+    if running["running"] and running["document_root"] == str(root):
+        # Idempotent: a second start finds the project's server and only reconnects to it.
+        save_connection(project_dir, running["url"], local=True, document_root=str(root))
+        return {"url": running["url"], "seconds": 0.0, "summary": f"Label Studio already runs at {running['url']}."}
     template = default_template_dir()
     if not (template / "READY").exists():
         context.progress(0.05, "preparing Label Studio's database (once per machine, about a minute)")

@@ -106,7 +106,44 @@ def pool_table(store: Store, model_version: int | None = None) -> pd.DataFrame:
         ranking[column] = pd.to_numeric(ranking[column], errors="coerce").astype(np.float64)  # SQL NULL -> NaN
     ranking["file"] = [Path(p).name for p in ranking["path"]]
     ranking["num_detections"] = ranking["num_detections"].fillna(0).astype(int)
+    aggregation = str(store.model_version(mv).get("aggregation") or "max_all") if mv is not None else "max_all"
+    ranking[["driver", "driver_detection", "driven_by"]] = score_drivers(ranking, detections, aggregation)
     return ranking
+
+
+def score_drivers(ranking: pd.DataFrame, detections: pd.DataFrame, aggregation: str = "max_all") -> pd.DataFrame:
+    """Which uncertainty and which detection give each image its final score.
+
+    The final score is a z-score (standard deviations above the pool's mean detection), so a
+    score of 16 next to raw uncertainties of 0.01 is no contradiction; this names its source:
+    under a "max" aggregation (Tab. 2) the uncertainty whose z-value is the score, under a
+    "sum" the largest term; and the detection with that uncertainty's largest value in the
+    image (the image's value is the maximum over its detections, Sec. 3.3).
+
+    Returns columns ``driver`` (e.g. "cls_epistemic", None without a score),
+    ``driver_detection`` (the detection's index, nullable) and ``driven_by`` (in words).
+    """
+    from almdn.acquisition.scoring import AGGREGATIONS, SHORT_NAMES
+
+    _, members = AGGREGATIONS.get(aggregation, AGGREGATIONS["max_all"])
+    names = [SHORT_NAMES[m] for m in members]
+    z = ranking[[f"z_{n}" for n in names]].to_numpy(dtype=np.float64)
+    has = ~np.isnan(z).all(axis=1) & ranking["score"].notna().to_numpy()
+    best = np.nanargmax(np.where(np.isnan(z), -np.inf, z), axis=1)
+    driver = np.where(has, np.array(names, dtype=object)[best], None)
+    # per image and uncertainty, the detection with the largest value (first on ties)
+    source: dict[str, dict[int, tuple[int, str]]] = {}
+    if len(detections):
+        for name in set(driver[has]):
+            idx = detections.groupby("image_id")[name].idxmax().dropna()
+            rows = detections.loc[idx.astype(int), ["image_id", "detection", "class_name"]]
+            source[name] = {int(i): (int(d), str(c)) for i, d, c in zip(rows["image_id"], rows["detection"], rows["class_name"])}
+    det_ids, words = [], []
+    for image_id, name in zip(ranking["image_id"], driver):
+        hit = source.get(name, {}).get(int(image_id)) if name is not None else None
+        det_ids.append(hit[0] if hit else None)
+        words.append(f"{UNCERTAINTY_LABELS[name]} of #{hit[0]} '{hit[1]}'" if hit else "")
+    return pd.DataFrame({"driver": driver, "driver_detection": pd.array(det_ids, dtype="Int64"), "driven_by": words}, index=ranking.index)
 
 
 def _natural(name: str) -> tuple:
@@ -283,6 +320,29 @@ def explain_image(store: Store, image_id: int, model_version: int | None = None,
             f"{top_row['percentile']:.0f} % of the pool's images."
         )
     return ImageExplanation(int(image_id), mv, rank, len(table), float(r["score"]) if not pd.isna(r["score"]) else float("nan"), aggregation, uncertainties, det_rows, sentence)
+
+
+def detection_uncertainties(values: dict[str, float], reference: pd.DataFrame) -> pd.DataFrame:
+    """One detection's four uncertainties with their z-scores and percentiles among
+    ``reference`` (the kept detections of the model version's pool scoring).
+
+    The z-scores use the reference's mean and population standard deviation, as the scoring
+    does (:func:`almdn.acquisition.scoring.image_scores`), so the detection that gives an image
+    its value has that image's z-value.
+    """
+    rows = []
+    for name in UNCERTAINTY_NAMES:
+        value = values.get(name)
+        value = float("nan") if value is None else float(value)
+        column = reference[name].to_numpy(dtype=np.float64) if name in reference and len(reference) else np.array([])
+        column = column[~np.isnan(column)]
+        if column.size:
+            std = float(column.std()) or 1.0  # a constant uncertainty carries no ranking signal
+            z = (value - float(column.mean())) / std
+        else:
+            z = float("nan")
+        rows.append({"uncertainty": name, "label": UNCERTAINTY_LABELS[name], "value": value, "z": z, "percentile": percentile_of(column, value)})
+    return pd.DataFrame(rows)
 
 
 def load_detector(checkpoint: str | os.PathLike[str]):
@@ -508,7 +568,7 @@ def pool_detections(store: Store, model_version: int | None = None) -> pd.DataFr
 
 
 __all__ = [
-    "ACQUISITION_METHODS", "SORT_KEYS", "UNCERTAINTY_LABELS", "Z_NAMES", "ImageExplanation", "acquisition_scores", "align_to_stored", "explain_image",
+    "ACQUISITION_METHODS", "SORT_KEYS", "UNCERTAINTY_LABELS", "Z_NAMES", "ImageExplanation", "acquisition_scores", "align_to_stored", "detection_uncertainties", "explain_image",
     "filter_pool", "labels_per_class", "learning_curve", "mixture_detections", "page_of", "pool_classes", "pool_detections", "pool_table",
-    "select_for_labeling", "sort_pool", "store_revision", "thumbnail", "unreadable_images",
+    "score_drivers", "select_for_labeling", "sort_pool", "store_revision", "thumbnail", "unreadable_images",
 ]

@@ -165,6 +165,27 @@ def sentence_on_error():
         st.error(str(exc))
 
 
+# --------------------------------------------------------------------------- Label Studio
+
+
+def label_studio_login(status, key: str) -> None:
+    """The login of the project's local Label Studio where its link is: the user name, and the
+    password behind a reveal toggle (both in code blocks, which have a copy button)."""
+    if not status.connected:
+        return
+    if not (status.local and status.username):
+        st.caption("Log in to that Label Studio with your own account on it.")
+        return
+    st.caption("Log in to this project's Label Studio as its admin (created for this project; the login is also in "
+               f"{project_dir() / 'label-studio' / 'credentials.json'}):")
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        st.code(status.username, language=None)
+    with c2:
+        if st.toggle("Show the password", key=f"{key}-reveal"):
+            st.code(status.password, language=None)
+
+
 # --------------------------------------------------------------------------- jobs
 
 
@@ -224,11 +245,33 @@ def job_panel(kinds: tuple[str, ...] | None = None, show_loss: bool = True, key:
 
 
 def wait_for_job_text() -> str:
+    """The running job in one line with its progress as of now ("" when none runs)."""
     job = jobs.active_job(project_dir())
     if job is None:
         return ""
     state = job.read()
     return f"{job_title(state)} is running ({100 * float(state.get('progress') or 0):.0f} %, {state.get('stage')})."
+
+
+def job_status_line(style: str = "caption", suffix: str = "", key: str = "status") -> None:
+    """The running job's line (:func:`wait_for_job_text`), redrawn every second while it runs.
+
+    A fragment of its own: the progress bar of :func:`job_panel` re-runs every second on its
+    own, and a line drawn once with the page would stay at the moment the page ran ("0 %,
+    starting") while the bar moves on.
+    """
+
+    @st.fragment(run_every=1.0 if jobs.active_job(project_dir()) is not None else None)
+    def line() -> None:
+        text = wait_for_job_text()
+        if not text:
+            return
+        if style == "warning":
+            st.warning(text + suffix, icon=":material/hourglass_top:")
+        else:
+            st.caption(":material/hourglass_top: " + text + suffix)
+
+    line()
 
 
 def age(stamp: str | None) -> str:

@@ -31,18 +31,73 @@ def _rect(fig: go.Figure, box, color: str, width: float = 2, dash: str = "solid"
                   fillcolor=fill or "rgba(0,0,0,0)", layer="above")
 
 
+#: Detection labels: font size (px), and the plot width (px) the layout assumes at least.
+LABEL_FONT = 11
+LABEL_MIN_PLOT_WIDTH = 600
+LABEL_BACKGROUND = "rgba(0,0,0,0.75)"  # white on near-black: legible on any image
+
+
+def label_extent(text: str, font: int = LABEL_FONT) -> tuple[float, float]:
+    """Width and height in screen pixels of a label's box (an upper bound for a sans font)."""
+    return 0.62 * font * len(text) + 8.0, font + 8.0
+
+
+def place_labels(boxes: list[list[float]], sizes: list[tuple[float, float]], bounds: tuple[float, float]) -> list[tuple[float, float, float, float] | None]:
+    """Non-overlapping rectangles ``(x1, y1, x2, y2)`` (image units) for the detections' labels.
+
+    In order (the caller sorts by importance), each label goes to the first free place among:
+    just above its box, inside its top edge, just below it, then the free place nearest to its
+    box's top-left corner anywhere in the image. A label with no free place left gets None.
+    """
+    w, h = bounds
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float, float, float] | None] = []
+    for box, (lw, lh) in zip(boxes, sizes):
+        x1, y1, x2, y2 = box
+        x = min(max(x1, 0.0), max(w - lw, 0.0))
+        near = [(x, y1 - lh), (x, y1), (x, y2), (min(max(x2 - lw, 0.0), max(w - lw, 0.0)), y1 - lh)]
+        step = max(lh / 2, 1e-6)
+        gx, gy = np.meshgrid(np.arange(0.0, max(w - lw, 0.0) + 1e-9, step), np.arange(0.0, max(h - lh, 0.0) + 1e-9, step))
+        grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
+        grid = grid[np.argsort((grid[:, 0] - x) ** 2 + (grid[:, 1] - y1) ** 2, kind="stable")]
+        candidates = np.concatenate([np.array(near), grid])
+        inside = (candidates[:, 0] >= 0) & (candidates[:, 1] >= 0) & (candidates[:, 0] + lw <= w + 1e-9) & (candidates[:, 1] + lh <= h + 1e-9)
+        candidates = candidates[inside]
+        if placed:
+            p = np.array(placed)
+            free = ~((candidates[:, None, 0] < p[None, :, 2]) & (candidates[:, None, 0] + lw > p[None, :, 0])
+                     & (candidates[:, None, 1] < p[None, :, 3]) & (candidates[:, None, 1] + lh > p[None, :, 1])).any(axis=1)
+            candidates = candidates[free]
+        if len(candidates) == 0:
+            out.append(None)
+            continue
+        cx, cy = (float(v) for v in candidates[0])
+        rect = (cx, cy, cx + lw, cy + lh)
+        placed.append(rect)
+        out.append(rect)
+    return out
+
+
+def detection_label(d: dict[str, Any]) -> str:
+    return f"#{d['detection']} '{d['class_name']}' {d['score']:.2f}"
+
+
 def mixture_figure(array: np.ndarray, detections: list[dict[str, Any]], selected: int | None = None, height: int = 640) -> go.Figure:
     """The image with each detection (white) and, for the selected one (or all), every
-    component's mean box (opacity by its weight) with a +-1 sigma band around its edges (dashed)."""
+    component's mean box (opacity by its weight) with a +-1 sigma band around its edges (dashed).
+
+    Each detection's label sits in a dark box that no other label overlaps (:func:`place_labels`),
+    with a thin line to its box when it had to move away from it; ``layout.meta`` holds the
+    labels that found no room (their text is still in the hover)."""
     h, w = array.shape[:2]
     fig = go.Figure()
     fig.add_layout_image(dict(source=_png_url(array), x=0, y=0, sizex=w, sizey=h, xref="x", yref="y", sizing="stretch", layer="below"))
     # An invisible trace gives the axes their range and hover over the detections' centres.
     xs = [0.5 * (d["box"][0] + d["box"][2]) for d in detections]
     ys = [0.5 * (d["box"][1] + d["box"][3]) for d in detections]
-    text = [f"#{d['detection']} '{d['class_name']}' {d['score']:.2f}" for d in detections]
-    fig.add_trace(go.Scatter(x=[0, w, *xs], y=[0, h, *ys], mode="markers+text", text=["", "", *text], textposition="top center",
-                             textfont=dict(color="white", size=11), marker=dict(size=1, color="rgba(0,0,0,0)"), hoverinfo="text", showlegend=False))
+    text = [detection_label(d) for d in detections]
+    fig.add_trace(go.Scatter(x=[0, w, *xs], y=[0, h, *ys], mode="markers", text=["", "", *text],
+                             marker=dict(size=1, color="rgba(0,0,0,0)"), hoverinfo="text", showlegend=False))
     for d in detections:
         show_components = selected is None or d["detection"] == selected
         if show_components:
@@ -59,9 +114,27 @@ def mixture_figure(array: np.ndarray, detections: list[dict[str, Any]], selected
                         _rect(fig, inner, color, width=1, dash="dot", opacity=opacity)
         # the selected detection's outline is thin so that its components show through
         _rect(fig, d["box"], "white", width=1 if d["detection"] == selected else 2, dash="dash" if d["detection"] == selected else "solid")
+    # Labels: the selected detection first, then by score; sizes from pixels to image units at
+    # the smallest scale the plot is drawn at (a larger drawing only spreads them further).
+    scale = min((height - 10) / h, LABEL_MIN_PLOT_WIDTH / w)
+    order = sorted(detections, key=lambda d: (d["detection"] != selected, -d["score"]))
+    sizes = [tuple(v / scale for v in label_extent(detection_label(d))) for d in order]
+    places = place_labels([d["box"] for d in order], sizes, (w, h))
+    left_out = []
+    for d, place in zip(order, places):
+        if place is None:
+            left_out.append(detection_label(d))
+            continue
+        lx1, ly1, lx2, ly2 = place
+        bx1, by1, bx2, by2 = d["box"]
+        if lx2 < bx1 - 1 or lx1 > bx2 + 1 or ly2 < by1 - 1 or ly1 > by2 + 1:  # moved away: a leader line to its box
+            fig.add_shape(type="line", x0=0.5 * (lx1 + lx2), y0=0.5 * (ly1 + ly2), x1=min(max(0.5 * (lx1 + lx2), bx1), bx2), y1=min(max(0.5 * (ly1 + ly2), by1), by2),
+                          line=dict(color="white", width=1), layer="above")
+        fig.add_annotation(x=0.5 * (lx1 + lx2), y=0.5 * (ly1 + ly2), text=detection_label(d), showarrow=False, xanchor="center", yanchor="middle",
+                           font=dict(color="white", size=LABEL_FONT), bgcolor=LABEL_BACKGROUND, borderpad=2, name=f"label-{d['detection']}")
     fig.update_xaxes(range=[0, w], visible=False, constrain="domain")
     fig.update_yaxes(range=[h, 0], visible=False, scaleanchor="x")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=0, r=0, t=10, b=0))
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=0, r=0, t=10, b=0), meta={"labels_left_out": left_out})
     return fig
 
 
@@ -99,6 +172,9 @@ def learning_curve_figure(curve: pd.DataFrame) -> go.Figure:
                                  text=[f"v{v}" for v in curve["model_version"]] if key == "map50" else None, textposition="top center"))
     fig.update_layout(template=TEMPLATE, height=380, margin=dict(l=10, r=10, t=40, b=10), title="Active-learning curve (test split)",
                       xaxis_title="labeled images", yaxis_title="mAP", legend=dict(orientation="h", y=-0.2))
+    # Labeled images are whole numbers: tick exactly at the sizes the versions were trained on.
+    sizes = sorted({int(n) for n in curve["num_labeled"]})
+    fig.update_xaxes(tickmode="array", tickvals=sizes, ticktext=[f"{n:,}" for n in sizes])
     return fig
 
 
@@ -131,6 +207,8 @@ def uncertainty_histograms(detections: pd.DataFrame) -> go.Figure:
     for i, name in enumerate(names):
         values = detections[name].dropna() if name in detections else []
         fig.add_trace(go.Histogram(x=values, nbinsx=40, name=UNCERTAINTY_LABELS[name], showlegend=False), row=1, col=i + 1)
+        fig.update_xaxes(title_text="value", row=1, col=i + 1)
+    fig.update_yaxes(title_text="detections", row=1, col=1)
     fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=10, r=10, t=50, b=10), title="Uncertainties of the pool's detections")
     return fig
 

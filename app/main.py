@@ -104,9 +104,7 @@ def sidebar(project: Path) -> None:
             st.caption(f"{counts['labeled']} labeled · {counts['pool']} pool · {counts['test']} test · {counts['model_versions']} models")
         else:
             st.caption(f"No project at {project}")
-        text = common.wait_for_job_text()
-        if text:
-            st.caption(":material/hourglass_top: " + text)
+        common.job_status_line(key="sidebar")
 
 
 navigation = st.navigation(PAGES)

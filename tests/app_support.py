@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import signal
@@ -107,3 +108,19 @@ def add_corrupt_pool_image(project_dir: Path) -> int:
         image_id = store.add_images([path], split="pool", source="test")["added"][0]
     write_corrupt_png(path)
     return image_id
+
+
+def rerun_fragments(at):
+    """Re-run only the page's fragments, as the browser's timer does every second for a
+    fragment with ``run_every`` (AppTest itself only re-runs whole pages). Elements drawn once
+    with the page are not redrawn, so what such a run shows is exactly what stays live."""
+    from streamlit.testing.v1 import local_script_runner
+
+    ids = list(at._fragment_storage._fragments)
+    original = local_script_runner.RerunData
+    local_script_runner.RerunData = functools.partial(original, fragment_id_queue=ids, is_auto_rerun=True)
+    try:
+        at.run()
+    finally:
+        local_script_runner.RerunData = original
+    return at

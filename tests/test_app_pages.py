@@ -289,7 +289,7 @@ def test_label_studio_unreachable_is_one_sentence_and_the_rest_works(project):
     url = f"http://127.0.0.1:{free_port()}"
     save_connection(project, url, token="0123456789abcdef")
     at = open_app(project, "views/label.py")
-    assert f"Label Studio at {url} does not answer; check that the server runs and the URL on the Settings page is right. Everything else in the app keeps working." in texts(at, "warning")
+    assert f"Label Studio at {url} does not answer; check that the server runs and that its URL is right on the Settings page. Everything else in the app keeps working." in texts(at, "warning")
     assert next(b for b in at.button if b.label.startswith("Send")).disabled
     for page in ("views/pool.py", "views/image.py", "views/train.py", "views/history.py", "views/settings.py"):
         at.switch_page(page).run()
@@ -517,3 +517,144 @@ def test_the_app_refuses_a_non_loopback_address_unless_the_risk_is_named(project
     finally:
         st_config.set_option("server.address", previous[0])
         st_config.set_option("browser.gatherUsageStats", previous[1])
+
+
+# --------------------------------------------------------------------------- issue 15: the labeling loop
+
+
+def _live_percent(text: str) -> int:
+    import re
+
+    return int(re.search(r"\((\d+) %", text).group(1))
+
+
+def test_every_status_line_shows_the_jobs_live_progress(project):
+    from tests.app_support import rerun_fragments
+
+    job = jobs.start_job(project, "retrain", {"project_dir": str(project), "settings": {"iterations": 2000}})
+    at = open_app(project, "views/train.py")  # drawn while the job is at its start
+    deadline = time.monotonic() + 180
+    while round(100 * (job.read().get("progress") or 0)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    now = round(100 * float(job.read()["progress"]))
+    assert now >= 2, "the training did not get going"
+    # What the browser's one-second timer redraws: the banner, the sidebar line and the bar alike.
+    rerun_fragments(at)
+    banner = [w for w in texts(at, "warning") if "A retrain is running" in w]
+    sidebar = [c.value for c in at.sidebar.caption if "A retrain is running" in c.value]
+    bars = [p.proto.text for p in at.get("progress")]
+    assert banner and sidebar and bars, (texts(at, "warning"), [c.value for c in at.sidebar.caption], bars)
+    for line in (banner[0], sidebar[0], bars[0]):
+        assert _live_percent(line) >= now, line  # not the "0 %, starting" of the page's first run
+    assert "training on 8 images" in banner[0] and "Only one job runs at a time" in banner[0]
+    job.cancel()
+    assert job.wait(timeout=120)["status"] == "cancelled"
+
+
+def _label_rects(figure: dict) -> list[tuple[float, float, float, float]]:
+    """The data-unit rectangles of the mixture figure's labels, as figures.place_labels sized them."""
+    import sys
+
+    sys.path.insert(0, str(APP.parent))
+    from figures import LABEL_MIN_PLOT_WIDTH, label_extent
+
+    xr, yr = figure["layout"]["xaxis"]["range"], figure["layout"]["yaxis"]["range"]
+    w, h = xr[1] - xr[0], yr[0] - yr[1]
+    scale = min((figure["layout"]["height"] - 10) / h, LABEL_MIN_PLOT_WIDTH / w)
+    rects = []
+    for a in figure["layout"].get("annotations", []):
+        lw, lh = (v / scale for v in label_extent(a["text"]))
+        rects.append((a["x"] - lw / 2, a["y"] - lh / 2, a["x"] + lw / 2, a["y"] + lh / 2))
+    return rects
+
+
+def _frame(at: AppTest, columns: list[str]) -> pd.DataFrame:
+    return next(d.value for d in at.dataframe if d.value.columns.tolist() == columns)
+
+
+def test_image_page_shows_the_selected_detections_uncertainties_and_legible_labels(project):
+    with Store.open(project, create=False) as store:
+        top = int(store.pool_ranking().iloc[0]["image_id"])
+        stored = store.detections(image_ids=[top]).set_index("detection")
+        image_row = store.image_scores().set_index("image_id").loc[top]
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["project_dir"] = str(project)
+    at.session_state["image_id"] = top
+    at.run()
+    at.switch_page("views/image.py").run()
+    assert not at.exception
+    subheaders = texts(at, "subheader")
+    choice = next(s for s in at.selectbox if s.label == "Detection to explain")
+    for option in (choice.value, choice.options[-1]):  # the default (the strongest) and another one
+        detection = int(str(option).split(" ")[0].lstrip("#")) if isinstance(option, str) else int(option)
+        choice = next(s for s in at.selectbox if s.label == "Detection to explain")
+        choice.set_value(detection).run()
+        assert f"Detection #{detection}: its four uncertainties" in texts(at, "subheader")
+        own = _frame(at, ["uncertainty", "value", "z", "percentile"])
+        assert own["uncertainty"].tolist() == ["box aleatoric", "box epistemic", "class aleatoric", "class epistemic"]
+        # the selected detection's own values, not the image's maxima
+        assert own["value"].tolist() == pytest.approx([stored.loc[detection, n] for n in ("loc_aleatoric", "loc_epistemic", "cls_aleatoric", "cls_epistemic")], rel=1e-4)
+    assert "The image's four uncertainties" in subheaders
+    image = _frame(at, ["uncertainty", "value", "z", "percentile", "detection"])
+    assert image["value"].tolist() == pytest.approx([image_row[n] for n in ("loc_aleatoric", "loc_epistemic", "cls_aleatoric", "cls_epistemic")], rel=1e-6)
+    # the z-score of the detection an image value comes from is the image's z-score
+    source = int(image["detection"].iloc[3])
+    choice = next(s for s in at.selectbox if s.label == "Detection to explain")
+    choice.set_value(source).run()
+    own = _frame(at, ["uncertainty", "value", "z", "percentile"])
+    assert own["z"].iloc[3] == pytest.approx(image_row["z_cls_epistemic"], rel=1e-4)
+    # labels: one per drawn detection unless it found no room, none overlapping, white on dark
+    mixture = charts(at)[0]
+    annotations = mixture["layout"]["annotations"]
+    left_out = mixture["layout"]["meta"]["labels_left_out"]
+    assert len(annotations) + len(left_out) == len(stored) and len(annotations) >= min(len(stored), 5)
+    assert all(a["bgcolor"] == "rgba(0,0,0,0.75)" and a["font"]["color"] == "white" for a in annotations)
+    rects = _label_rects(mixture)
+    for i, a in enumerate(rects):
+        for b in rects[i + 1:]:
+            assert a[2] <= b[0] + 1e-6 or b[2] <= a[0] + 1e-6 or a[3] <= b[1] + 1e-6 or b[3] <= a[1] + 1e-6, (a, b)
+
+
+def test_pool_page_says_which_uncertainty_and_detection_drive_each_score(project):
+    from almdn import views
+
+    at = open_app(project)
+    table = at.dataframe[0].value
+    assert "driven_by" in table.columns
+    with Store.open(project, create=False) as store:
+        for _, row in table.head(5).iterrows():
+            explanation = views.explain_image(store, int(row["image_id"]))
+            # the sentence's strongest uncertainty and detection are the table's
+            top = explanation.uncertainties.dropna(subset=["z"]).sort_values("z", ascending=False).iloc[0]
+            assert row["driven_by"].startswith(f"{top['label']} of #{int(top['detection'])} '")
+            assert row["score"] == pytest.approx(top["z"])
+
+
+def test_retrain_compares_like_with_like_and_says_how_the_version_was_trained(project):
+    with Store.open(project, create=False) as store:
+        settings = RoundSettings.load(store)
+        assert settings.start_from == "initial"  # the default: the paper's retrain, not a fine-tune
+        first = store.latest_model_version()
+        second = run_round(store, settings)
+        info = store.model_version(second.model_version)["metrics"]
+        assert info["warm_start_from"] is None and info["settings"]["iterations"] == TINY_SETTINGS.iterations
+    at = open_app(project, "views/train.py")
+    infos = texts(at, "info")
+    assert any(t.startswith(f"Model version {second.model_version} was trained from the initial weights (seed 0) for {TINY_SETTINGS.iterations} ")
+               and f"the same starting point and schedule as version {first}" in t for t in infos), infos
+    assert at.metric[1].delta.endswith(f"vs v{first}")
+    # fine-tuning is an explicit, labelled choice on the Settings page
+    at.switch_page("views/settings.py").run()
+    start = next(s for s in at.selectbox if s.label == "Each retrain starts from")
+    assert start.value == "initial"
+    start.set_value("previous")
+    next(b for b in at.button if b.label == "Save").click().run()
+    with Store.open(project, create=False) as store:
+        assert RoundSettings.load(store).start_from == "previous"
+        third = run_round(store)
+    at.switch_page("views/train.py").run()
+    warnings = texts(at, "warning")
+    assert any(t.startswith(f"Model version {third.model_version} was fine-tuned from version {second.model_version} for another ")
+               and "does not compare like with like" in t for t in warnings), warnings
+    assert at.metric[1].delta.endswith("(not like for like)")
+    assert "starting from the previous model version (fine-tune)" in " ".join(texts(at, "caption"))

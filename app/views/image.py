@@ -60,6 +60,16 @@ def _mixture(checkpoint: str, path: str) -> list[dict]:
     return views.mixture_detections(common.detector(checkpoint), path)
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _scored_detections_of(path: str, rev: tuple, model_version: int):
+    return common.store().detections(model_version)
+
+
+def _scored_detections(model_version: int):
+    """Every kept detection of the version's pool scoring: what its z-scores were taken over."""
+    return _scored_detections_of(str(common.project_dir()), common.revision(), int(model_version))
+
+
 info = store.model_version(mv)
 try:
     all_detections = _mixture(str(info["checkpoint"]), str(image["path"]))
@@ -82,28 +92,43 @@ with right:
     labels = {d["detection"]: f"#{d['detection']} '{d['class_name']}' score {d['score']:.2f}" for d in detections}
     selected = st.selectbox("Detection to explain", options, index=options.index(default) if default in options else 0,
                             format_func=labels.get, disabled=not options) if options else None
-    st.subheader("Its four uncertainties")
+    chosen = next((d for d in detections if d["detection"] == selected), None)
+    if chosen is not None:
+        st.subheader(f"Detection #{selected}: its four uncertainties")
+        own = views.detection_uncertainties(chosen, _scored_detections(mv))
+        st.dataframe(own[["label", "value", "z", "percentile"]].rename(columns={"label": "uncertainty"}), hide_index=True, key="detection-uncertainties", column_config={
+            "value": st.column_config.NumberColumn(format="%.4f", help="This detection's value"),
+            "z": st.column_config.NumberColumn("z-score", format="%.2f", help="Standard deviations above the mean of the pool's kept detections (the scoring's z-score)"),
+            "percentile": st.column_config.ProgressColumn("pool percentile", min_value=0, max_value=100, format="%.0f", help="Percent of the pool's kept detections at or below this value"),
+        })
+        if not chosen.get("stored", True):
+            st.caption(f"Detection #{selected} is below the scoring threshold ({kept_threshold:.2f}): it does not count for the image's score.")
+    st.subheader("The image's four uncertainties")
     if len(explanation.uncertainties):
+        st.caption("Each is the largest over the image's kept detections (Sec. 3.3), from the detection named in the last column; "
+                   "the final score combines their z-scores.")
         unc = explanation.uncertainties[["label", "value", "z", "percentile", "detection"]].rename(columns={"label": "uncertainty"})
-        st.dataframe(unc, hide_index=True, column_config={
+        st.dataframe(unc, hide_index=True, key="image-uncertainties", column_config={
             "value": st.column_config.NumberColumn(format="%.4f", help="The image's value: the maximum over its kept detections"),
             "z": st.column_config.NumberColumn("z-score", format="%.2f"),
             "percentile": st.column_config.ProgressColumn("pool percentile", min_value=0, max_value=100, format="%.0f", help="Percent of the pool's images at or below this value"),
-            "detection": st.column_config.NumberColumn("from #", help="The detection the value comes from"),
+            "detection": st.column_config.NumberColumn("from detection", width="medium", format="#%d", help="The detection the value comes from"),
         })
     else:
         st.caption("Not in the pool: no pool percentiles.")
 with left:
     if detections:
-        st.plotly_chart(mixture_figure(array, detections, selected), key="mixture")
+        figure = mixture_figure(array, detections, selected)
+        st.plotly_chart(figure, key="mixture")
+        left_out = figure.layout.meta["labels_left_out"]
         st.caption("White: detections (Eq. 7). Coloured: each mixture component's mean box of the selected detection, "
-                   "opacity by its weight π; dotted: ±1σ of each edge from the component's variance.")
+                   "opacity by its weight π; dotted: ±1σ of each edge from the component's variance."
+                   + (f" {len(left_out)} labels found no free place; hover over a box to read it." if left_out else ""))
     else:
         st.image(array, width="stretch")
         st.caption(f"No detection with score ≥ {threshold:.2f}.")
 
-if selected is not None:
-    chosen = next(d for d in detections if d["detection"] == selected)
+if chosen is not None:
     st.plotly_chart(class_spread_figure(chosen, list(store.classes())), key="class-spread")
     comp = pd.DataFrame({
         "component": range(1, len(chosen["component_weights"]) + 1),

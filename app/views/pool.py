@@ -56,7 +56,7 @@ page = p2.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="
 rows, _ = views.page_of(shown, page, per_page)
 p3.caption(f"{len(shown):,} of {len(table):,} pool images match; showing {len(rows)} ({(page - 1) * per_page + 1}–{(page - 1) * per_page + len(rows)}).")
 
-view = rows[["rank", "image_id", "file", "score", *UNCERTAINTY_NAMES, "num_detections", "classes", "status", "task_status"]].copy()
+view = rows[["rank", "image_id", "file", "score", "driven_by", *UNCERTAINTY_NAMES, "num_detections", "classes", "status", "task_status"]].copy()
 if z_scored:
     for name in UNCERTAINTY_NAMES:
         view[name] = rows[f"z_{name}"]
@@ -75,7 +75,9 @@ event = st.dataframe(
         "thumbnail": st.column_config.ImageColumn("image", width="small"),
         "rank": number("rank", help="1 = most informative by the final score"),
         "image_id": number("id"),
-        "score": number("final score", format="%.2f", help="Max of the four z-scored uncertainties (Sec. 3.3)"),
+        "score": number("final score", format="%.2f", help="A z-score, not a raw uncertainty: how many standard deviations the driving uncertainty "
+                        "lies above the mean of the pool's detections (max of the four z-scored uncertainties, Sec. 3.3)"),
+        "driven_by": st.column_config.TextColumn("driven by", width="medium", help="The uncertainty whose z-score is the final score, and the detection it comes from"),
         **{name: number(views.UNCERTAINTY_LABELS[name] + (" (z)" if z_scored else ""), format="%.3f") for name in UNCERTAINTY_NAMES},
         "num_detections": number("detections"),
         "classes": st.column_config.TextColumn("predicted classes"),

@@ -14,6 +14,8 @@ from almdn.store import STORE_FILE
 
 KIND_LABELS = {"coco": "COCO (json file, or folder with annotations/train.json)", "voc": "Pascal VOC (year folder)",
                "yolo": "YOLO (folder with images/, labels/, data.yaml)", "images": "a folder of unlabeled images"}
+PATH_EXAMPLES = {"coco": "/data/coco-dataset (or /data/coco-dataset/annotations/train.json)", "voc": "/data/VOCdevkit/VOC2007",
+                 "yolo": "/data/yolo-dataset", "images": "/data/unlabeled-images"}
 SPLIT_LABELS = {None: "as the dataset says (annotated: labeled set; images: pool)", "labeled": "the labeled set (boxes kept)",
                 "pool": "the pool (unlabeled; boxes dropped)", "test": "the test split (boxes kept)"}
 
@@ -41,11 +43,12 @@ with st.form("open-path"):
             st.rerun()
 
 st.subheader("Create a project")
+# The source is chosen outside the form: the path's example follows it at once.
+kind = st.selectbox("Source", SOURCE_KINDS, format_func=KIND_LABELS.get, key="create-kind")
 with st.form("create"):
     c1, c2 = st.columns(2)
     name = c1.text_input("Name", placeholder="my-project", help=f"The project folder is created under {root}.")
-    kind = c2.selectbox("Source", SOURCE_KINDS, format_func=KIND_LABELS.get)
-    source = st.text_input("Dataset path", placeholder="/data/voc/VOC2007")
+    source = c2.text_input("Dataset path", placeholder=PATH_EXAMPLES[kind])
     c3, c4 = st.columns(2)
     split = c3.selectbox("Put its images into", list(SPLIT_LABELS), format_func=SPLIT_LABELS.get)
     classes = c4.text_input("Classes (comma-separated, for a folder of images)", placeholder="cat, dog")

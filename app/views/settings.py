@@ -8,7 +8,7 @@ import streamlit as st
 from almdn import jobs, labeling
 from almdn.acquisition.scoring import AGGREGATIONS
 from almdn.registry import CLASS_LOSSES
-from almdn.rounds import ARCH_CHOICES, HEAD_CHOICES, RoundSettings
+from almdn.rounds import ARCH_CHOICES, HEAD_CHOICES, START_CHOICES, RoundSettings
 
 st.title("Settings")
 store = common.store()
@@ -19,8 +19,9 @@ st.subheader("Label Studio")
 status = labeling.server_status(project)
 if status.reachable:
     st.success(f"Connected to {'the local ' if status.local else ''}Label Studio at {status.url}.")
-elif status.message:
-    st.warning(status.message)
+elif status.problem:
+    st.warning(status.sentence(on_settings_page=True))
+common.label_studio_login(status, key="settings-login")
 
 left, right = st.columns(2)
 with left.form("connect"):
@@ -39,15 +40,22 @@ with left.form("connect"):
                 st.success(f"Connected to {url.strip()}; the token is stored in the project folder (mode 0600).")
 with right:
     st.markdown("**Or run one on this machine**")
-    port = st.number_input("Port (on 127.0.0.1)", min_value=1024, max_value=65535, value=8080, key="ls_port")
+    local = labeling.local_server_running(project)
     running = jobs.active_job(project)
-    if st.button("Start a local Label Studio", icon=":material/play_arrow:", disabled=running is not None):
+    if local["running"]:
+        # Starting is idempotent: while the project's server runs there is nothing to start.
+        st.caption(f"This project's Label Studio runs at {local['url']} (process {local['pid']}).")
+    port = st.number_input("Port (on 127.0.0.1)", min_value=1024, max_value=65535, value=8080, key="ls_port", disabled=bool(local["running"]))
+    if st.button("Start a local Label Studio", icon=":material/play_arrow:", disabled=running is not None or bool(local["running"]),
+                 help="It already runs." if local["running"] else None):
         try:
-            jobs.start_job(project, "label_studio", {"project_dir": str(project), "port": int(port)})
-            st.rerun()
+            if labeling.start_local_server(project, int(port)) is None:
+                st.info("The local Label Studio already runs; the project is connected to it.")
+            else:
+                st.rerun()
         except common.user_errors() as exc:
             st.warning(str(exc))
-    if status.local and st.button("Stop the local Label Studio", icon=":material/stop:"):
+    if local["running"] and st.button("Stop the local Label Studio", icon=":material/stop:"):
         from label_studio.server import LocalServer
 
         with common.sentence_on_error():
@@ -75,7 +83,11 @@ with st.form("model"):
                      help="Detections with at least this score count for an image's uncertainty (Sec. 3.3).")
     aggregations = list(AGGREGATIONS)
     aggregation = c8.selectbox("Aggregation (Tab. 2)", aggregations, index=aggregations.index(current.aggregation) if current.aggregation in aggregations else 0)
-    warm = c9.toggle("Continue from the latest model", value=bool(current.warm_start), help="Off: every retrain starts from scratch, as the paper's protocol does.")
+    starts = list(START_CHOICES)
+    start_from = c9.selectbox("Each retrain starts from", starts, index=starts.index(current.start_from), format_func=START_CHOICES.get,
+                              help="The initial weights: every version is trained the same way from the same start, as the paper retrains each "
+                                   "cycle, so two versions' mAP differ by the labels added. Fine-tuning the previous version is cheaper, but its "
+                                   "mAP mixes more training with the new labels.")
     c10, c11, c12 = st.columns(3)
     cls_loss = c10.selectbox("Class loss", CLASS_LOSSES, index=CLASS_LOSSES.index(current.cls_loss) if current.cls_loss in CLASS_LOSSES else 0,
                              help="type2: the mixture likelihood of the true class, which keeps the class mixture from collapsing to one "
@@ -90,6 +102,6 @@ with st.form("model"):
     if st.form_submit_button("Save", type="primary"):
         with common.sentence_on_error():
             current.replace(arch=arch, head=head, num_components=int(k), iterations=int(iterations), batch_size=int(batch_size), lr=float(lr),
-                            conf_threshold=float(conf), aggregation=aggregation, warm_start=bool(warm), cls_loss=cls_loss,
+                            conf_threshold=float(conf), aggregation=aggregation, start_from=start_from, cls_loss=cls_loss,
                             optimizer=optimizer, augment=augment, hflip=bool(hflip)).save(store)
             st.success("Saved; the next retrain uses these settings.")

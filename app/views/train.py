@@ -7,7 +7,7 @@ import common
 import streamlit as st
 
 from almdn import jobs, views
-from almdn.rounds import RoundSettings
+from almdn.rounds import START_CHOICES, RoundSettings, describe_training
 
 st.title("Train")
 store = common.store()
@@ -22,19 +22,23 @@ else:
     last = curve.iloc[-1]
     prev = curve.iloc[-2] if len(curve) > 1 else None
     cols = st.columns(4)
+    comparable = describe_training(store, int(last["model_version"])).comparable
 
     def delta(key: str):
         if prev is None or last[key] is None or prev[key] is None:
             return None
-        return f"{last[key] - prev[key]:+.3f} vs v{int(prev['model_version'])}"
+        return f"{last[key] - prev[key]:+.3f} vs v{int(prev['model_version'])}" + ("" if comparable else " (not like for like)")
 
     cols[0].metric(f"Model version {int(last['model_version'])}", str(last["name"]), help=str(last["created_at"]))
     cols[1].metric("mAP@0.5 (test)", "–" if last["map50"] is None else f"{last['map50']:.3f}", delta=delta("map50"))
     cols[2].metric("mAP@0.75 (test)", "–" if last["map75"] is None else f"{last['map75']:.3f}", delta=delta("map75"))
     cols[3].metric("Trained on", f"{int(last['num_labeled'])} images", delta=f"{labeled - int(last['num_labeled']):+d} labeled since" if labeled != int(last["num_labeled"]) else None, delta_color="off")
+    how = describe_training(store, int(last["model_version"]))
     if prev is not None and prev["map50"] is not None and last["map50"] is not None:
         st.caption(f"New mAP@0.5 {last['map50']:.3f} next to the previous model's {prev['map50']:.3f} (v{int(prev['model_version'])}, "
                    f"{int(prev['num_labeled'])} labeled images).")
+    # How the version was trained decides what its mAP change means: say it next to the numbers.
+    (st.info if how.comparable or how.previous is None else st.warning)(how.sentence, icon=":material/info:")
     quality = views.model_quality(store)
     latest = quality[quality["model_version"] == int(last["model_version"])]
     if not latest.empty:
@@ -58,11 +62,10 @@ else:
 st.subheader("Retrain")
 settings = RoundSettings.load(store)
 st.caption(f"{settings.arch} with the {settings.head} mixture head, K = {settings.num_components}, {settings.cls_loss} class loss; "
-           f"{settings.iterations} {settings.optimizer} iterations at batch {settings.batch_size}, lr {settings.lr:g}, augmentation {settings.augment}; {'continuing from the latest model' if settings.warm_start else 'from scratch'}; "
+           f"{settings.iterations} {settings.optimizer} iterations at batch {settings.batch_size}, lr {settings.lr:g}, augmentation {settings.augment}; starting from {START_CHOICES[settings.start_from]}; "
            f"scoring keeps detections with score ≥ {settings.conf_threshold:.2f}, {settings.aggregation}. Change them on the Settings page.")
 running = jobs.active_job(project)
-if running is not None:
-    st.warning(common.wait_for_job_text() + " Only one job runs at a time: wait for it or cancel it below.", icon=":material/hourglass_top:")
+common.job_status_line("warning", suffix=" Only one job runs at a time: wait for it or cancel it below.", key="train-status")
 if st.button("Retrain", type="primary", icon=":material/model_training:", disabled=running is not None or labeled == 0,
              help="Train a new model version on the labeled set, evaluate it on the test split and re-score the pool."):
     try:
