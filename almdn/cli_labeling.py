@@ -209,7 +209,11 @@ def ls_start(project_dir, port, template) -> None:
     server = LocalServer(home, port=port, document_root=root, template=template_dir)
     seconds = server.start()
     save_connection(project_dir, server.url, local=True, document_root=str(root))
-    click.echo(f"Label Studio runs at {server.url} (ready in {seconds:.1f} s); log in with the e-mail and password in {server.credentials_path}.")
+    login = server.credentials()
+    click.echo(f"Label Studio runs at {server.url} (ready in {seconds:.1f} s).")
+    # The login is this project's own admin on a loopback server: the user needs it to open the
+    # server's page (the API token stays unprinted; the app's Label page shows the same login).
+    click.echo(f"Log in as {login.username} with the password {login.password} (also in {server.credentials_path}).")
 
 
 @ls.command("stop")
@@ -275,8 +279,12 @@ def push(project_dir, top_k, model_version) -> None:
     """Send the top-K of the pool ranking to Label Studio, with the model's detections."""
     from label_studio.client import LabelStudioClient
 
+    from almdn.labeling import ranking_data
+
     with _open(project_dir) as store, LabelStudioClient.for_project(project_dir) as client:
-        click.echo(str(client.push(store, top_k, model_version=model_version)))
+        mv = store.latest_model_version(scored=True) if model_version is None else model_version
+        data = ranking_data(store, mv) if mv is not None else {}
+        click.echo(str(client.push(store, top_k, model_version=model_version, task_data=data)))
 
 
 @click.command("pull")
@@ -294,7 +302,8 @@ def pull(project_dir) -> None:
     for problem in report.problems:
         click.echo(problem, err=True)
     if report.problems:
-        raise UserError(f"{len(report.problems)} annotations were not imported (see above); everything else was stored.")
+        n = len(report.problems)
+        raise UserError(f"{n} annotation{'' if n == 1 else 's'} {'was' if n == 1 else 'were'} not imported (see above); everything else was stored.")
 
 
 @click.command("app")
@@ -314,6 +323,13 @@ def app(project_dir, port, expose) -> None:
         args += ["--", "--serve-to-network-without-login"]
     env = {**os.environ, "ALMDN_PROJECT": str(Path(project_dir).absolute()), "OMP_WAIT_POLICY": "PASSIVE"}
     click.echo(f"almdn app at http://{expose or '127.0.0.1'}:{port} (Ctrl-C stops it).")
+    from almdn.demo_project import default_projects_root, is_ready
+
+    project = Path(project_dir).absolute()
+    if project == default_projects_root() / "demo" and not is_ready(project):
+        # The app creates the demo project, but only once a browser opens the page.
+        click.echo("First run: the demo project (data, a first model, the scored pool; a few minutes on a CPU) is created when that page is "
+                   "first opened in a browser; the page shows its progress.")
     raise SystemExit(subprocess.call(args, env=env))
 
 

@@ -31,6 +31,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -201,6 +202,9 @@ def start_job(project_dir: str | os.PathLike[str], kind: str, params: dict[str, 
                 env=env, cwd=repo,
                 start_new_session=True,  # survives the app's process and its page reloads
             )
+        # Reap the child as soon as it exits: a finished job must not linger as a defunct
+        # process of the app (nothing else waits for it, the app may run for days).
+        threading.Thread(target=process.wait, name=f"almdn-job-{job_id}", daemon=True).start()
         state["pid"] = process.pid
         # The child may already have written its own state: only fill in the pid.
         with contextlib.suppress(OSError, ValueError):

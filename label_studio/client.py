@@ -113,13 +113,13 @@ class PushReport:
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        parts = [f"Pushed {len(self.created)} new tasks to Label Studio project {self.project_id}"]
+        parts = [f"Pushed {_plural(len(self.created), 'new task')} to Label Studio project {self.project_id}"]
         if self.batch_id is not None:
             parts[0] += f" (batch {self.batch_id})"
         if self.already:
-            parts.append(f"{len(self.already)} of the top {self.requested} images already have a task")
+            parts.append(f"{len(self.already)} of the top {self.requested} images already {'has' if len(self.already) == 1 else 'have'} a task")
         if self.adopted:
-            parts.append(f"{len(self.adopted)} tasks left by an interrupted push were recorded")
+            parts.append(f"{_plural(len(self.adopted), 'task')} left by an interrupted push {'was' if len(self.adopted) == 1 else 'were'} recorded")
         return "; ".join(parts) + f" ({self.seconds:.1f} s)."
 
 
@@ -144,17 +144,17 @@ class PullReport:
 
     def __str__(self) -> str:
         text = (
-            f"Pulled {self.new_annotations} new and {self.updated_annotations} updated annotations from Label Studio project "
-            f"{self.project_id}: {len(self.labeled_images)} images labeled"
+            f"Pulled {self.new_annotations} new and {_plural(self.updated_annotations, 'updated annotation')} from Label Studio project "
+            f"{self.project_id}: {_plural(len(self.labeled_images), 'image')} labeled"
         )
         if self.skipped_tasks:
-            text += f", {len(self.skipped_tasks)} tasks skipped by the annotator"
+            text += f", {_plural(len(self.skipped_tasks), 'task')} skipped by the annotator"
         if self.deleted_tasks:
-            text += f", {len(self.deleted_tasks)} tasks deleted on the server"
+            text += f", {_plural(len(self.deleted_tasks), 'task')} deleted on the server"
         if self.duplicates:
             text += f", {self.duplicates} already pulled"
         if self.problems:
-            text += f", {len(self.problems)} annotations rejected"
+            text += f", {_plural(len(self.problems), 'annotation')} rejected"
         return text + f" ({self.seconds:.1f} s)."
 
 
@@ -386,9 +386,13 @@ class LabelStudioClient:
 
     # ------------------------------------------------------------------ push
 
-    def push(self, store: Store, top_k: int | None = None, *, image_ids: Sequence[int] | None = None, model_version: int | None = None) -> PushReport:
+    def push(self, store: Store, top_k: int | None = None, *, image_ids: Sequence[int] | None = None, model_version: int | None = None,
+             task_data: dict[int, dict[str, Any]] | None = None) -> PushReport:
         """Make sure the ``top_k`` most informative pool images (or exactly ``image_ids``) are
         tasks in Label Studio, with ``model_version``'s detections as pre-annotations.
+
+        ``task_data`` adds fields to each new task's data, by image id (the ranking: rank,
+        final score, uncertainties; Label Studio's data manager can sort and filter by them).
 
         Images that already have a live task (open, annotated or skipped) are not sent again,
         so the same push twice creates no new tasks. The new tasks are recorded as one batch,
@@ -433,7 +437,7 @@ class LabelStudioClient:
                 new_images.append(image_id)
         created: list[tuple[int, int]] = []
         if new_images:
-            payloads = self._task_payloads(store, project_id, new_images, scored)
+            payloads = self._task_payloads(store, project_id, new_images, scored, task_data or {})
             with self._talking("importing tasks"):
                 for start in range(0, len(payloads), IMPORT_CHUNK):
                     part = payloads[start:start + IMPORT_CHUNK]
@@ -445,11 +449,10 @@ class LabelStudioClient:
         batch = store.record_batch(row, created, scored, top_k, adopted=adopted)
         return PushReport(project_id, batch, requested, created, adopted, already, time.perf_counter() - t0)
 
-    def _task_payloads(self, store: Store, project_id: int, image_ids: list[int], model_version: int | None) -> list[dict[str, Any]]:
+    def _task_payloads(self, store: Store, project_id: int, image_ids: list[int], model_version: int | None, task_data: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
         images = store.images().set_index("image_id").loc[image_ids]
         urls = self._image_urls(project_id, images, store.project_uuid)
         predictions: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        scores: dict[int, float] = {}
         mv_name = None
         if model_version is not None:
             mv_name = str(store.model_version(int(model_version))["name"])
@@ -467,13 +470,20 @@ class LabelStudioClient:
                     "value": {**pixels_to_percent((r.x1, r.y1, r.x2, r.y2), w, h), "rectanglelabels": [r.class_name]},
                     "score": float(r.score),
                 })
-            table = store.image_scores(model_version)
-            scores = {int(i): float(s) for i, s in zip(table["image_id"], table["score"]) if s == s}
         payloads = []
         for image_id in image_ids:
-            task: dict[str, Any] = {"data": {IMAGE_FIELD: urls[image_id], PROJECT_KEY: store.project_uuid, IMAGE_KEY: int(image_id), "file": Path(images.at[image_id, "path"]).name}}
+            data = {k: _json_safe(v) for k, v in (task_data.get(image_id) or {}).items()}
+            # our own keys last: extra data can never re-point a task at another image
+            data.update({IMAGE_FIELD: urls[image_id], PROJECT_KEY: store.project_uuid, IMAGE_KEY: int(image_id), "file": Path(images.at[image_id, "path"]).name})
+            task: dict[str, Any] = {"data": data}
             if mv_name is not None:
-                task["predictions"] = [{"model_version": mv_name, "score": scores.get(image_id, 0.0), "result": predictions.get(image_id, [])}]
+                boxes = predictions.get(image_id, [])
+                prediction: dict[str, Any] = {"model_version": mv_name, "result": boxes}
+                # Label Studio shows the score as a 0-1 confidence: the model's mean confidence in
+                # the boxes it proposes (the ranking score is a z-score and goes into the data).
+                if boxes:
+                    prediction["score"] = sum(b["score"] for b in boxes) / len(boxes)
+                task["predictions"] = [prediction]
             payloads.append(task)
         return payloads
 
@@ -528,6 +538,54 @@ class LabelStudioClient:
                 info = self._get(f"/api/import/file-upload/{upload_id}")
                 urls[image_id] = "/data/" + str(info["file"]).lstrip("/")
         return urls
+
+    # ------------------------------------------------------------------ skipped tasks
+
+    def _skipped_tasks(self, store: Store, image_ids: Sequence[int]) -> list[tuple[int, int, int]]:
+        """``(local project row, task id, image id)`` of the skipped tasks of ``image_ids``;
+        one sentence if an image has none."""
+        tasks = store.tasks()
+        skipped = tasks[(tasks["status"] == "skipped") & tasks["image_id"].isin([int(i) for i in image_ids])] if not tasks.empty else tasks
+        missing = sorted(set(int(i) for i in image_ids) - set(skipped["image_id"].tolist()))
+        if missing:
+            raise LabelStudioError(f"Images {missing[:10]} have no skipped task in Label Studio; import the latest labels first (almdn pull), then try again.")
+        ours = store.ls_projects(self.url)
+        rows = set(ours["id"].tolist())
+        elsewhere = skipped[~skipped["ls_project"].isin(rows)]
+        if len(elsewhere):
+            raise LabelStudioError(f"Images {sorted(elsewhere['image_id'].tolist())[:10]} were sent to another Label Studio server; connect to it to resend them.")
+        return [(int(r), int(t), int(i)) for r, t, i in zip(skipped["ls_project"], skipped["task_id"], skipped["image_id"])]
+
+    def reopen_skipped(self, store: Store, image_ids: Sequence[int]) -> int:
+        """Open the skipped tasks of ``image_ids`` again: the annotator's skip (a cancelled
+        annotation) is deleted, so the same task, with its pre-annotations, waits in the queue
+        again; no task is created. Returns how many tasks were reopened."""
+        tasks = self._skipped_tasks(store, image_ids)
+        for row, task_id, image_id in tasks:
+            with self._talking(f"reopening task {task_id}"):
+                task = self._get(f"/api/tasks/{task_id}")
+                if (task.get("data") or {}).get(IMAGE_KEY) != image_id:
+                    raise LabelStudioError(f"Task {task_id} in Label Studio no longer shows image {image_id}; import the latest labels (almdn pull), then try again.")
+                for annotation in task.get("annotations") or []:
+                    if annotation.get("was_cancelled"):
+                        response = self._http.delete(f"/api/annotations/{int(annotation['id'])}/")
+                        if response.status_code != 404:  # already gone: the same result
+                            response.raise_for_status()
+            store.record_pull(row, self.url, [], {(task_id, image_id): "open"}, [])
+        return len(tasks)
+
+    def release_skipped(self, store: Store, image_ids: Sequence[int]) -> int:
+        """Put skipped images back into the pool: their tasks are deleted in Label Studio and
+        recorded as deleted, so a later batch may choose the images again. Returns how many."""
+        tasks = self._skipped_tasks(store, image_ids)
+        for row, task_id, image_id in tasks:
+            with self._talking(f"deleting task {task_id}"):
+                if self._task_image(task_id) == image_id:  # never delete a task that now holds another image
+                    response = self._http.delete(f"/api/tasks/{task_id}/")
+                    if response.status_code != 404:
+                        response.raise_for_status()
+            store.record_pull(row, self.url, [], {}, [(task_id, image_id)])
+        return len(tasks)
 
     # ------------------------------------------------------------------ pull
 
@@ -660,6 +718,19 @@ class _Box:
     y2: float
     difficult: bool = False
     region_id: str | None = None
+
+
+def _json_safe(value: Any) -> Any:
+    """A task data value as JSON takes it: NaN becomes null, numpy scalars plain numbers."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _reason(exc: BaseException) -> str:

@@ -98,10 +98,10 @@ def test_score_connect_push_pull(scored_project, ls_server):
     annotator.close()
     pulled = run("pull", "--project", project, ok=False)
     assert pulled.exit_code == 1
-    assert "Pulled 1 new and 0 updated annotations" in pulled.output and "1 annotations rejected" in pulled.output
+    assert "Pulled 1 new and 0 updated annotations" in pulled.output and "1 annotation rejected" in pulled.output
     assert "uses the label 'zebra', which is not one of the project's classes (cat, dog)" in pulled.output
     assert "batch 1: partial, 1 annotated, 0 skipped, 0 deleted, 2 open of 3" in pulled.output
-    assert "Error: 1 annotations were not imported (see above); everything else was stored." in pulled.output
+    assert "Error: 1 annotation was not imported (see above); everything else was stored." in pulled.output
     with Store.open(project) as store:
         assert store.labels()["image_id"].tolist() == [tasks[0]["data"][IMAGE_KEY]]
     info = run("project", "info", "--project", project).output

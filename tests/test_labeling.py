@@ -23,7 +23,7 @@ def test_unreachable_server_is_one_sentence_and_push_writes_nothing(project):
     save_connection(project, url, token="0123456789abcdef")
     status = labeling.server_status(project, timeout=0.5)
     assert status.connected and not status.reachable and status.url == url
-    assert status.message == f"Label Studio at {url} does not answer; check that the server runs and the URL on the Settings page is right. Everything else in the app keeps working."
+    assert status.message == f"Label Studio at {url} does not answer; check that the server runs and that its URL is right on the Settings page. Everything else in the app keeps working."
     with Store.open(project, create=False) as store:
         before = store.counts()
         with pytest.raises(LabelStudioUnavailable, match=f"Cannot reach Label Studio at {url}"):

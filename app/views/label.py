@@ -1,4 +1,5 @@
-"""Label: pick a batch, send it to Label Studio with the model's boxes, bring labels back."""
+"""Label: pick a batch, send exactly the previewed images to Label Studio with the model's boxes,
+bring labels back, and resend or release what the annotators skipped."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import common
 import streamlit as st
 
 from almdn import labeling, views
+from almdn.rounds import plural
 
 st.title("Label")
 store = common.store()
@@ -18,8 +20,9 @@ status = labeling.server_status(project)
 if status.reachable:
     st.success(f"Label Studio {'(local) ' if status.local else ''}answers at {status.url}.", icon=":material/check_circle:")
     st.link_button("Open Label Studio", status.url)
+    common.label_studio_login(status, key="label-login")
 else:
-    st.warning(status.message, icon=":material/cloud_off:")
+    st.warning(status.sentence(), icon=":material/cloud_off:")
     st.page_link(common.PAGE_SETTINGS, label="Settings", icon=":material/settings:")
 
 
@@ -36,14 +39,51 @@ if status.reachable and labeling.has_open_tasks(store) and time.monotonic() - st
     with common.sentence_on_error():
         _show_pull(labeling.pull_labels(store, project))
 
+
+def _send(image_ids: tuple[int, ...], method: str, model_version: int) -> None:
+    """Send exactly the images that were previewed (the button carries them), once."""
+    if st.session_state.get("label_sent"):
+        return  # a second click on the same preview: it was sent already
+    try:
+        report = labeling.push_batch(common.store(), project, list(image_ids), model_version, method)
+    except common.user_errors() as exc:
+        st.session_state["label_send_error"] = str(exc)
+        return
+    st.session_state["label_sent"] = {"project": str(project), "ids": list(image_ids), "report": str(report)}
+    st.session_state["last_pull"] = time.monotonic()
+
+
+def _thumbnails(image_ids: list[int], table) -> None:
+    rows = table.loc[[i for i in image_ids if i in table.index]]
+    captions = [f"#{i} · rank {int(r['rank'])}" + (f" · {r['score']:.2f}" if r["score"] == r["score"] else "") for i, r in rows.iterrows()]
+    shown = [(u, c) for u, c in zip(common.thumbnails(rows["path"].tolist()), captions) if u is not None]
+    if shown:
+        st.image([u for u, _ in shown], caption=[c for _, c in shown], width=96)
+
+
 # ----------------------------------------------------------------- choose a batch
 st.subheader("Choose the next batch")
 mv = common.scored_version()
-if mv is None:
+sent = st.session_state.get("label_sent")
+if sent and sent["project"] != str(project):
+    sent = None
+error = st.session_state.pop("label_send_error", None)
+if error:
+    st.error(error)
+if sent:
+    st.success(sent["report"], icon=":material/send:")
+    st.caption(f"Sent: {plural(len(sent['ids']), 'image')} ({', '.join(f'#{i}' for i in sent['ids'])}), exactly the preview.")
+    if mv is not None:  # images labeled since have left the pool: the ids above name them
+        _thumbnails(sent["ids"], common.pool_table().set_index("image_id"))
+    if st.button("Preview the next batch", type="primary", icon=":material/refresh:"):
+        st.session_state.pop("label_sent", None)
+        st.rerun()
+elif mv is None:
     st.info("No model yet, so the pool is not ranked: train the first model on the Train page, then choose a batch here.")
 else:
     c1, c2 = st.columns([1, 3])
-    k = int(c1.number_input("K images", min_value=1, max_value=max(1, len(store.image_ids("pool"))), value=min(10, max(1, len(store.image_ids("pool")))), key="label_k"))
+    n_pool = len(store.image_ids("pool"))
+    k = int(c1.number_input("K images", min_value=1, max_value=max(1, n_pool), value=min(10, max(1, n_pool)), key="label_k"))
     method = c2.selectbox("Acquisition method", views.ACQUISITION_METHODS, format_func=views.ACQUISITION_LABELS.get, key="label_method")
     selection = None
     with common.sentence_on_error():
@@ -53,21 +93,38 @@ else:
             st.info(selection.message)
         table = common.pool_table().set_index("image_id")
         chosen = [i for i in selection.image_ids if i in table.index]
-        st.caption(f"Preview: {len(chosen)} images by {method} (images already sent to Label Studio are left out); "
-                   f"{selection.by_score} chosen by their score.")
+        st.caption(f"Preview: {plural(len(chosen), 'image')} by {method} (images already sent to Label Studio are left out); "
+                   f"{selection.by_score} chosen by their score. Send sends exactly these.")
         if chosen:
-            rows = table.loc[chosen]
-            captions = [f"#{i} · rank {int(r['rank'])}" + (f" · {r['score']:.2f}" if r["score"] == r["score"] else "") for i, r in rows.iterrows()]
-            shown = [(u, c) for u, c in zip(common.thumbnails(rows["path"].tolist()), captions) if u is not None]
-            if shown:
-                st.image([u for u, _ in shown], caption=[c for _, c in shown], width=96)
-        send = st.button(f"Send {len(chosen)} images to Label Studio", type="primary", disabled=not (status.reachable and chosen),
-                         help=None if status.reachable else status.message)
-        if send:
-            with common.sentence_on_error():
-                report = labeling.push_batch(store, project, chosen, mv)
-                st.success(str(report), icon=":material/send:")
-                st.session_state["last_pull"] = time.monotonic()
+            _thumbnails(chosen, table)
+        st.button(f"Send {plural(len(chosen), 'image')} to Label Studio", type="primary", disabled=not (status.reachable and chosen),
+                  help=None if status.reachable else status.sentence(), on_click=_send, args=(tuple(int(i) for i in chosen), method, int(mv)))
+
+# ----------------------------------------------------------------- skipped images
+skipped = labeling.skipped_images(store)
+notice = st.session_state.pop("label_skipped_notice", None)
+if notice:
+    st.success(notice)
+if not skipped.empty:
+    st.subheader("Skipped in Label Studio")
+    st.caption(f"The annotators skipped {plural(len(skipped), 'image')}. Send them again (the same task opens again, with the model's boxes) "
+               "or put them back into the pool (their task is deleted; a later batch may choose them again by their score).")
+    ids = [int(i) for i in skipped["image_id"]]
+    files = dict(zip(ids, skipped["path"]))
+    choice = st.multiselect("Skipped images", ids, default=ids, key="skipped_choice", format_func=lambda i: f"#{i} {files[i].rsplit('/', 1)[-1]}")
+    b1, b2 = st.columns(2)
+    resend = b1.button("Send again", icon=":material/replay:", disabled=not (status.reachable and choice), key="skipped_resend")
+    release = b2.button("Put back in the pool", icon=":material/undo:", disabled=not (status.reachable and choice), key="skipped_release")
+    if resend or release:
+        with common.sentence_on_error():
+            if resend:
+                n = labeling.resend_skipped(store, project, choice)
+                st.session_state["label_skipped_notice"] = f"{plural(n, 'skipped task')} open again in Label Studio."
+            else:
+                n = labeling.return_skipped_to_pool(store, project, choice)
+                st.session_state["label_skipped_notice"] = f"{plural(n, 'image')} back in the pool; {'its task was' if n == 1 else 'their tasks were'} deleted in Label Studio."
+            st.session_state.pop("skipped_choice", None)
+            st.rerun()
 
 # ----------------------------------------------------------------- batches
 st.subheader("Batches in Label Studio")
@@ -89,5 +146,6 @@ else:
                 st.info(f"No new labels: {report}")
             _show_pull(report)
     counts = store.counts()
-    st.caption(f"{counts['labeled']} images are labeled; {counts['open_tasks']} tasks are still open in Label Studio. "
+    st.caption(f"{plural(counts['labeled'], 'image')} {'is' if counts['labeled'] == 1 else 'are'} labeled; "
+               f"{plural(counts['open_tasks'], 'task')} {'is' if counts['open_tasks'] == 1 else 'are'} still open in Label Studio. "
                "Retrain on the Train page once a batch is done.")
