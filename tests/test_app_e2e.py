@@ -6,6 +6,7 @@ the pool was re-scored and those K images left it."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from almdn import jobs, views
+from almdn import jobs, labeling, views
 from almdn.demo_project import create_demo_project
 from almdn.store import Store
 from label_studio.server import LABEL_STUDIO_VERSION, Credentials, LocalServer, free_port
@@ -31,6 +32,19 @@ def _button(at: AppTest, prefix: str):
 
 def _texts(at: AppTest, kind: str) -> list[str]:
     return [e.value for e in getattr(at, kind)]
+
+
+def _defunct_children() -> list[int]:
+    """Our child processes that ended but were never waited for (zombies)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _ground_truth(project: Path) -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
@@ -70,16 +84,39 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
         assert state["status"] == "done", state
         at.run()
         assert any(t.startswith("Connected to the local Label Studio at http://127.0.0.1:") for t in _texts(at, "success"))
+        # issue 15, item 5: starting is idempotent, and the job's process was reaped
+        assert _button(at, "Start a local Label Studio").disabled
+        job_count = len(list((project / "jobs").iterdir()))
+        assert labeling.start_local_server(project, free_port()) is None  # another tab's click: nothing started
+        assert len(list((project / "jobs").iterdir())) == job_count
+        assert _defunct_children() == []
+        # item 1: the login where the link is (user name; password behind a reveal toggle)
+        login = Credentials.load(project / "label-studio" / "credentials.json")
+        assert login.username in _texts(at, "code") and login.password not in _texts(at, "code")
+        next(t for t in at.toggle if t.label == "Show the password").set_value(True).run()
+        assert login.password in _texts(at, "code")
 
         # ---- Label: send the top-K with the model's boxes as pre-annotations
         at.switch_page("views/label.py").run()
         assert not at.exception
+        assert login.username in _texts(at, "code")  # the same login next to "Open Label Studio"
         at.number_input(key="label_k").set_value(K).run()
+        previewed = [int(im.caption.split(" ")[0][1:]) for im in at.get("image")[0].proto.imgs]
+        assert previewed == expected
         _button(at, f"Send {K} images").click().run()
         assert any(t.startswith(f"Pushed {K} new tasks to Label Studio project") for t in _texts(at, "success")), _texts(at, "success") + _texts(at, "error")
         with Store.open(project, create=False) as store:
             tasks = store.tasks()
         assert sorted(tasks["image_id"]) == sorted(expected)
+        # item 2: what was sent is shown, and nothing can be sent again before a fresh preview
+        assert any(t.startswith(f"Sent: {K} images (") for t in _texts(at, "caption"))
+        assert not [b for b in at.button if b.label.startswith("Send ")]
+        at.run()
+        with Store.open(project, create=False) as store:
+            assert len(store.tasks()) == K
+        _button(at, "Preview the next batch").click().run()
+        fresh = [int(im.caption.split(" ")[0][1:]) for im in at.get("image")[0].proto.imgs]
+        assert not set(fresh) & set(expected) and not _button(at, "Send ").disabled
 
         # ---- the annotator draws the true boxes in Label Studio (API, browser-shaped results)
         url = state["result"]["url"]
@@ -88,9 +125,14 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
         drawn = {}
         with httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=60) as api:
             project_id = int(tasks["ls_project_id"].iloc[0])
-            for task_id, image_id in zip(tasks["task_id"], tasks["image_id"]):
+            skipped_task, skipped_image = int(tasks["task_id"].iloc[-1]), int(tasks["image_id"].iloc[-1])
+            skip = {"result": [], "was_cancelled": True, "lead_time": 1.0, "draft_id": 0, "parent_prediction": None, "parent_annotation": None,
+                    "started_at": "2026-01-01T10:00:00.000Z", "project": str(project_id)}
+            assert api.post(f"/api/tasks/{skipped_task}/annotations/", params={"project": project_id}, json=skip).status_code == 201
+            for task_id, image_id in zip(tasks["task_id"].iloc[:-1], tasks["image_id"].iloc[:-1]):
                 task = api.get(f"/api/tasks/{int(task_id)}").json()
                 assert task["predictions"] and task["predictions"][0]["model_version"] == f"model-{first_version}"
+                assert 0 <= task["predictions"][0]["score"] <= 1 and task["data"]["rank"] >= 1
                 boxes = truth[paths[int(image_id)]]
                 drawn[int(image_id)] = boxes
                 body = {"lead_time": 4.2, "result": [region(label, box, 128, 128) for label, box in boxes], "draft_id": 0,
@@ -103,9 +145,33 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
         at.session_state["project_dir"] = str(project)
         at.run()
         at.switch_page("views/label.py").run()
-        assert any(f"Pulled {K} new and 0 updated annotations" in t for t in _texts(at, "success")), _texts(at, "success") + _texts(at, "warning")
+        assert any(f"Pulled {K - 1} new and 0 updated annotations" in t and "1 task skipped by the annotator" in t for t in _texts(at, "success")), _texts(at, "success") + _texts(at, "warning")
         batches = at.dataframe[0].value
-        assert batches["annotated"].tolist() == [K] and batches["status"].tolist() == ["done"]
+        assert batches["annotated"].tolist() == [K - 1] and batches["skipped"].tolist() == [1] and batches["status"].tolist() == ["done"]
+
+        # ---- item 9: the skipped image is sent again (the same task opens again) ...
+        assert "Skipped in Label Studio" in _texts(at, "subheader")
+        assert at.multiselect(key="skipped_choice").value == [skipped_image]
+        _button(at, "Send again").click().run()
+        assert "1 skipped task open again in Label Studio." in _texts(at, "success")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=60) as api:
+            assert api.get(f"/api/tasks/{skipped_task}").json()["annotations"] == []  # open again, no new task
+            assert api.get("/api/tasks", params={"project": project_id}).json()["total"] == K
+            assert api.post(f"/api/tasks/{skipped_task}/annotations/", params={"project": project_id}, json=skip).status_code == 201  # skipped again
+        with Store.open(project, create=False) as store:
+            assert store.tasks().set_index("task_id").at[skipped_task, "status"] == "open"
+            assert skipped_image not in views.select_for_labeling(store, 100).image_ids  # it is out for labeling
+        _button(at, "Import finished labels now").click().run()
+        at.run()  # the import ran below the skipped list: draw the page again
+        # ... or put back into the pool: its task is deleted, a later batch may choose it again
+        _button(at, "Put back in the pool").click().run()
+        assert "1 image back in the pool; its task was deleted in Label Studio." in _texts(at, "success")
+        assert "Skipped in Label Studio" not in _texts(at, "subheader")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=60) as api:
+            assert api.get(f"/api/tasks/{skipped_task}").status_code == 404
+        with Store.open(project, create=False) as store:
+            assert skipped_image in views.select_for_labeling(store, 100).image_ids
+            assert store.image(skipped_image)["split"] == "pool"
 
         # ---- Train: retrain (the tiny budget of the project's settings)
         at.switch_page("views/train.py").run()
@@ -133,14 +199,15 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
 
     with Store.open(project, create=False) as store:
         after = store.counts()
-        assert after["labeled"] == before["labeled"] + K
-        assert after["pool"] == before["pool"] - K
+        assert after["labeled"] == before["labeled"] + K - 1
+        assert after["pool"] == before["pool"] - K + 1
         new = store.latest_model_version()
         assert new == first_version + 1 and store.latest_model_version(scored=True) == new
-        assert set(expected) <= set(store.training_set(new))
+        annotated = [i for i in expected if i != skipped_image]
+        assert set(annotated) <= set(store.training_set(new))
         ranking = store.pool_ranking(new)
-        assert not set(expected) & set(ranking["image_id"])
-        assert ranking["score"].notna().all() and len(ranking) == before["pool"] - K  # the whole new pool re-scored
+        assert not set(annotated) & set(ranking["image_id"]) and skipped_image in set(ranking["image_id"])
+        assert ranking["score"].notna().all() and len(ranking) == before["pool"] - K + 1  # the whole new pool re-scored
         labels = store.labels(image_ids=expected)
         for image_id, boxes in drawn.items():
             got = sorted((r.class_name, (r.x1, r.y1, r.x2, r.y2)) for r in labels[labels["image_id"] == image_id].itertuples())

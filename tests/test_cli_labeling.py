@@ -118,8 +118,11 @@ def test_ls_start_status_stop(scored_project, ls_server, monkeypatch):
         home = os.path.join(project, "label-studio")
         credentials = os.path.join(home, "credentials.json")
         assert stat.S_IMODE(os.stat(credentials).st_mode) == 0o600
-        token = json.load(open(credentials))["token"]
+        saved = json.load(open(credentials))
+        token = saved["token"]
         assert token not in out
+        # the login the user needs to open the server's page (issue 15)
+        assert f"Log in as {saved['username']} with the password {saved['password']} (also in {credentials})." in out
         status = run("ls", "status", "--project", project).output
         assert f"Local Label Studio: running at http://127.0.0.1:{port}" in status and "healthy" in status
         # push and pull reach the local server with the stored credentials, images in place.

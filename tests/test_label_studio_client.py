@@ -59,7 +59,9 @@ def test_rotated_rectangle_becomes_its_bounding_box_and_is_clipped():
 
 def test_full_round_trip_push_annotate_pull(ls_project, annotator):
     p = ls_project
-    report = p.client.push(p.store, 3)
+    from almdn.labeling import RANKING_FIELDS, ranking_data
+
+    report = p.client.push(p.store, 3, task_data=ranking_data(p.store, p.model_version))
     top3 = p.ranked()[:3]
     assert [image for _, image in report.created] == top3
     assert report.batch_id == 1 and report.already == [] and report.adopted == []
@@ -70,9 +72,18 @@ def test_full_round_trip_push_annotate_pull(ls_project, annotator):
     first = tasks[top3[0]]
     [prediction] = first["predictions"]
     assert prediction["model_version"] == "model-a"
-    scores = p.store.image_scores().set_index("image_id")["score"]
-    assert prediction["score"] == pytest.approx(scores[top3[0]])
     detections = p.store.detections(image_ids=[top3[0]])
+    # Label Studio's prediction score is a 0-1 confidence: the mean of the boxes' scores
+    assert prediction["score"] == pytest.approx(detections["score"].mean()) and 0 <= prediction["score"] <= 1
+    # the ranking travels in the task's data, for Label Studio's data manager
+    scores = p.store.image_scores().set_index("image_id")
+    data = first["data"]
+    assert set(RANKING_FIELDS) <= set(data)
+    assert data["rank"] == 1 and data["final_score"] == pytest.approx(scores.at[top3[0], "score"])
+    assert data["class_epistemic"] == pytest.approx(scores.at[top3[0], "cls_epistemic"])
+    assert data["box_aleatoric"] == pytest.approx(scores.at[top3[0], "loc_aleatoric"])
+    assert data["predicted_classes"] == ", ".join(sorted(set(detections["class_name"]))) and data["model_version"] == "model-a"
+    assert data["driven_by"].split(" of #")[0] in ("box aleatoric", "box epistemic", "class aleatoric", "class epistemic")
     assert len(prediction["result"]) == len(detections) == 2
     for result, det in zip(prediction["result"], detections.itertuples()):
         assert result["value"]["rectanglelabels"] == [det.class_name]
