@@ -44,7 +44,7 @@ class PageShot:
 #: Every page, with text that only appears once its content (not just its title) is drawn.
 PAGES = (
     PageShot("", "Open image", "pool"),
-    PageShot("image", "Its four uncertainties", "image"),
+    PageShot("image", "The image's four uncertainties", "image"),
     PageShot("label", "Choose the next batch", "label"),
     PageShot("train", "Retrain", "train"),
     PageShot("history", "Labeled boxes per class", "history"),

@@ -632,12 +632,12 @@ def test_pool_page_says_which_uncertainty_and_detection_drive_each_score(project
 
 def test_retrain_compares_like_with_like_and_says_how_the_version_was_trained(project):
     with Store.open(project, create=False) as store:
-        settings = RoundSettings.load(store)
-        assert settings.start_from == "initial"  # the default: the paper's retrain, not a fine-tune
         first = store.latest_model_version()
-        second = run_round(store, settings)
+        second = run_round(store)  # the project's settings as saved, defaults for the rest
         info = store.model_version(second.model_version)["metrics"]
+        # the default is the paper's retrain (the initial weights), not a fine-tune of version 1
         assert info["warm_start_from"] is None and info["settings"]["iterations"] == TINY_SETTINGS.iterations
+        assert RoundSettings.load(store).start_from == "initial"
     at = open_app(project, "views/train.py")
     infos = texts(at, "info")
     assert any(t.startswith(f"Model version {second.model_version} was trained from the initial weights (seed 0) for {TINY_SETTINGS.iterations} ")
