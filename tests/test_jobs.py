@@ -85,3 +85,23 @@ def test_unknown_kind_is_refused(project):
     with pytest.raises(jobs.JobError, match="Unknown job kind 'nap'"):
         jobs.start_job(project, "nap")
     assert not (project / "jobs" / "active").exists()
+
+
+def test_a_finished_jobs_process_is_reaped(project):
+    from pathlib import Path
+
+    state = jobs.start_job(project, "retrain", {"project_dir": str(project), "settings": {"iterations": 1}}).wait(timeout=300)
+    assert state["status"] == "done"
+
+    def defunct() -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == os.getpid():
+                found.append(int(stat.parent.name))
+        return found
+
+    _wait_for(lambda: not defunct(), timeout=10, what="the finished job's process to be reaped")

@@ -60,3 +60,38 @@ def test_batch_progress(project):
         table = labeling.batch_table(store).set_index("batch_id")
         assert table.loc[batch, "finished"] == 2 and table.loc[batch, "progress"] == pytest.approx(2 / 3)
         assert table.loc[batch, "status"] == "partial"
+
+
+def test_status_sentences_do_not_send_the_settings_page_to_itself(project):
+    status = labeling.server_status(project)
+    assert status.sentence() == "Not connected to Label Studio; start a local one or connect to a server on the Settings page."
+    assert status.sentence(on_settings_page=True) == "Not connected to Label Studio; start a local one or connect to a server."
+
+
+def test_a_local_servers_login_is_in_its_status(project):
+    from label_studio.server import Credentials
+
+    login = Credentials.generate()
+    login.save(project / "label-studio" / "credentials.json")
+    save_connection(project, f"http://127.0.0.1:{free_port()}", local=True, document_root=str(project))
+    status = labeling.server_status(project, timeout=0.5)
+    assert (status.username, status.password) == (login.username, login.password)
+    assert login.password not in repr(status)
+
+
+def test_ranking_data_and_skipped_images(project):
+    with Store.open(project, create=False) as store:
+        mv = store.latest_model_version(scored=True)
+        ranking = store.pool_ranking(mv)
+        top = [int(i) for i in ranking["image_id"].iloc[:2]]
+        data = labeling.ranking_data(store, mv, top, "entropy")
+        first = data[top[0]]
+        assert list(first) == list(labeling.RANKING_FIELDS)
+        assert first["rank"] == 1 and first["final_score"] == pytest.approx(ranking["score"].iloc[0], abs=1e-6)
+        assert first["class_epistemic"] == pytest.approx(ranking["cls_epistemic"].iloc[0], abs=1e-6)
+        assert first["selected_by"] == "entropy" and first["model_version"] == "model-1"
+        assert labeling.skipped_images(store).empty
+        row = store.ls_project("http://127.0.0.1:1", 5, "t")
+        store.record_batch(row, [(11, top[0]), (12, top[1])], mv, 2)
+        store.record_pull(row, "http://127.0.0.1:1", [], {11: "skipped"}, [])
+        assert labeling.skipped_images(store)["image_id"].tolist() == [top[0]]

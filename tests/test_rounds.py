@@ -30,7 +30,7 @@ def test_round_records_a_scored_model_version_trained_on_the_labeled_set(project
         assert scores["score"].notna().all()
         info = store.model_version(result.model_version)
         assert {"map50", "map75", "map", "voc07_map50"} <= set(info["metrics"])
-        assert info["metrics"]["warm_start_from"] == before  # same architecture: continued from it
+        assert info["metrics"]["warm_start_from"] is None  # the paper's retrain: from the initial weights
         assert info["metrics"]["iterations"] == TINY_SETTINGS.iterations
         assert len(store.rounds()) == 2
         assert Path(result.checkpoint).exists()
@@ -121,3 +121,34 @@ def test_document_root_is_the_projects_own_media_folder_never_the_images_folders
         finally:
             (other / "x.png").unlink()
             other.rmdir()
+
+
+def test_retrain_from_the_initial_weights_or_fine_tuned_and_described(project):
+    from almdn.rounds import describe_training
+
+    with Store.open(project, create=False) as store:
+        first = store.latest_model_version()
+        same = run_round(store, TINY_SETTINGS)
+        how = describe_training(store, same.model_version)
+        assert how.comparable and how.fine_tuned_from is None and how.previous == first
+        assert how.sentence.startswith(f"Model version {same.model_version} was trained from the initial weights (seed 0) for 3 adamw iterations at batch 4")
+        assert f"the same starting point and schedule as version {first}" in how.sentence and "0 added images" in how.sentence
+        # the same start and schedule on the same labels: the same weights, so the same mAP
+        assert same.metrics["map50"] == pytest.approx(store.model_version(first)["metrics"]["map50"], abs=1e-9)
+        tuned = run_round(store, TINY_SETTINGS.replace(start_from="previous"))
+        how = describe_training(store, tuned.model_version)
+        assert not how.comparable and how.fine_tuned_from == same.model_version
+        assert "fine-tuned from version" in how.sentence and "does not compare like with like" in how.sentence
+        assert "fine-tuned from version" in tuned.summary()
+        longer = run_round(store, TINY_SETTINGS.replace(iterations=4))
+        how = describe_training(store, longer.model_version)
+        assert not how.comparable and how.differences == {"iterations": (3, 4), "start": (f"fine-tuned from version {same.model_version}", "initial weights")}
+        with pytest.raises(RoundError, match="start 'middle'"):
+            TINY_SETTINGS.replace(start_from="middle").check()
+
+
+def test_an_old_saved_warm_start_is_dropped(project):
+    with Store.open(project, create=False) as store:
+        store.set_meta("app.round_settings", json.dumps({"iterations": 7, "warm_start": True}))
+        loaded = RoundSettings.load(store)
+        assert loaded.iterations == 7 and loaded.start_from == "initial"

@@ -193,3 +193,36 @@ def test_history_curve_labels_and_revision(project):
         dets = views.pool_detections(store)
         assert set(dets["image_id"]) <= set(store.image_ids("pool"))
         assert isinstance(dets, pd.DataFrame) and len(dets) == len(store.detections(2))
+
+
+def test_score_drivers_name_the_uncertainty_and_detection_behind_each_score():
+    ranking = pd.DataFrame({
+        "image_id": [1, 2, 3],
+        "score": [2.5, 1.0, np.nan],
+        "z_loc_aleatoric": [0.1, 1.0, np.nan], "z_loc_epistemic": [2.5, -1.0, np.nan],
+        "z_cls_aleatoric": [0.0, 0.2, np.nan], "z_cls_epistemic": [1.0, 0.9, np.nan],
+    })
+    detections = pd.DataFrame({
+        "image_id": [1, 1, 2, 2], "detection": [0, 1, 0, 1], "class_name": ["cat", "dog", "cat", "dog"],
+        "loc_aleatoric": [0.1, 0.2, 0.9, 0.3], "loc_epistemic": [0.5, 0.7, 0.1, 0.1], "cls_aleatoric": [0.1, 0.1, 0.1, 0.1], "cls_epistemic": [0.2, 0.1, 0.3, 0.4],
+    })
+    drivers = views.score_drivers(ranking, detections, "max_all")
+    assert drivers["driver"].tolist()[:2] == ["loc_epistemic", "loc_aleatoric"] and pd.isna(drivers["driver"].iloc[2])  # no score, no driver
+    assert drivers["driver_detection"].tolist()[:2] == [1, 0] and pd.isna(drivers["driver_detection"].iloc[2])
+    assert drivers["driven_by"].tolist() == ["box epistemic of #1 'dog'", "box aleatoric of #0 'cat'", ""]
+    # a class-only aggregation can only be driven by a class uncertainty
+    assert views.score_drivers(ranking, detections, "max_cls")["driver"].tolist()[:2] == ["cls_epistemic", "cls_epistemic"]
+
+
+def test_a_detections_z_scores_are_the_scorings(store):
+    mv = store.latest_model_version(scored=True)
+    reference = store.detections(mv)
+    image = store.image_scores(mv).dropna(subset=["score"]).iloc[0]
+    own = reference[reference["image_id"] == image["image_id"]]
+    top = own.loc[own["cls_epistemic"].idxmax()]
+    table = views.detection_uncertainties(top.to_dict(), reference)
+    assert table["label"].tolist() == ["box aleatoric", "box epistemic", "class aleatoric", "class epistemic"]
+    assert table["value"].iloc[3] == pytest.approx(top["cls_epistemic"])
+    # the detection that gives the image its value has the image's z-score
+    assert table["z"].iloc[3] == pytest.approx(image["z_cls_epistemic"], rel=1e-6)
+    assert 0 < table["percentile"].iloc[3] <= 100
