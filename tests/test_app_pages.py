@@ -312,6 +312,8 @@ def test_history_page_curves_and_distributions(project):
     assert list(quality["model_version"]) == [1, 2] and "AUROC cls epistemic" in quality.columns
     assert curve["data"][0]["name"] == "mAP@0.5" and arr(curve["data"][0]["x"]) == [8, 8]
     assert curve["data"][1]["name"] == "mAP@0.75"
+    assert arr(curve["layout"]["xaxis"]["tickvals"]) == [8]  # labeled images are whole numbers: no 7.5 tick
+    assert histograms["layout"]["yaxis"]["title"]["text"] == "detections"
     assert sum(arr(labels["data"][0]["y"])) == n_labels
     assert [len(arr(t["x"])) for t in histograms["data"]] == [n_detections] * 4
     assert len(scatter["data"]) == 2 and len(arr(scatter["data"][0]["x"])) == n_detections
@@ -379,6 +381,10 @@ def test_projects_create_from_coco_and_bad_paths(project, tmp_path, monkeypatch,
     monkeypatch.setenv("ALMDN_PROJECTS", str(tmp_path / "projects"))
     data = built_project(tmp_path_factory) / "data"
     at = open_app(project, "views/projects.py")
+    assert next(t for t in at.text_input if t.label == "Dataset path").placeholder.startswith("/data/coco-dataset")
+    at.selectbox(key="create-kind").set_value("voc").run()  # the example path follows the source
+    assert next(t for t in at.text_input if t.label == "Dataset path").placeholder == "/data/VOCdevkit/VOC2007"
+    at.selectbox(key="create-kind").set_value("coco").run()
     inputs = {t.label: t for t in at.text_input}
     inputs["Name"].set_value("digits")
     inputs["Dataset path"].set_value(str(tmp_path / "missing"))
