@@ -67,7 +67,7 @@ def demo_data(out: str, num_train: int, num_test: int, image_size: int, seed: in
 
 def _model_options(func):
     options = [
-        click.option("--arch", default="ssd_small", show_default=True, type=click.Choice(["ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16", "frcnn_mobilenet_v2", "frcnn_resnet50_fpn"])),
+        click.option("--arch", default="ssd_small", show_default=True, type=click.Choice(["ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "frcnn_mobilenet_v2", "frcnn_resnet50_fpn"])),
         click.option("--head", default="gmm", show_default=True, type=click.Choice(["gmm", "eff", "plain"])),
         click.option("-K", "--components", "components", default=4, show_default=True, help="Mixture components K."),
         click.option("--loc-density", default="paper", show_default=True, type=click.Choice(["paper", "reference"])),

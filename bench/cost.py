@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from almdn.models import build_model  # noqa: E402
 
-NUM_CLASSES = {"ssd300_vgg16": 20, "ssd_small": 10, "ssd_mobilenet_v2": 20, "frcnn_resnet50_fpn": 20, "frcnn_mobilenet_v2": 20}
+NUM_CLASSES = {"ssd300_vgg16": 20, "ssd_small": 10, "ssd_mobilenet_v2": 20, "ssdlite320_mobilenet_v3_large": 20, "frcnn_resnet50_fpn": 20, "frcnn_mobilenet_v2": 20}
 FRCNN_INPUT = (375, 500)  # (H, W) of a typical VOC image; Faster R-CNN resizes it itself
 
 

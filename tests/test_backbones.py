@@ -46,3 +46,16 @@ class _Unreachable:
 def test_missing_weights_fall_back_to_random_init_with_a_warning():
     with pytest.warns(UserWarning, match="random initialisation"):
         assert load_imagenet_state_dict(_Unreachable(), "Test-Net") is None
+
+
+def test_ssdlite_backbone_is_torchvisions_extractor_with_the_full_tail():
+    from almdn.models.backbones import mobilenet_v3_large_ssdlite_backbone
+
+    bb = mobilenet_v3_large_ssdlite_backbone(pretrained=False).eval()
+    feats = bb(torch.rand(1, 3, 320, 320))
+    assert [f.shape[1] for f in feats] == bb.out_channels == [672, 960, 512, 256, 256, 128]
+    assert [f.shape[-1] for f in feats] == [20, 10, 5, 3, 2, 1]  # torchvision's SSDlite320 grid
+    # The C4 expansion layer ends the first trunk stage (Sec. 6.3 of MobileNetV3), so the
+    # depthwise conv of that block starts the second, as in torchvision's extractor.
+    assert isinstance(bb.extras, torch.nn.ModuleList) and len(bb.extras) == 4
+    assert bb.trunk.stages[1][0][0][0].groups == 672

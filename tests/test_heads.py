@@ -41,3 +41,20 @@ def test_eff_head_has_fewer_parameters_than_gmm_and_plain_is_torchvisions():
     assert isinstance(build_head("plain", [32], [4], 21), PlainHead)
     with pytest.raises(ValueError):
         build_head("nope", [32], [4], 21)
+
+
+def test_depthwise_tower_and_ssdlite_plain_head():
+    from torchvision.models.detection.ssdlite import SSDLiteHead
+
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    full = build_head("gmm", [32], [4], 21, 4, 16)
+    dw = build_head("gmm", [32], [4], 21, 4, 16, depthwise=True)
+    conv3 = dw.towers[0][0]
+    assert conv3.kernel_size == (3, 3) and conv3.groups == 32
+    # the depthwise 3x3 (32*9) and its BatchNorm (2*32) replace the full 3x3 conv (32*16*9 + 16)
+    assert count(full) - count(dw) == (32 * 16 * 9 + 16) - (32 * 9 + 2 * 32 + 32 * 16 + 16)
+    out = dw([torch.rand(2, 32, 3, 3)])
+    assert out["cls_means"].shape == (2, 36, 4, 21)
+    direct = build_head("eff", [32], [4], 21, 2, 0, depthwise=True)
+    assert [type(m).__name__ for m in direct.towers[0]] == ["Conv2d", "BatchNorm2d", "ReLU6", "Conv2d"]
+    assert isinstance(build_head("plain", [32], [4], 21, depthwise=True).ssd_head, SSDLiteHead)

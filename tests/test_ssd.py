@@ -192,3 +192,18 @@ def test_mobilenet_builder_shapes_and_head_cost_independent_of_k():
     with torch.no_grad():
         d = m4.eval()([torch.rand(3, 200, 300)])[0]
     assert d["class_probs"].shape[1:] == (4, 21)
+
+
+def test_ssdlite_builder_has_torchvisions_anchors_and_a_depthwise_head():
+    from torchvision.models.detection.ssdlite import SSDLiteHead
+
+    gmm = build_model("ssdlite320_mobilenet_v3_large", 3, head="gmm", pretrained=False).eval()
+    plain = build_model("ssdlite320_mobilenet_v3_large", 3, head="plain", pretrained=False).eval()
+    assert isinstance(plain.head.ssd_head, SSDLiteHead)
+    assert gmm.size == (320, 320) and gmm.anchor_generator.num_anchors_per_location() == [6] * 6
+    assert all(t[0].groups == t[0].in_channels for t in gmm.head.towers)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(gmm) < 1.2 * count(plain)
+    with torch.no_grad():
+        d = gmm([torch.rand(3, 120, 160)])[0]
+    assert d["class_probs"].shape[1:] == (4, 4) and d["boxes"].shape[1] == 4

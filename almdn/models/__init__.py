@@ -10,7 +10,13 @@ from typing import Any
 
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
-from almdn.models.backbones import mobilenet_v2_backbone, mobilenet_v2_small_backbone, small_backbone, vgg16_backbone
+from almdn.models.backbones import (
+    mobilenet_v2_backbone,
+    mobilenet_v2_small_backbone,
+    mobilenet_v3_large_ssdlite_backbone,
+    small_backbone,
+    vgg16_backbone,
+)
 from almdn.models.heads import HEAD_TYPES, build_head
 from almdn.models.loss_prediction import LossPredictionModule
 from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
@@ -60,13 +66,23 @@ def _vgg16(pretrained: bool, extras_dropout: float, image_size: int):
     return backbone, anchors, (300, 300), [0.48235, 0.45882, 0.40784], [1.0 / 255] * 3, 256
 
 
+def _ssdlite_mobilenet_v3(pretrained: bool, extras_dropout: float, image_size: int):
+    backbone = mobilenet_v3_large_ssdlite_backbone(pretrained, extras_dropout=extras_dropout)
+    # torchvision's ssdlite320_mobilenet_v3_large anchors and its [-1, 1] input scaling.
+    anchors = DefaultBoxGenerator([[2, 3]] * 6, min_ratio=0.2, max_ratio=0.95)
+    return backbone, anchors, (image_size, image_size), [0.5] * 3, [0.5] * 3, 64
+
+
 # name -> (builder of backbone/anchors/normalisation, default input size)
 ARCHITECTURES = {
     "ssd_small": (_small, 128),
     "ssd_mobilenet_v2": (_mobilenet_v2, 320),
     "ssd_mobilenet_v2_small": (_mobilenet_v2_small, 128),
     "ssd300_vgg16": (_vgg16, 300),
+    "ssdlite320_mobilenet_v3_large": (_ssdlite_mobilenet_v3, 320),
 }
+# Architectures whose heads are depthwise-separable (SSDlite).
+DEPTHWISE_HEADS = frozenset({"ssdlite320_mobilenet_v3_large"})
 # Every architecture build_model accepts: the SSDs above and the Faster R-CNNs of frcnn.py.
 ARCH_NAMES: tuple[str, ...] = (*ARCHITECTURES, *FRCNN_ARCHITECTURES)
 
@@ -88,7 +104,8 @@ def build_model(
 
     Args:
         arch: "ssd_small" (demo, 128 px, trains on a CPU in minutes), "ssd_mobilenet_v2"
-            (ImageNet MobileNetV2, 320 px) or "ssd300_vgg16" (the paper's); or a Faster R-CNN,
+            (ImageNet MobileNetV2, 320 px), "ssd300_vgg16" (the paper's) or
+            "ssdlite320_mobilenet_v3_large" (torchvision's SSDlite, depthwise heads); or a Faster R-CNN,
             "frcnn_resnet50_fpn" (the paper's Tab. 6) or "frcnn_mobilenet_v2", built by
             :func:`almdn.models.frcnn.build_frcnn` (which documents its extra keyword arguments).
         num_classes: C, object classes without background.
@@ -131,6 +148,7 @@ def build_model(
         num_classes + 1,
         num_components,
         default_hidden if hidden_channels is None else hidden_channels,
+        depthwise=arch in DEPTHWISE_HEADS,
     )
     lp_module = LossPredictionModule(backbone.out_channels) if loss_prediction else None
     model = MixtureSSD(

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# torchvision's SSDlite BatchNorm (eps 1e-3, momentum 0.03): its COCO weights were trained with it.
+SSDLITE_NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
 
 
 class SSDBackbone(nn.Module):
@@ -178,6 +182,28 @@ def mobilenet_v2_small_backbone(pretrained: bool = True, extras_dropout: float =
     trunk = _SequentialTrunk([net.features[:7], net.features[7:14], net.features[14:17]], taps=[0, 1, 2])
     extras = nn.ModuleList([_extra_block(160, 256)])
     return SSDBackbone(trunk, extras, [32, 96, 160, 256], extras_dropout)
+
+
+def mobilenet_v3_large_ssdlite_backbone(pretrained: bool = True, extras_dropout: float = 0.0) -> SSDBackbone:
+    """torchvision's SSDlite320 feature extractor on MobileNetV3-Large (Howard et al. Sec. 6.3).
+
+    Maps from the C4 expansion layer (672 channels, stride 16) and the last layer (960, stride
+    32), then 4 depthwise-separable extra layers. Built from torchvision's own extractor with
+    the full tail (``reduced_tail=False``) and its BatchNorm settings, so the layers are those of
+    torchvision's COCO-trained ``ssdlite320_mobilenet_v3_large``.
+    """
+    from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
+    from torchvision.models.detection.ssdlite import SSDLiteFeatureExtractorMobileNet
+
+    net = mobilenet_v3_large(weights=None, norm_layer=SSDLITE_NORM, reduced_tail=False)
+    if pretrained:
+        state = load_imagenet_state_dict(MobileNet_V3_Large_Weights.IMAGENET1K_V1, "MobileNetV3-Large")
+        if state is not None:
+            net.load_state_dict(state)
+    # 13 = the last strided block (C4); torchvision finds it through a private block attribute.
+    extractor = SSDLiteFeatureExtractorMobileNet(net.features, 13, SSDLITE_NORM)
+    trunk = _SequentialTrunk(list(extractor.features), taps=[0, 1])
+    return SSDBackbone(trunk, extractor.extra, [672, 960, 512, 256, 256, 128], extras_dropout)
 
 
 # ImageNet files of torchvision's that registry packages carry, for machines without internet:

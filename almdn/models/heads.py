@@ -24,6 +24,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection.ssd import SSDHead
+from torchvision.models.detection.ssdlite import SSDLiteHead
+
+from almdn.models.backbones import SSDLITE_NORM
 
 HeadType = Literal["gmm", "eff", "plain"]
 HEAD_TYPES: tuple[str, ...] = ("gmm", "eff", "plain")
@@ -58,6 +61,9 @@ class MixtureHead(nn.Module):
         cls_head: "gmm" (class means and variances) or "eff" (means only, Sec. 3.2).
         hidden_channels: width of the shared 3x3 tower per feature map (an int for all maps
             or one per map); 0 means a single 3x3 conv straight to the outputs.
+        depthwise: SSDlite's depthwise-separable form: the tower's 3x3 conv is depthwise (with
+            BatchNorm and ReLU6, as torchvision's SSDLiteHead), followed by 1x1 convs; a full
+            3x3 conv on MobileNet's 672-channel map would cost more than the backbone.
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class MixtureHead(nn.Module):
         num_components: int = 4,
         cls_head: Literal["gmm", "eff"] = "gmm",
         hidden_channels: int | list[int] = 128,
+        depthwise: bool = False,
     ) -> None:
         super().__init__()
         check_mixture_head(cls_head, num_components)
@@ -83,7 +90,14 @@ class MixtureHead(nn.Module):
             hidden_channels = [hidden_channels] * len(in_channels)
         self.towers = nn.ModuleList()
         for cin, a, hid in zip(in_channels, num_anchors, hidden_channels):
-            if hid > 0:
+            if depthwise:
+                layers: list[nn.Module] = [
+                    nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), SSDLITE_NORM(cin), nn.ReLU6(inplace=True)
+                ]
+                if hid > 0:
+                    layers += [nn.Conv2d(cin, hid, 1), nn.ReLU(inplace=True)]
+                tower = nn.Sequential(*layers, nn.Conv2d(hid if hid > 0 else cin, a * per_anchor, 1))
+            elif hid > 0:
                 tower = nn.Sequential(
                     nn.Conv2d(cin, hid, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hid, a * per_anchor, 1)
                 )
@@ -93,7 +107,8 @@ class MixtureHead(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # the depthwise conv has none: BatchNorm follows it
+                    nn.init.zeros_(m.bias)
 
     def forward(self, features: list[Tensor]) -> dict[str, Tensor | None]:
         out = torch.cat(
@@ -116,14 +131,18 @@ class MixtureHead(nn.Module):
 
 
 class PlainHead(nn.Module):
-    """torchvision's plain SSD head, its outputs viewed as a mixture with K = 1 and no variances."""
+    """torchvision's plain SSD head (``depthwise``: its SSDLiteHead), its outputs viewed as a
+    mixture with K = 1 and no variances."""
 
-    def __init__(self, in_channels: list[int], num_anchors: list[int], num_classes: int) -> None:
+    def __init__(self, in_channels: list[int], num_anchors: list[int], num_classes: int, depthwise: bool = False) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.num_components = 1
         self.cls_head = "plain"
-        self.ssd_head = SSDHead(in_channels, num_anchors, num_classes)
+        if depthwise:
+            self.ssd_head: nn.Module = SSDLiteHead(in_channels, num_anchors, num_classes, SSDLITE_NORM)
+        else:
+            self.ssd_head = SSDHead(in_channels, num_anchors, num_classes)
 
     def forward(self, features: list[Tensor]) -> dict[str, Tensor | None]:
         out = self.ssd_head(features)
@@ -145,10 +164,12 @@ def build_head(
     num_classes: int,
     num_components: int = 4,
     hidden_channels: int | list[int] = 128,
+    depthwise: bool = False,
 ) -> nn.Module:
-    """The head named ``head`` ("gmm", "eff" or "plain"); ``num_classes`` includes background."""
+    """The head named ``head`` ("gmm", "eff" or "plain"); ``num_classes`` includes background;
+    ``depthwise`` gives SSDlite's depthwise-separable form."""
     if head == "plain":
-        return PlainHead(in_channels, num_anchors, num_classes)
+        return PlainHead(in_channels, num_anchors, num_classes, depthwise)
     if head in ("gmm", "eff"):
-        return MixtureHead(in_channels, num_anchors, num_classes, num_components, head, hidden_channels)
+        return MixtureHead(in_channels, num_anchors, num_classes, num_components, head, hidden_channels, depthwise)
     raise ValueError(f"Unknown head {head!r}; choose one of {', '.join(HEAD_TYPES)}.")
