@@ -94,13 +94,14 @@ def _model_options(func):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--workers", default=0, show_default=True, help="Data-loading worker processes.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run folder's checkpoint.")
-@click.option("--no-pretrained", is_flag=True, help="Do not load ImageNet backbone weights.")
+@click.option("--no-pretrained", is_flag=True, help="Do not load ImageNet backbone weights (same as --init none).")
+@click.option("--init", "init", default="imagenet", show_default=True, help="Starting point: coco (torchvision's COCO-trained detector, ssd300_vgg16 / ssdlite320_mobilenet_v3_large), imagenet (ImageNet backbone), none (random), or PATH to a torchvision state dict of the same architecture.")
 @click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]), help="Optimizer (default: the preset's).")
 @click.option("--augment", default="auto", show_default=True, type=click.Choice(["auto", "ssd", "flip", "none"]), help="Training augmentation: auto = SSD's recipe for SSD, flip for Faster R-CNN.")
 @click.option("--no-hflip", is_flag=True, help="Never flip horizontally (for classes a mirror changes, such as digits).")
 @_precision_options
 @friendly
-def train(data, test_data, out, arch, head, components, loc_density, cls_loss, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, optimizer, augment, no_hflip, amp, channels_last) -> None:
+def train(data, test_data, out, arch, head, components, loc_density, cls_loss, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, init, optimizer, augment, no_hflip, amp, channels_last) -> None:
     """Train a mixture-density SSD, then evaluate it on the test split.
 
     Multi-GPU / multi-process: torchrun --nproc_per_node N -m almdn.cli train ... (DDP; the
@@ -136,17 +137,26 @@ def train(data, test_data, out, arch, head, components, loc_density, cls_loss, e
         if ctx.is_main:
             click.echo(f"Resuming from {ckpt}.")
     else:
+        from almdn.models.pretrained import apply_init
+
+        from_detector = init not in ("imagenet", "none")
+        # A mixture head starts from a torchvision predictor only in the one-conv form (gmm-direct).
+        extra = {"hidden_channels": 0} if from_detector and head != "plain" else {}
         model = build_model(
             arch,
             num_classes=len(train_set.classes),
             head=head,
             num_components=components,
             class_names=train_set.classes,
-            pretrained=not no_pretrained,
+            pretrained=init == "imagenet" and not no_pretrained,
             extras_dropout=extras_dropout,
             loc_density=loc_density,
             cls_loss=cls_loss,
+            **extra,
         )
+        message = apply_init(model, init, arch)
+        if message and ctx.is_main:
+            click.echo(message)
     result = run_training(model, train_set, config, out_dir=out_dir, device=device, resume=resume)
     if not ctx.is_main:
         distributed.shutdown()

@@ -26,6 +26,7 @@ def friendly(func):
         from almdn.data.coco import BoxesAdjusted, DatasetError
         from almdn.engine.checkpoint import CheckpointError
         from almdn.engine.train import TrainingDiverged
+        from almdn.models.pretrained import InitError
         from almdn.store import StoreError
         from label_studio.client import LabelStudioError
         from label_studio.server import ServerError
@@ -41,7 +42,7 @@ def friendly(func):
                 shown = warnings.showwarning
                 warnings.showwarning = show
                 return func(*args, **kwargs)
-        except (DatasetError, CheckpointError, TrainingDiverged, FileExistsError, StoreError, ServerError, LabelStudioError) as exc:
+        except (DatasetError, CheckpointError, InitError, TrainingDiverged, FileExistsError, StoreError, ServerError, LabelStudioError) as exc:
             raise UserError(str(exc)) from None
 
     return wrapper

@@ -144,3 +144,43 @@ def test_experiment_errors_are_one_sentence(tmp_path):
     result = runner.invoke(main, ["experiment", "--config", str(good), "--out", str(tmp_path / "empty"), "--report-only"])
     assert result.exit_code == 1 and result.exception.__class__.__name__ == "SystemExit"
     assert "No experiment in" in result.output and "run the experiment first" in result.output
+
+
+def test_train_starts_from_a_torchvision_detector_file_and_names_the_mapped_classes(tiny_demo, tmp_path):
+    import torch
+    from torchvision.models.detection import ssd300_vgg16
+
+    weights = tmp_path / "ssd300.pth"
+    torch.save(ssd300_vgg16(weights=None, weights_backbone=None).state_dict(), weights)
+    result = CliRunner().invoke(main, [
+        "train", "--data", str(tiny_demo["root"]), "--out", str(tmp_path / "run"), "--arch", "ssd300_vgg16", "--init", str(weights),
+        "--iterations", "1", "--batch-size", "2", "--test-data", str(tmp_path / "no-test.json"),
+    ])
+    assert result.exit_code == 0, result.output
+    # the demo's classes are digits: none is a COCO category
+    assert f"Started from {weights}: classes mapped to COCO categories: none; starting fresh: 0, 1, 2" in result.output
+    from almdn.engine.checkpoint import read_checkpoint
+
+    assert read_checkpoint(tmp_path / "run" / "model.pt")["model_config"]["hidden_channels"] == 0
+
+
+def test_train_init_coco_without_the_file_offline_is_one_sentence(tiny_demo, tmp_path, monkeypatch):
+    import torch
+    from torchvision.models.detection import SSDLite320_MobileNet_V3_Large_Weights
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+
+    def offline(self, *args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(SSDLite320_MobileNet_V3_Large_Weights, "get_state_dict", offline)
+    result = CliRunner().invoke(main, [
+        "train", "--data", str(tiny_demo["root"]), "--out", str(tmp_path / "run"), "--arch", "ssdlite320_mobilenet_v3_large",
+        "--head", "plain", "--init", "coco", "--iterations", "1",
+    ])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        "Error: torchvision's COCO weights for ssdlite320_mobilenet_v3_large are not on this machine and cannot be downloaded: "
+        f"copy ssdlite320_mobilenet_v3_large_coco-a79551df.pth (from "
+        f"https://download.pytorch.org/models/ssdlite320_mobilenet_v3_large_coco-a79551df.pth) into {tmp_path / 'hub' / 'checkpoints'}."
+    ]
