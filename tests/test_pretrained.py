@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models import mobilenet_v3_large
-from torchvision.models.detection import SSD300_VGG16_Weights, ssd300_vgg16
+from torchvision.models.detection import SSD300_VGG16_Weights, fasterrcnn_resnet50_fpn, ssd300_vgg16
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.ssdlite import SSDLiteFeatureExtractorMobileNet, SSDLiteHead
@@ -23,6 +23,10 @@ def _silence_unused_ids(model: nn.Module) -> None:
     91 outputs equals the softmax over the 80 categories almdn's model has."""
     unused = torch.tensor([i for i, n in enumerate(COCO) if n == "N/A"])
     with torch.no_grad():
+        if hasattr(model, "roi_heads"):  # Faster R-CNN: one linear layer of 91 scores
+            model.roi_heads.box_predictor.cls_score.weight[unused] = 0.0
+            model.roi_heads.box_predictor.cls_score.bias[unused] = -1e4
+            return
         for layer in model.head.classification_head.module_list:
             final = layer if isinstance(layer, nn.Conv2d) else layer[-1]
             rows = (torch.arange(final.out_channels // 91)[:, None] * 91 + unused).flatten()
@@ -86,6 +90,58 @@ def test_plain_head_from_a_torchvision_file_detects_exactly_as_torchvision(tmp_p
         torch.testing.assert_close(o["scores"], t["scores"])
         # almdn's label i is NAMES[i-1]; torchvision's is the COCO index.
         assert [NAMES[i - 1] for i in o["labels"].tolist()] == [COCO[i] for i in t["labels"].tolist()]
+
+
+# Small images and few proposals keep the ResNet-50 Faster R-CNN fast on a CPU.
+_FRCNN_SMALL = dict(min_size=128, max_size=160, rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=50)
+
+
+def _frcnn_file(tmp_path):
+    torch.manual_seed(0)
+    tv = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **_FRCNN_SMALL).eval()
+    _silence_unused_ids(tv)
+    path = tmp_path / "frcnn.pth"
+    torch.save(tv.state_dict(), path)
+    return tv, path
+
+
+def _frcnn(head, names, **kwargs):
+    small = {("image_size" if k == "min_size" else k): v for k, v in _FRCNN_SMALL.items()}
+    return build_model("frcnn_resnet50_fpn", len(names), head=head, class_names=names, pretrained=False, **small, **kwargs).eval()
+
+
+def test_faster_rcnn_plain_from_a_torchvision_file_detects_exactly_as_torchvision(tmp_path):
+    tv, path = _frcnn_file(tmp_path)
+    model = _frcnn("plain", NAMES)
+    assert "person -> person" in apply_init(model, str(path), "frcnn_resnet50_fpn")
+    with torch.no_grad():
+        ours, theirs = model(_images()), tv(_images())
+    for o, t in zip(ours, theirs):
+        assert len(t["boxes"]) > 0
+        torch.testing.assert_close(o["boxes"], t["boxes"])
+        torch.testing.assert_close(o["scores"], t["scores"])
+        assert [NAMES[i - 1] for i in o["labels"].tolist()] == [COCO[i] for i in t["labels"].tolist()]
+
+
+def test_faster_rcnn_gmm_starts_at_the_pretrained_predictor_for_mapped_classes(tmp_path):
+    _, path = _frcnn_file(tmp_path)
+    names = ["person", "tree", "motorbike"]
+    plain = _frcnn("plain", names)
+    gmm = _frcnn("gmm", names, num_components=3, class_agnostic_boxes=False)
+    apply_init(plain, str(path), "frcnn_resnet50_fpn")
+    assert "starting fresh: tree" in apply_init(gmm, str(path), "frcnn_resnet50_fpn")
+    x = torch.rand(5, 1024)  # RoI representations from the box head
+    with torch.no_grad():
+        raw_plain, raw_gmm = plain.roi_heads.box_predictor(x), gmm.roi_heads.box_predictor(x)
+        w = torch.softmax(raw_gmm["bbox_weight_logits"], dim=-2)
+        box_mean = (w * raw_gmm["bbox_means"]).sum(dim=-2)  # Eq. 7 per box set
+    mapped = [0, 1, 3]
+    torch.testing.assert_close(box_mean[:, mapped], raw_plain["bbox_means"][:, mapped, 0], atol=1e-5, rtol=0)
+    assert (raw_gmm["bbox_means"][:, 1, 0] - raw_gmm["bbox_means"][:, 1, 1]).abs().max() > 1e-3
+    for k in range(3):
+        torch.testing.assert_close(raw_gmm["cls_means"][:, k, mapped], raw_plain["cls_means"][:, 0, mapped], atol=1e-5, rtol=0)
+    with pytest.raises(InitError, match="class-specific boxes"):
+        apply_init(_frcnn("gmm", names), str(path), "frcnn_resnet50_fpn")
 
 
 def test_gmm_head_starts_at_the_pretrained_predictor_for_mapped_classes(tmp_path):

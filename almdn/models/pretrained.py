@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from almdn.models.frcnn import MixtureBoxPredictor, MixtureFasterRCNN, PlainBoxPredictor
 from almdn.models.heads import MixtureHead, PlainHead
 from almdn.models.ssd import MixtureSSD
 
@@ -25,6 +26,7 @@ INIT_CHOICES: tuple[str, ...] = ("coco", "imagenet", "none")
 TORCHVISION_COCO_WEIGHTS = {
     "ssd300_vgg16": "SSD300_VGG16_Weights",
     "ssdlite320_mobilenet_v3_large": "SSDLite320_MobileNet_V3_Large_Weights",
+    "frcnn_resnet50_fpn": "FasterRCNN_ResNet50_FPN_Weights",
 }
 
 # Other names users give COCO's categories (PASCAL VOC's among them).
@@ -213,15 +215,91 @@ def init_ssd_from_torchvision(model: MixtureSSD, source: dict[str, Tensor], path
     return mapping
 
 
+@torch.no_grad()
+def init_frcnn_from_torchvision(model: MixtureFasterRCNN, source: dict[str, Tensor], path: str = "the weights file") -> dict[int, int]:
+    """Load a torchvision Faster R-CNN state dict into ``model``; returns the class map used.
+
+    The module names are torchvision's, so everything but ``roi_heads.box_predictor`` loads by
+    name. The plain predictor takes each mapped class's score row and its 4 box rows. A
+    mixture predictor with class-specific boxes gets them as every component's means for its
+    box set and class means, with equal weights (zero weight logits): its Eq. 7 mean is the
+    predictor's output; box-set components are spread with zero mean over k.
+    """
+    predictor_keys = [k for k in source if k.startswith("roi_heads.box_predictor.")]
+    rest = {k: v for k, v in source.items() if k not in predictor_keys}
+    own = model.state_dict()
+    if any(k in own and own[k].shape != v.shape for k, v in rest.items()):
+        raise InitError(f"The layers in {path} do not match this architecture's; give a torchvision state dict of the same architecture.")
+    missing, unexpected = model.load_state_dict(rest, strict=False)
+    if unexpected or any(not k.startswith("roi_heads.box_predictor.") for k in missing):
+        raise InitError(f"The layers in {path} do not match this architecture's; give a torchvision state dict of the same architecture.")
+    cls_w, cls_b = source["roi_heads.box_predictor.cls_score.weight"], source["roi_heads.box_predictor.cls_score.bias"]
+    box_w, box_b = source["roi_heads.box_predictor.bbox_pred.weight"], source["roi_heads.box_predictor.bbox_pred.bias"]
+    mapping = coco_class_map(model.class_names)
+    ours = torch.tensor(list(mapping), dtype=torch.long)
+    coco = torch.tensor(list(mapping.values()), dtype=torch.long)
+    box_mine, box_theirs = (ours[:, None] * 4 + torch.arange(4)), (coco[:, None] * 4 + torch.arange(4))
+    predictor = model.roi_heads.box_predictor
+    if isinstance(predictor, PlainBoxPredictor):
+        predictor.cls_score.weight[ours] = cls_w[coco]
+        predictor.cls_score.bias[ours] = cls_b[coco]
+        predictor.bbox_pred.weight[box_mine.flatten()] = box_w[box_theirs.flatten()]
+        predictor.bbox_pred.bias[box_mine.flatten()] = box_b[box_theirs.flatten()]
+        return mapping
+    if not isinstance(predictor, MixtureBoxPredictor) or predictor.class_agnostic_boxes:
+        raise InitError(
+            "A mixture predictor starts from torchvision's class-specific box predictor only with class-specific boxes; "
+            "build it with class_agnostic_boxes=False or use --head plain."
+        )
+    k, c = predictor.num_components, predictor.num_classes
+    layer = predictor.mixture
+    comp = torch.arange(k)
+    # box means of set j, component k, coordinate d at row (j*K + k)*4 + d (reshape (B, K, 4)).
+    rows = ((ours[:, None, None] * k + comp[None, :, None]) * 4 + torch.arange(4)).reshape(len(ours), k, 4)
+    src_w = box_w[box_theirs][:, None].expand(len(ours), k, 4, box_w.shape[1])
+    fresh = layer.weight[rows.flatten()].reshape(len(ours), k, 4, -1)
+    layer.weight[rows.flatten()] = (src_w + 0.1 * (fresh - fresh.mean(dim=1, keepdim=True))).reshape(-1, box_w.shape[1])
+    layer.bias[rows.flatten()] = box_b[box_theirs][:, None].expand(len(ours), k, 4).reshape(-1)
+    b = predictor.box_sets
+    box_w_start, cls_start = 2 * b * k * 4, 3 * b * k * 4
+    for start, size in ((box_w_start, b * k * 4), (sum(predictor.split_sizes) - k, k)):  # weight logits: uniform pi
+        layer.weight[start : start + size] = 0.0
+        layer.bias[start : start + size] = 0.0
+    cls_rows = (cls_start + comp[:, None] * c + ours).flatten()
+    layer.weight[cls_rows] = cls_w[coco].repeat(k, 1)
+    layer.bias[cls_rows] = cls_b[coco].repeat(k)
+    return mapping
+
+
+def init_build_options(arch: str, head: str, init: str) -> dict:
+    """``build_model`` keywords for starting point ``init``: ``pretrained`` (ImageNet backbone
+    for "imagenet" only) and, from a torchvision detector, the head in the predictor's own form
+    (the SSD's one-conv tower, Faster R-CNN's class-specific boxes) so Eq. 7 can start at its
+    output, and Faster R-CNN's frozen BatchNorm / 3 trainable stages (torchvision's rule for
+    loaded weights)."""
+    options: dict = {"pretrained": init == "imagenet"}
+    if init in ("imagenet", "none"):
+        return options
+    frcnn = arch.startswith("frcnn")
+    if head != "plain":
+        options.update({"class_agnostic_boxes": False} if frcnn else {"hidden_channels": 0})
+    if frcnn:
+        options.update(frozen_batchnorm=True, trainable_backbone_layers=3)
+    return options
+
+
 def apply_init(model: nn.Module, init: str, arch: str) -> str:
     """Load the ``coco`` or PATH starting point into ``model`` (built with ``pretrained=False``);
     returns the sentence naming the mapped classes. ``imagenet`` / ``none`` are build options."""
     if init in ("imagenet", "none"):
         return ""
-    if not isinstance(model, MixtureSSD) or arch not in TORCHVISION_COCO_WEIGHTS:
+    if arch not in TORCHVISION_COCO_WEIGHTS:
         raise InitError(f"--init {init} needs one of {', '.join(TORCHVISION_COCO_WEIGHTS)}; {arch} starts from --init imagenet or none.")
     source, where = (coco_state_dict(arch), "torchvision's COCO weights") if init == "coco" else (read_state_dict(init), str(init))
-    mapping = init_ssd_from_torchvision(model, source, where)
+    if isinstance(model, MixtureFasterRCNN):
+        mapping = init_frcnn_from_torchvision(model, source, where)
+    else:
+        mapping = init_ssd_from_torchvision(model, source, where)
     names = [f"{model.class_names[label - 1]} -> {coco_categories()[idx]}" for label, idx in mapping.items() if label]
     fresh = [name for i, name in enumerate(model.class_names, start=1) if i not in mapping]
     return (
