@@ -40,6 +40,7 @@ from almdn.engine.inference import evaluate, predict
 from almdn.engine.quality import headline
 from almdn.engine.train import TrainConfig, train
 from almdn.models import build_model
+from almdn.models.pretrained import apply_init, init_build_options
 
 METRIC_KEYS = ("map50", "map75", "map", "voc07_map50")
 #: Flat mixture-collapse and uncertainty-quality numbers recorded per cycle (:func:`almdn.engine.quality.headline`).
@@ -62,7 +63,9 @@ class ExperimentConfig:
             "train_split": "train", "test_split": "val"}``, or ``{"format": "demo", "root": <dir>,
             ...DemoConfig fields}`` to generate the demo dataset there if it is missing.
         model: build_model keywords shared by every method (``arch``, ``num_components``,
-            ``pretrained``, ``image_size``, ...); each method adds its head variant.
+            ``pretrained``, ``image_size``, ...), and ``init``: the starting point, ``coco``,
+            ``imagenet``, ``none`` or a PATH to a torchvision state dict (``almdn train --init``);
+            each method adds its head variant.
         train: TrainConfig fields, plus ``preset`` ("demo" or "paper") they override, and
             optionally ``iterations_per_image``: the schedule grows with the labeled set,
             ``max(iterations, iterations_per_image x labeled images)`` iterations (warm-up and
@@ -228,7 +231,13 @@ class ModelCache:
             return load_model(model_path, device="cpu"), json.loads(metrics_path.read_text())
         _write_json(folder / "spec.json", dataclasses.asdict(spec))
         torch.manual_seed(spec.train["seed"])  # the initial weights are a function of the seed
-        model = build_model(num_classes=len(self.train_set.classes), class_names=self.train_set.classes, **spec.build)
+        build = dict(spec.build)
+        init = build.pop("init", None)  # the starting point: coco | imagenet | none | PATH (almdn.models.pretrained)
+        if init is not None:
+            build = {**init_build_options(build.get("arch", "ssd_small"), build.get("head", "gmm"), init), **build}
+        model = build_model(num_classes=len(self.train_set.classes), class_names=self.train_set.classes, **build)
+        if init is not None and (message := apply_init(model, init, build.get("arch", "ssd_small"))):
+            self.log(f"  {message}")
         config = TrainConfig(**{**spec.train, "milestones": tuple(spec.train["milestones"])})
         subset = self.train_set.subset([self.train_set.index_of(i) for i in spec.labeled_ids])
         self.log(f"  training {spec.build.get('arch')}/{spec.build.get('head')} on {len(subset)} images ({folder.name})")

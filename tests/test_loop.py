@@ -190,3 +190,23 @@ def test_voc_folders_are_read_once_into_coco(tiny_demo, tmp_path):
     image, target = train_set[1]
     assert image.shape[1:] == (128, 128)
     assert set(train_set.classes) >= {source.classes[int(label) - 1] for label in source.target(1)["labels"].tolist()}
+
+
+@pytest.mark.slow
+def test_model_init_starts_from_a_torchvision_detector_file(tiny_demo, tmp_path):
+    import torch
+    from torchvision.models.detection import ssd300_vgg16
+
+    weights = tmp_path / "ssd300.pth"
+    torch.save(ssd300_vgg16(weights=None, weights_backbone=None).state_dict(), weights)
+    config = _config(tiny_demo, cycles=1, methods=["random"], model={"arch": "ssd300_vgg16", "num_components": 2, "init": str(weights)},
+                     train={"preset": "demo", "iterations": 1, "batch_size": 2})
+    lines = []
+    Experiment(config, tmp_path / "exp", progress=False, log=lines.append).run()
+    assert any(f"Started from {weights}: classes mapped to COCO categories: none" in line for line in lines)
+    (spec,) = [json.loads(p.read_text()) for p in (tmp_path / "exp/models").glob("*/spec.json")]
+    assert spec["build"]["init"] == str(weights)
+    from almdn.engine.checkpoint import read_checkpoint
+
+    (model_file,) = (tmp_path / "exp/models").glob("*/model.pt")
+    assert read_checkpoint(model_file)["model_config"]["hidden_channels"] == 0  # the one-conv head the predictor maps into
