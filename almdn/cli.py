@@ -95,7 +95,7 @@ def _model_options(func):
 @click.option("--workers", default=0, show_default=True, help="Data-loading worker processes.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run folder's checkpoint.")
 @click.option("--no-pretrained", is_flag=True, help="Do not load ImageNet backbone weights (same as --init none).")
-@click.option("--init", "init", default="imagenet", show_default=True, help="Starting point: coco (torchvision's COCO-trained detector: ssd300_vgg16, ssdlite320_mobilenet_v3_large with --head plain, frcnn_resnet50_fpn), imagenet (ImageNet backbone), none (random), or PATH to a torchvision state dict of the same architecture.")
+@click.option("--init", "init", default="imagenet", show_default=True, help="Starting point: coco (torchvision's COCO-trained detector: ssd300_vgg16, ssdlite320_mobilenet_v3_large, frcnn_resnet50_fpn), imagenet (ImageNet backbone), none (random), or PATH to a torchvision state dict of the same architecture.")
 @click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]), help="Optimizer (default: the preset's).")
 @click.option("--augment", default="auto", show_default=True, type=click.Choice(["auto", "ssd", "flip", "none"]), help="Training augmentation: auto = SSD's recipe for SSD, flip for Faster R-CNN.")
 @click.option("--no-hflip", is_flag=True, help="Never flip horizontally (for classes a mirror changes, such as digits).")

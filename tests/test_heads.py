@@ -51,8 +51,9 @@ def test_depthwise_tower_and_ssdlite_plain_head():
     dw = build_head("gmm", [32], [4], 21, 4, 16, depthwise=True)
     conv3 = dw.towers[0][0]
     assert conv3.kernel_size == (3, 3) and conv3.groups == 32
-    # the depthwise 3x3 (32*9) and its BatchNorm (2*32) replace the full 3x3 conv (32*16*9 + 16)
-    assert count(full) - count(dw) == (32 * 16 * 9 + 16) - (32 * 9 + 2 * 32 + 32 * 16 + 16)
+    # two depthwise 3x3 filters per channel (2*32*9), their BatchNorm (2*2*32) and a 1x1 to the
+    # hidden width (2*32*16 + 16) replace the full 3x3 conv (32*16*9 + 16)
+    assert count(full) - count(dw) == (32 * 16 * 9 + 16) - (2 * 32 * 9 + 2 * 2 * 32 + 2 * 32 * 16 + 16)
     out = dw([torch.rand(2, 32, 3, 3)])
     assert out["cls_means"].shape == (2, 36, 4, 21)
     direct = build_head("eff", [32], [4], 21, 2, 0, depthwise=True)

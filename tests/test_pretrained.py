@@ -144,15 +144,24 @@ def test_faster_rcnn_gmm_starts_at_the_pretrained_predictor_for_mapped_classes(t
         apply_init(_frcnn("gmm", names), str(path), "frcnn_resnet50_fpn")
 
 
-def test_gmm_head_starts_at_the_pretrained_predictor_for_mapped_classes(tmp_path):
+@pytest.mark.parametrize(
+    "arch, make_tv",
+    [("ssd300_vgg16", lambda: ssd300_vgg16(weights=None, weights_backbone=None)), ("ssdlite320_mobilenet_v3_large", _ssdlite_with_full_tail)],
+)
+def test_gmm_head_starts_at_the_pretrained_predictor_for_mapped_classes(tmp_path, arch, make_tv):
     torch.manual_seed(0)
+    tv = make_tv()
+    for m in tv.modules():  # BatchNorm statistics other than the defaults (SSDlite's head has some)
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
     path = tmp_path / "ssd.pth"
-    torch.save(ssd300_vgg16(weights=None, weights_backbone=None).state_dict(), path)
+    torch.save(tv.state_dict(), path)
     names = ["Motorbike", "tree", "person"]
-    plain = build_model("ssd300_vgg16", 3, head="plain", class_names=names, pretrained=False).eval()
-    gmm = build_model("ssd300_vgg16", 3, head="gmm", num_components=3, class_names=names, pretrained=False, hidden_channels=0).eval()
-    apply_init(plain, str(path), "ssd300_vgg16")
-    message = apply_init(gmm, str(path), "ssd300_vgg16")
+    plain = build_model(arch, 3, head="plain", class_names=names, pretrained=False).eval()
+    gmm = build_model(arch, 3, head="gmm", num_components=3, class_names=names, pretrained=False, hidden_channels=0).eval()
+    apply_init(plain, str(path), arch)
+    message = apply_init(gmm, str(path), arch)
     assert "Motorbike -> motorcycle" in message and "person -> person" in message and "starting fresh: tree" in message
     with torch.no_grad():
         x = plain.preprocess(_images())[0].tensors

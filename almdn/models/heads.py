@@ -61,8 +61,9 @@ class MixtureHead(nn.Module):
         cls_head: "gmm" (class means and variances) or "eff" (means only, Sec. 3.2).
         hidden_channels: width of the shared 3x3 tower per feature map (an int for all maps
             or one per map); 0 means a single 3x3 conv straight to the outputs.
-        depthwise: SSDlite's depthwise-separable form: the tower's 3x3 conv is depthwise (with
-            BatchNorm and ReLU6, as torchvision's SSDLiteHead), followed by 1x1 convs; a full
+        depthwise: SSDlite's depthwise-separable form: the tower's 3x3 conv is depthwise with
+            two filters per channel (with BatchNorm and ReLU6, as torchvision's SSDLiteHead),
+            followed by 1x1 convs; a full
             3x3 conv on MobileNet's 672-channel map would cost more than the backbone.
     """
 
@@ -91,12 +92,15 @@ class MixtureHead(nn.Module):
         self.towers = nn.ModuleList()
         for cin, a, hid in zip(in_channels, num_anchors, hidden_channels):
             if depthwise:
+                # Two depthwise filters per channel (outputs 2i, 2i+1 read channel i), as
+                # torchvision's SSDLiteHead has one depthwise conv in each of its class and box
+                # heads: with hidden 0 the tower can hold exactly that head (--init).
                 layers: list[nn.Module] = [
-                    nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False), SSDLITE_NORM(cin), nn.ReLU6(inplace=True)
+                    nn.Conv2d(cin, 2 * cin, 3, padding=1, groups=cin, bias=False), SSDLITE_NORM(2 * cin), nn.ReLU6(inplace=True)
                 ]
                 if hid > 0:
-                    layers += [nn.Conv2d(cin, hid, 1), nn.ReLU(inplace=True)]
-                tower = nn.Sequential(*layers, nn.Conv2d(hid if hid > 0 else cin, a * per_anchor, 1))
+                    layers += [nn.Conv2d(2 * cin, hid, 1), nn.ReLU(inplace=True)]
+                tower = nn.Sequential(*layers, nn.Conv2d(hid if hid > 0 else 2 * cin, a * per_anchor, 1))
             elif hid > 0:
                 tower = nn.Sequential(
                     nn.Conv2d(cin, hid, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hid, a * per_anchor, 1)

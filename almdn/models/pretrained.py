@@ -143,14 +143,34 @@ def _final_layer(source: dict[str, Tensor], prefix: str) -> tuple[Tensor, Tensor
     return source[keys[-2]], source[keys[-1]]
 
 
+def _into_depthwise_pair(tower: nn.Sequential, source: dict[str, Tensor], i: int, reg_w: Tensor, cls_w: Tensor, path: str) -> tuple[Tensor, Tensor]:
+    """SSDLiteHead's two depthwise convs (class, box) of map ``i`` into the tower's paired
+    depthwise filters (2c: class, 2c+1: box) and its BatchNorm; returns the two 1x1 predictor
+    weights widened to read only their own half of the tower's channels."""
+    dw, bn = tower[0], tower[1]
+    for half, name in ((0, "classification_head"), (1, "regression_head")):
+        pre = f"head.{name}.module_list.{i}.0."
+        if source[pre + "0.weight"].shape[0] * 2 != dw.weight.shape[0]:
+            raise InitError(f"The {name.replace('_', ' ')} in {path} does not match this architecture's.")
+        dw.weight[half::2] = source[pre + "0.weight"]
+        for attr in ("weight", "bias", "running_mean", "running_var"):
+            getattr(bn, attr)[half::2] = source[pre + "1." + attr]
+    widened = []
+    for half, w in ((1, reg_w), (0, cls_w)):
+        wide = w.new_zeros(w.shape[0], 2 * w.shape[1], *w.shape[2:])
+        wide[:, half::2] = w
+        widened.append(wide)
+    return widened[0], widened[1]
+
+
 @torch.no_grad()
 def init_ssd_from_torchvision(model: MixtureSSD, source: dict[str, Tensor], path: str = "the weights file") -> dict[int, int]:
     """Load a torchvision SSD / SSDlite state dict into ``model``; returns the class map used.
 
     The backbone and, for the plain head, every head layer but the classification predictor
     load exactly. Predictor rows are anchor-major (``a * classes + c``), so each mapped class
-    takes its COCO row for every anchor. A mixture head whose tower is one conv ("gmm-direct",
-    ``hidden_channels=0``) gets, for every component k, the pretrained box rows as box means
+    takes its COCO row for every anchor. A mixture head without a hidden layer
+    (``hidden_channels=0``: one conv, or SSDlite's paired depthwise conv and 1x1) gets, for every component k, the pretrained box rows as box means
     (plus a perturbation with zero mean over k, so the components can separate) and the
     pretrained class rows as class means, with equal weights: its Eq. 7 mean is the
     predictor's output.
@@ -178,10 +198,11 @@ def init_ssd_from_torchvision(model: MixtureSSD, source: dict[str, Tensor], path
             final.weight[rows_mine] = w[rows_theirs]
             final.bias[rows_mine] = b[rows_theirs]
         return mapping
-    if not isinstance(head, MixtureHead) or any(len(t) != 1 for t in head.towers):
+    # hidden_channels 0: one conv (SSD), or SSDlite's depthwise conv, BatchNorm, ReLU6 and 1x1.
+    if not isinstance(head, MixtureHead) or any(len(t) != 1 and not (len(t) == 4 and t[0].groups > 1) for t in head.towers):
         raise InitError(
-            "Only a mixture head whose tower is one conv (hidden_channels 0, not SSDlite's depthwise form) can start from a "
-            "torchvision predictor; build it with hidden_channels=0 or use --head plain."
+            "Only a mixture head without a hidden layer (hidden_channels 0) can start from a torchvision predictor; "
+            "build it with hidden_channels=0 or use --head plain."
         )
     k, c = head.num_components, head.num_classes
     p = sum(head.split_sizes)
@@ -189,7 +210,10 @@ def init_ssd_from_torchvision(model: MixtureSSD, source: dict[str, Tensor], path
     for i in range(num_maps):
         reg_w, reg_b = _final_layer(source, f"head.regression_head.module_list.{i}.")
         cls_w, cls_b = _final_layer(source, f"head.classification_head.module_list.{i}.")
-        conv = head.towers[i][0]
+        tower = head.towers[i]
+        conv = tower[-1]
+        if len(tower) == 4:
+            reg_w, cls_w = _into_depthwise_pair(tower, source, i, reg_w, cls_w, path)
         anchors = head.num_anchors[i]
         if reg_w.shape[1:] != conv.weight.shape[1:] or reg_w.shape[0] != anchors * 4:
             raise InitError(f"The regression head in {path} does not match this architecture's.")
