@@ -133,7 +133,8 @@ def comparison_with_random(records: pd.DataFrame) -> list[dict]:
 def selection_profile(records: pd.DataFrame, coco: dict) -> pd.DataFrame:
     """What each method selected, from the pool's ground truth (the oracle's labels): objects
     per selected image, the share of empty images, the share of objects from the rarer half of
-    the classes (by pool frequency) and, for the demo data, the share of near-duplicates."""
+    the classes (by pool frequency) and, for the demo data, the share of near-duplicates (NaN
+    on data that records none)."""
     per_image = pd.Series(0, index=[im["id"] for im in coco["images"]], dtype=float)
     counts = pd.Series([a["image_id"] for a in coco["annotations"]]).value_counts()
     per_image.loc[counts.index] = counts.to_numpy()
@@ -141,6 +142,8 @@ def selection_profile(records: pd.DataFrame, coco: dict) -> pd.DataFrame:
     rare = set(frequency.index[len(frequency) // 2 :])  # the less frequent half of the classes
     rare_per_image = pd.Series([a["image_id"] for a in coco["annotations"] if a["category_id"] in rare]).value_counts()
     duplicates = {im["id"] for im in coco["images"] if im.get("near_duplicate_of") is not None}
+    # Only the demo generator records near-duplicates: on other data the share is unknown (NaN, "n/a"), not 0.
+    dup_share = (lambda ids: 100 * np.mean([i in duplicates for i in ids])) if duplicates else (lambda ids: float("nan"))
     rows = []
     for method, group in records.groupby("method"):
         selected = [i for ids in group.get("selected_ids", pd.Series(dtype=object)).dropna() for i in ids]
@@ -153,12 +156,12 @@ def selection_profile(records: pd.DataFrame, coco: dict) -> pd.DataFrame:
             "objects per image": objects.mean(),
             "empty images %": 100 * (objects == 0).mean(),
             "rare-class objects %": 100 * rare_per_image.reindex(selected).fillna(0).sum() / max(objects.sum(), 1),
-            "near-duplicates %": 100 * np.mean([i in duplicates for i in selected]),
+            "near-duplicates %": dup_share(selected),
         })
     pool = per_image
     rows.append({
         "method": "(whole pool)", "selected images": len(pool), "objects per image": pool.mean(), "empty images %": 100 * (pool == 0).mean(),
-        "rare-class objects %": 100 * rare_per_image.sum() / max(pool.sum(), 1), "near-duplicates %": 100 * len(duplicates) / max(len(pool), 1),
+        "rare-class objects %": 100 * rare_per_image.sum() / max(pool.sum(), 1), "near-duplicates %": dup_share(list(pool.index)),
     })
     return pd.DataFrame(rows)
 
@@ -251,7 +254,7 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
         profile = selection_profile(records, pool_annotations)
         profile = profile.set_index("method").loc[[m for m in [*_method_order(profile["method"][:-1]), "(whole pool)"]]].reset_index()
         md += ["", "## What each method selected (from the pool's ground truth)", "", "| " + " | ".join(profile.columns) + " |", "|" + "---|" * len(profile.columns)]
-        md += ["| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row) + " |" for row in profile.itertuples(index=False)]
+        md += ["| " + " | ".join(table_cell(v) for v in row) + " |" for row in profile.itertuples(index=False)]
     for arch in config.get("transfer", []) or []:
         transfer = read_records(out, f".transfer-{arch}")
         if not transfer.empty:
@@ -260,6 +263,13 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
     (out / "results.md").write_text("\n".join(md) + "\n")
     figure(records, title).write_html(out / "results.html", include_plotlyjs="cdn")
     return {"csv": out / "results.csv", "md": out / "results.md", "html": out / "results.html"}
+
+
+def table_cell(value) -> str:
+    """A selection-profile cell: one decimal, "n/a" where the data cannot tell."""
+    if isinstance(value, float):
+        return "n/a" if np.isnan(value) else f"{value:.1f}"
+    return str(value)
 
 
 def _reach(value: float) -> str:

@@ -123,3 +123,11 @@ def test_selection_profile_from_the_pool_ground_truth():
     assert table.loc["m", "rare-class objects %"] == pytest.approx(25)  # 1 of the 4 selected objects
     assert table.loc["m", "near-duplicates %"] == pytest.approx(25)
     assert table.loc["(whole pool)", "empty images %"] == pytest.approx(100 * 2 / 7)
+    assert table.loc["(whole pool)", "near-duplicates %"] == pytest.approx(100 / 7)
+    # data without the demo's near-duplicate records: unknown, not 0
+    plain = {"images": [{"id": i} for i in range(1, 8)], "annotations": coco["annotations"]}
+    unknown = selection_profile(records, plain).set_index("method")["near-duplicates %"]
+    assert unknown.isna().all()
+    from almdn.report import table_cell
+
+    assert [table_cell(v) for v in (float("nan"), 25.0, 4)] == ["n/a", "25.0", "4"]
