@@ -235,7 +235,8 @@ def evaluate(checkpoint, data, split, device, out, conf_threshold) -> None:
 
 @main.command()
 @click.option("--checkpoint", required=True, type=click.Path())
-@click.option("--images", required=True, help="A folder of images, a COCO json file, or a dataset folder (its train split).")
+@click.option("--images", required=True, help="A folder of images, a COCO json file, or a dataset folder (the split --split names).")
+@click.option("--split", default="train", show_default=True, help="Which split of a dataset folder to score (annotations/<split>.json).")
 @click.option("--out", required=True, type=click.Path(), help="Folder for images.csv, detections.csv, detections.json.")
 @click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score are kept for scoring.")
 @click.option("--aggregation", default="max_all", show_default=True, help="How the four z-scored uncertainties make the final score (Tab. 2): max_all, sum_all, alb, max_cls, ...")
@@ -245,7 +246,7 @@ def evaluate(checkpoint, data, split, device, out, conf_threshold) -> None:
 @click.option("--workers", default=0, show_default=True, help="Data-loading worker processes (per process under torchrun).")
 @_precision_options
 @friendly
-def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, batch_size, device, workers, amp, channels_last) -> None:
+def score(checkpoint, images, split, out, conf_threshold, aggregation, no_detection, batch_size, device, workers, amp, channels_last) -> None:
     """Score every image: the four uncertainties per detection, raw and z-scored per image.
 
     Sharded: torchrun --nproc_per_node N -m almdn.cli score ... (each process scores its share
@@ -270,7 +271,10 @@ def score(checkpoint, images, out, conf_threshold, aggregation, no_detection, ba
     else:
         # The annotation file names the images; they are read like a folder's, so a broken
         # one is listed and skipped here too instead of stopping the run.
-        coco = CocoDetectionDataset(_resolve_annotations(images, "train"), class_names=model.class_names)
+        annotations = _resolve_annotations(images, split)
+        if source.is_dir() and ctx.is_main:  # a dataset folder has several splits: say which one this is
+            click.echo(f"Scoring the '{split}' split of {source} ({annotations}); choose another with --split.")
+        coco = CocoDetectionDataset(annotations, class_names=model.class_names)
         sizes = [(size[1], size[0]) if size else None for size in coco.image_sizes]  # (height, width) there
         dataset = ImageFolderDataset(coco.file_paths, sizes=sizes)
         dataset.image_ids = list(coco.image_ids)

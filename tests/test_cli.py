@@ -48,6 +48,10 @@ def test_demo_data_train_evaluate_score(tiny_demo, tmp_path):
     assert (detections["score"] >= 0.05).all()
     payload = json.loads((out / "detections.json").read_text())
     assert len(payload["images"]) == 60 and payload["unreadable"] == []
+    assert f"Scoring the 'train' split of {root}" in result.output and "--split" in result.output
+    result = runner.invoke(main, ["score", "--checkpoint", str(run / "model.pt"), "--images", str(root), "--split", "test", "--out", str(out / "test"), "--conf-threshold", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert f"Scoring the 'test' split of {root}" in result.output and len(pd.read_csv(out / "test" / "images.csv")) == 20
 
     # Another aggregation of Tab. 2: the ranking follows that single z-scored uncertainty.
     result = runner.invoke(main, ["score", "--checkpoint", str(run / "model.pt"), "--images", str(root), "--out", str(out / "alc"), "--conf-threshold", "0.05", "--aggregation", "alc"])
