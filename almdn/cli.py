@@ -65,6 +65,12 @@ def demo_data(out: str, num_train: int, num_test: int, image_size: int, seed: in
     click.echo(f"Demo dataset in {info['root']}: {info['num_train_images']} train / {info['num_test_images']} test images.")
 
 
+_image_root_option = click.option(
+    "--image-root", default=None, type=click.Path(file_okay=False),
+    help="Folder the COCO json's file_name entries are relative to (default: images/ beside the annotations folder, or images/ beside the json).",
+)
+
+
 def _model_options(func):
     options = [
         click.option("--arch", default="ssd_small", show_default=True, type=click.Choice(["ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "frcnn_mobilenet_v2", "frcnn_resnet50_fpn"])),
@@ -82,6 +88,7 @@ def _model_options(func):
 @main.command()
 @click.option("--data", required=True, help="Dataset folder (annotations/train.json) or a COCO json file.")
 @click.option("--test-data", default=None, help="Test set for evaluation (default: the dataset folder's test split).")
+@_image_root_option
 @click.option("--out", required=True, type=click.Path(), help="Run folder: checkpoints, model.pt, metrics.json.")
 @_model_options
 @click.option("--preset", default="demo", show_default=True, type=click.Choice(["demo", "paper"]), help="Schedule defaults.")
@@ -101,7 +108,7 @@ def _model_options(func):
 @click.option("--no-hflip", is_flag=True, help="Never flip horizontally (for classes a mirror changes, such as digits).")
 @_precision_options
 @friendly
-def train(data, test_data, out, arch, head, components, loc_density, cls_loss, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, init, optimizer, augment, no_hflip, amp, channels_last) -> None:
+def train(data, test_data, image_root, out, arch, head, components, loc_density, cls_loss, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, init, optimizer, augment, no_hflip, amp, channels_last) -> None:
     """Train a mixture-density SSD, then evaluate it on the test split.
 
     Multi-GPU / multi-process: torchrun --nproc_per_node N -m almdn.cli train ... (DDP; the
@@ -118,7 +125,7 @@ def train(data, test_data, out, arch, head, components, loc_density, cls_loss, e
     from almdn.engine.train import train as run_training
     from almdn.models import build_model, model_from_config
 
-    train_set = CocoDetectionDataset(_resolve_annotations(data, "train"))
+    train_set = CocoDetectionDataset(_resolve_annotations(data, "train"), image_root=image_root)
     config = TrainConfig.demo(iterations or 900) if preset == "demo" else TrainConfig.paper()
     overrides = {"iterations": iterations, "batch_size": batch_size, "lr": lr, "warmup_iters": warmup_iters, "optimizer": optimizer}
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -160,7 +167,7 @@ def train(data, test_data, out, arch, head, components, loc_density, cls_loss, e
     metrics: dict = {"train_seconds": round(result.seconds, 1), "iterations": result.iterations, "skipped_steps": result.skipped_steps}
     test_path = Path(test_data) if test_data else Path(data) / "annotations" / "test.json"
     if test_path.is_file():
-        test_set = CocoDetectionDataset(test_path, class_names=train_set.classes)
+        test_set = CocoDetectionDataset(test_path, image_root=image_root, class_names=train_set.classes)
         full = evaluate(model, test_set, device=device, progress=True)
         metrics.update(_scalar_metrics(full))
         metrics.update({k: full[k] for k in ("mixture_collapse", "uncertainty_quality")})
@@ -211,11 +218,12 @@ def _metrics_line(m: dict) -> str:
 @click.option("--checkpoint", required=True, type=click.Path(), help="A model.pt from almdn train.")
 @click.option("--data", required=True, help="Dataset folder or COCO json file.")
 @click.option("--split", default="test", show_default=True)
+@_image_root_option
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default=None, type=click.Path(), help="Also write the metrics, mixture-collapse and uncertainty-quality reports as JSON here.")
 @click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score enter the collapse and uncertainty-quality reports.")
 @friendly
-def evaluate(checkpoint, data, split, device, out, conf_threshold) -> None:
+def evaluate(checkpoint, data, split, image_root, device, out, conf_threshold) -> None:
     """mAP@0.5 / @0.75 (pycocotools) and VOC07 11-point mAP of a trained model, the collapse of
     its mixtures and how well its uncertainties predict its false positives."""
     from almdn.data.coco import CocoDetectionDataset
@@ -223,7 +231,7 @@ def evaluate(checkpoint, data, split, device, out, conf_threshold) -> None:
     from almdn.engine.inference import evaluate as run_eval
 
     model = load_model(checkpoint, device="cpu")
-    dataset = CocoDetectionDataset(_resolve_annotations(data, split), class_names=model.class_names)
+    dataset = CocoDetectionDataset(_resolve_annotations(data, split), image_root=image_root, class_names=model.class_names)
     metrics = run_eval(model, dataset, device=device, progress=True, conf_threshold=conf_threshold)
     click.echo(_metrics_line(metrics))
     for label, ap in sorted(metrics["per_class_ap50"].items()):
@@ -237,6 +245,7 @@ def evaluate(checkpoint, data, split, device, out, conf_threshold) -> None:
 @click.option("--checkpoint", required=True, type=click.Path())
 @click.option("--images", required=True, help="A folder of images, a COCO json file, or a dataset folder (the split --split names).")
 @click.option("--split", default="train", show_default=True, help="Which split of a dataset folder to score (annotations/<split>.json).")
+@_image_root_option
 @click.option("--out", required=True, type=click.Path(), help="Folder for images.csv, detections.csv, detections.json.")
 @click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score are kept for scoring.")
 @click.option("--aggregation", default="max_all", show_default=True, help="How the four z-scored uncertainties make the final score (Tab. 2): max_all, sum_all, alb, max_cls, ...")
@@ -246,7 +255,7 @@ def evaluate(checkpoint, data, split, device, out, conf_threshold) -> None:
 @click.option("--workers", default=0, show_default=True, help="Data-loading worker processes (per process under torchrun).")
 @_precision_options
 @friendly
-def score(checkpoint, images, split, out, conf_threshold, aggregation, no_detection, batch_size, device, workers, amp, channels_last) -> None:
+def score(checkpoint, images, split, image_root, out, conf_threshold, aggregation, no_detection, batch_size, device, workers, amp, channels_last) -> None:
     """Score every image: the four uncertainties per detection, raw and z-scored per image.
 
     Sharded: torchrun --nproc_per_node N -m almdn.cli score ... (each process scores its share
@@ -274,7 +283,7 @@ def score(checkpoint, images, split, out, conf_threshold, aggregation, no_detect
         annotations = _resolve_annotations(images, split)
         if source.is_dir() and ctx.is_main:  # a dataset folder has several splits: say which one this is
             click.echo(f"Scoring the '{split}' split of {source} ({annotations}); choose another with --split.")
-        coco = CocoDetectionDataset(annotations, class_names=model.class_names)
+        coco = CocoDetectionDataset(annotations, image_root=image_root, class_names=model.class_names)
         sizes = [(size[1], size[0]) if size else None for size in coco.image_sizes]  # (height, width) there
         dataset = ImageFolderDataset(coco.file_paths, sizes=sizes)
         dataset.image_ids = list(coco.image_ids)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from almdn.cli import main
@@ -34,6 +35,14 @@ def test_demo_data_train_evaluate_score(tiny_demo, tmp_path):
     assert written["mixture_collapse"]["conf_threshold"] == 0.01
     assert written["uncertainty_quality"]["num_kept"] == written["mixture_collapse"]["num_detections"] > 0
     assert set(written["uncertainty_quality"]["auroc_fp"]) == {"cls_aleatoric", "cls_epistemic", "cls_entropy", "one_minus_score"}
+
+    # A COCO json away from its images: --image-root says where they are.
+    elsewhere = tmp_path / "elsewhere" / "test.json"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text((Path(root) / "annotations" / "test.json").read_text())
+    result = runner.invoke(main, ["evaluate", "--checkpoint", str(run / "model.pt"), "--data", str(elsewhere), "--image-root", str(Path(root) / "images")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["map50"] == pytest.approx(float(result.output.split("mAP@0.5 ")[1].split()[0]), abs=1e-3)
 
     out = tmp_path / "scores"
     result = runner.invoke(main, ["score", "--checkpoint", str(run / "model.pt"), "--images", str(root), "--out", str(out), "--conf-threshold", "0.05"])

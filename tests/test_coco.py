@@ -278,3 +278,18 @@ def test_a_large_image_is_decoded_reduced_for_training_with_its_boxes_scaled(tmp
     torch.testing.assert_close(small_target["boxes"], torch.tensor([[6.0, 4.0, 18.0, 12.0]]))
     full = CocoDetectionDataset(tmp_path / "annotations" / "train.json", max_side=None)
     assert tuple(full[0][0].shape) == (3, 1500, 3000)
+
+
+def test_images_beside_the_annotation_file_are_found_as_well(dataset_dir) -> None:
+    root, pixels, _ = dataset_dir
+    # the other common layout: export/instances.json with export/images/...
+    export = root / "export"
+    export.mkdir()
+    (root / "images").rename(export / "images")
+    (root / "annotations" / "train.json").rename(export / "instances.json")
+    ds = CocoDetectionDataset(export / "instances.json")
+    assert ds.image_root == export / "images"
+    image, _ = ds[0]
+    assert torch.equal(image, torch.from_numpy(pixels[1]).permute(2, 0, 1).float() / 255)
+    # an explicit root is kept as given
+    assert CocoDetectionDataset(export / "instances.json", image_root=root).image_root == root

@@ -88,6 +88,19 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     raise DatasetError(f"Cannot read image '{path}' ({reason}); remove it or replace it, then try again.")
 
 
+def default_image_root(annotation_file: Path, images: list) -> Path:
+    """Where a COCO file's images are, for the two common layouts: ``images/`` beside the
+    ``annotations/`` folder (``<file>/../../images``, almdn's and COCO's own) or ``images/``
+    beside the file. The first that holds one of the first 20 listed images wins; with none,
+    the first (a missing image is then reported with its full path)."""
+    candidates = [annotation_file.parent.parent / "images", annotation_file.parent / "images"]
+    names = [im["file_name"] for im in images[:20] if isinstance(im, dict) and isinstance(im.get("file_name"), str)]
+    for root in candidates:
+        if any((root / name).is_file() for name in names):
+            return root
+    return candidates[0]
+
+
 def _short_reason(exc: BaseException) -> str:
     """A short, single-line reason: the OS error text or the first line of the message."""
     if isinstance(exc, OSError) and exc.strerror:
@@ -106,7 +119,7 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
     Args:
         annotation_file: path of the COCO JSON file.
         image_root: folder that ``file_name`` entries are relative to; defaults to
-            ``<folder of annotation_file>/../images``.
+            :func:`default_image_root` (``../images`` or ``images/`` beside the file).
         cache_images: keep decoded uint8 images in memory after first use.
         class_names: fixes the label order (label ``k`` is ``class_names[k - 1]``); every
             category name of the file must be in it. Default: the file's categories by id.
@@ -135,12 +148,10 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         self.annotation_file = Path(annotation_file)
         self.max_side = max_side
         self._scales: dict[Path, tuple[float, float]] = {}
-        self.image_root = (
-            Path(image_root) if image_root is not None else self.annotation_file.parent.parent / "images"
-        )
         self.cache_images = cache_images
         self._cache: dict[Path, np.ndarray] = {}
         coco = self._load_json()
+        self.image_root = Path(image_root) if image_root is not None else default_image_root(self.annotation_file, coco["images"])
         self._parse(coco, class_names)
 
     # ---------------------------------------------------------------- parsing
