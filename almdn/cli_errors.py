@@ -48,11 +48,12 @@ def friendly(func):
     return wrapper
 
 
-def skipped_exit(names: list[str]) -> None:
-    """After a scoring: list the unreadable images it skipped (one line each, on stderr) and
-    end with exit status :data:`EXIT_SKIPPED` if there were any."""
+def skipped_exit(names: list[str], exit_status: bool = True) -> None:
+    """After a scoring: list the unreadable images it skipped (one line each, on stderr) and,
+    with ``exit_status``, end with exit status :data:`EXIT_SKIPPED` if there were any."""
     for name in names:
         click.echo(f"Skipped unreadable image: {name}", err=True)
     if names:
         click.echo(f"{len(names)} unreadable images were skipped (listed above); the others were scored.", err=True)
-        raise SystemExit(EXIT_SKIPPED)
+        if exit_status:
+            raise SystemExit(EXIT_SKIPPED)

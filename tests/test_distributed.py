@@ -91,7 +91,9 @@ def _exact_model():
 
 
 def _exact_config() -> TrainConfig:
-    return TrainConfig(iterations=4, batch_size=8, lr=0.01, warmup_iters=2, milestones=(3,), grad_clip_norm=10.0, checkpoint_every=100, log_every=1)
+    # No augmentation: exactness needs every image to keep its 4 positive anchors (a crop or a
+    # zoom-out changes them, and each rank then normalises by a different count).
+    return TrainConfig(iterations=4, batch_size=8, lr=0.01, warmup_iters=2, milestones=(3,), grad_clip_norm=10.0, checkpoint_every=100, log_every=1, augment="none")
 
 
 def _demo_model(num_classes: int, seed: int = 0):
@@ -313,12 +315,12 @@ def test_torchrun_score_writes_the_single_process_files(tiny_demo, tmp_path):
         single = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "single")])
     finally:
         torch.set_num_threads(threads)
-    assert single.exit_code == 0, single.output
+    assert single.exit_code == 3, single.output  # scored, one unreadable file listed and skipped
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD), "-m", "almdn.cli"]
     run = subprocess.run([*launch, *args, "--out", str(tmp_path / "ddp"), "--workers", "1"], env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, run.stderr[-3000:]  # under torchrun the skip is listed, not an exit status
     assert run.stdout.count("Scored 30 images") == 1  # rank 0 alone reports and writes
     assert "Skipped unreadable image: 000013b_broken.png" in run.stderr
 
