@@ -67,7 +67,8 @@ def mixture_collapse(
             continue
         keep = _kept(p, conf_threshold)
         cls_w.append(_numpy(p["class_weights"])[keep])
-        box_w.append(np.moveaxis(_numpy(p["component_weights"])[keep], -1, -2).reshape(-1, _numpy(p["component_weights"]).shape[-2]))
+        weights = _numpy(p["component_weights"])[keep]  # (N, K, 4): each coordinate its own mixture
+        box_w.append(np.moveaxis(weights, -1, -2).reshape(-1, weights.shape[-2]))
     cls = np.concatenate(cls_w) if cls_w else np.zeros((0, 1))
     box = np.concatenate(box_w) if box_w else np.zeros((0, 1))
 

@@ -242,7 +242,7 @@ def train(
             _write_history(ckpt_path.parent / "history.csv", history)
         distributed.barrier()  # nobody reads or resumes before the file is complete
 
-    transform = build_transform(augment_config(config, dataset), two_stage=isinstance(model, MixtureFasterRCNN))
+    transform = build_transform(augment_config(config), two_stage=isinstance(model, MixtureFasterRCNN))
     if transform is not None:
         dataset = AugmentedDataset(dataset, transform, config.seed)
     sampler: Sampler[int] = _ResumableSampler(len(dataset), config.seed, start * config.batch_size, keyed=transform is not None)
@@ -337,16 +337,9 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> tor
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; use 'sgd' or 'adamw'.")
 
 
-def augment_config(config: TrainConfig, dataset: Dataset) -> AugmentConfig:
-    """The augmentation of ``config``; the zoom-out canvas takes the dataset's mean colour
-    where the dataset knows it (``mean_color``), else ImageNet's."""
-    fill = getattr(dataset, "mean_color", None)
-    return AugmentConfig(
-        policy=config.augment,  # type: ignore[arg-type]
-        zoom_out_max=config.zoom_out_max,
-        hflip=config.hflip,
-        **({"fill": tuple(fill)} if fill is not None else {}),
-    )
+def augment_config(config: TrainConfig) -> AugmentConfig:
+    """The augmentation that ``config`` asks for."""
+    return AugmentConfig(policy=config.augment, zoom_out_max=config.zoom_out_max, hflip=config.hflip)  # type: ignore[arg-type]
 
 
 def _loss_values(loss: torch.Tensor, losses: dict[str, torch.Tensor], reduce: bool) -> tuple[float, dict[str, float]]:
