@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402
 
-from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS  # noqa: E402
+from almdn.registry import ARCH_NAMES, CLASS_LOSSES, DEFAULT_CLS_LOSS, HEAD_TYPES  # noqa: E402
 
 from almdn.cli_errors import UserError, friendly, skipped_exit  # noqa: E402
 
@@ -73,8 +73,8 @@ _image_root_option = click.option(
 
 def _model_options(func):
     options = [
-        click.option("--arch", default="ssd_small", show_default=True, type=click.Choice(["ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large", "frcnn_mobilenet_v2", "frcnn_resnet50_fpn"])),
-        click.option("--head", default="gmm", show_default=True, type=click.Choice(["gmm", "eff", "plain"])),
+        click.option("--arch", default="ssd_small", show_default=True, type=click.Choice(list(ARCH_NAMES))),
+        click.option("--head", default="gmm", show_default=True, type=click.Choice(list(HEAD_TYPES))),
         click.option("-K", "--components", "components", default=4, show_default=True, help="Mixture components K."),
         click.option("--loc-density", default="paper", show_default=True, type=click.Choice(["paper", "reference"])),
         click.option("--cls-loss", default=DEFAULT_CLS_LOSS, show_default=True, type=click.Choice(list(CLASS_LOSSES)), help="Classification loss: eq5 (the paper's Eq. 5) or type2 (mixture likelihood; keeps the class mixture from collapsing)."),

@@ -14,3 +14,39 @@ CLASS_LOSSES: tuple[str, ...] = ("eq5", "type2")
 #: measurement: on the demo protocol it keeps the class mixture from collapsing at equal mAP
 #: (README, Results).
 DEFAULT_CLS_LOSS = "type2"
+
+#: The four uncertainties of a detection (Sec. 3.3): box and class, aleatoric and epistemic
+#: (Eq. 1 for the box, Eq. 8 for the class).
+UNCERTAINTY_NAMES: tuple[str, ...] = ("loc_aleatoric", "loc_epistemic", "cls_aleatoric", "cls_epistemic")
+
+#: Heads of every detector: "gmm" (the paper's mixture head, Fig. 2a), "eff" (its efficient
+#: variant without class variances, Fig. 2b, Eq. 9) and "plain" (torchvision's head: the
+#: baseline, without uncertainties).
+HEAD_TYPES: tuple[str, ...] = ("gmm", "eff", "plain")
+#: The heads that predict mixtures (Eq. 2), hence the four uncertainties.
+MIXTURE_HEAD_TYPES: tuple[str, ...] = ("gmm", "eff")
+
+#: The single-stage detectors (:class:`almdn.models.ssd.MixtureSSD`), in words.
+SSD_ARCHITECTURES: dict[str, str] = {
+    "ssd_small": "small SSD trained from scratch, 128 px (the demo; trains on a CPU in minutes)",
+    "ssd_mobilenet_v2": "ImageNet MobileNetV2 SSD, 320 px",
+    "ssd_mobilenet_v2_small": "ImageNet MobileNetV2 SSD, 128 px (trains on a CPU in minutes)",
+    "ssd300_vgg16": "the paper's SSD300 with VGG-16, 300 px (needs a GPU)",
+    "ssdlite320_mobilenet_v3_large": "torchvision's SSDlite, MobileNetV3-Large with depthwise heads, 320 px (CPU or small GPU)",
+}
+#: The two-stage detectors (:class:`almdn.models.frcnn.MixtureFasterRCNN`), in words.
+FRCNN_ARCHITECTURES: dict[str, str] = {
+    "frcnn_resnet50_fpn": "the paper's Faster R-CNN (Tab. 6), ResNet-50 FPN, 800 px (needs a GPU)",
+    "frcnn_mobilenet_v2": "Faster R-CNN, ImageNet MobileNetV2 FPN, 320 px (trains on a CPU)",
+}
+#: Every architecture :func:`almdn.models.build_model` builds, with a line on each.
+ARCHITECTURES: dict[str, str] = {**SSD_ARCHITECTURES, **FRCNN_ARCHITECTURES}
+ARCH_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
+
+#: What a project's rounds (the app's Settings page) offer, CPU-friendly first; the first is
+#: the default. The rounds train with SSD's augmentation recipe, so the single-stage detectors.
+ROUND_ARCH_NAMES: tuple[str, ...] = (
+    "ssd_mobilenet_v2_small", "ssd_small", "ssd_mobilenet_v2", "ssdlite320_mobilenet_v3_large", "ssd300_vgg16",
+)
+#: The heads a round offers: the mixture heads (the plain head has no uncertainty to rank by).
+ROUND_HEAD_TYPES: tuple[str, ...] = MIXTURE_HEAD_TYPES

@@ -27,15 +27,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS
+from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
 from almdn.store import Store, StoreError
 
 #: Store meta key of a project's round settings (JSON).
 SETTINGS_KEY = "app.round_settings"
-ARCH_CHOICES = ("ssd_mobilenet_v2_small", "ssd_small", "ssd_mobilenet_v2", "ssd300_vgg16")
+ARCH_CHOICES = ROUND_ARCH_NAMES  # almdn.registry: what a round offers
 #: Where a retrain starts (:attr:`RoundSettings.start_from`), in words.
 START_CHOICES = {"initial": "the initial weights (like the previous version: the paper's retrain)", "previous": "the previous model version (fine-tune)"}
-HEAD_CHOICES = ("gmm", "eff")
+HEAD_CHOICES = ROUND_HEAD_TYPES
 
 
 class RoundError(RuntimeError):

@@ -353,64 +353,46 @@ def load_detector(checkpoint: str | os.PathLike[str]):
 
 
 def mixture_detections(model, image_path: str | os.PathLike[str], detections: Iterable[int] | None = None) -> list[dict[str, Any]]:
-    """Each detection of ``model`` on the image with its mixture, for drawing.
+    """Each detection of ``model`` (any :class:`~almdn.models.Detector`) on the image with its
+    mixture, for drawing.
 
     Per detection: ``detection`` (index, as in the store), ``box``, ``label``, ``class_name``,
-    ``score``, the four uncertainties, and per component k: ``component_boxes`` (K, 4) mean
-    box in pixels, ``component_weights`` (K,) mixture weight (pi averaged over the four
-    coordinates), ``component_sigmas`` (K, 4) one standard deviation of each box edge in pixels,
-    ``class_weights`` (K,), ``class_probs`` (K, C+1) and the mixture's ``mixture_probs`` (C+1).
-
-    The edge deviations come from the component variances of the encoded offsets (Eq. 3's
-    parameterization with SSD's (0.1, 0.2) variances) by the delta method:
-    sd(x1) = sqrt((w_a sd(dx) / 10)^2 + (w sd(dw) / 10)^2), w_a the anchor width, w the box's.
+    ``score``, the four uncertainties, and the mixture of
+    :func:`almdn.models.postprocess.mixture_records` (per component k: mean box, weight pi,
+    one standard deviation of each box edge in pixels; the class weights and probabilities
+    and the mixture's class probabilities of Eq. 7). Everything comes from the detections
+    the model returns: no model internals are read.
     """
     import torch
 
     from almdn.data.coco import read_image
+    from almdn.models.postprocess import MIXTURE_KEYS, mixture_records
 
     array = read_image(image_path)
     image = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
     with torch.no_grad():
         det = model([image])[0]
-        image_list, _, _ = model.preprocess([image])
-        anchors = model.anchor_generator(image_list, model.backbone(image_list.tensors))[0]
-    in_h, in_w = image_list.image_sizes[0]
-    orig_h, orig_w = array.shape[:2]
-    ratio = torch.tensor([orig_w / in_w, orig_h / in_h])
-    wanted = None if detections is None else {int(d) for d in detections}
+    wanted = torch.arange(len(det["scores"]))
+    if detections is not None:
+        wanted = wanted[torch.isin(wanted, torch.as_tensor(sorted({int(d) for d in detections}), dtype=torch.long))]
     names = list(model.class_names)
-    out = []
-    wx, wy, ww, wh = model.box_coder.weights
-    for i in range(len(det["scores"])):
-        if wanted is not None and i not in wanted:
-            continue
-        anchor = anchors[int(det["anchor_index"][i])]
-        wa, ha = float((anchor[2] - anchor[0]) * ratio[0]), float((anchor[3] - anchor[1]) * ratio[1])
-        boxes = det["component_boxes"][i]  # (K, 4) original pixels
-        var = det["component_variances"][i]  # (K, 4) encoded (dx, dy, dw, dh)
-        sd = var.clamp_min(0).sqrt()
-        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        sx = torch.sqrt((wa * sd[:, 0] / wx) ** 2 + (w * sd[:, 2] / ww / 2) ** 2)
-        sy = torch.sqrt((ha * sd[:, 1] / wy) ** 2 + (h * sd[:, 3] / wh / 2) ** 2)
-        class_weights = det["class_weights"][i]
-        class_probs = det["class_probs"][i]
-        label = int(det["labels"][i])
-        out.append({
+    labels = det["labels"][wanted].tolist()
+    uncertainties = {name: det[name][wanted].tolist() for name in UNCERTAINTY_NAMES}
+    mixtures = mixture_records({key: det[key][wanted] for key in MIXTURE_KEYS})
+    return [
+        {
             "detection": i,
-            "box": det["boxes"][i].tolist(),
+            "box": box,
             "label": label,
             "class_name": names[label - 1] if 0 < label <= len(names) else str(label),
-            "score": float(det["scores"][i]),
-            **{name: float(det[name][i]) for name in UNCERTAINTY_NAMES},
-            "component_boxes": boxes.tolist(),
-            "component_weights": det["component_weights"][i].mean(-1).tolist(),
-            "component_sigmas": torch.stack([sx, sy, sx, sy], dim=1).tolist(),
-            "class_weights": class_weights.tolist(),
-            "class_probs": class_probs.tolist(),
-            "mixture_probs": (class_weights[:, None] * class_probs).sum(0).tolist(),
-        })
-    return out
+            "score": score,
+            **{name: uncertainties[name][j] for name in UNCERTAINTY_NAMES},
+            **mixture,
+        }
+        for j, (i, box, label, score, mixture) in enumerate(
+            zip(wanted.tolist(), det["boxes"][wanted].tolist(), labels, det["scores"][wanted].tolist(), mixtures)
+        )
+    ]
 
 
 def align_to_stored(drawn: list[dict[str, Any]], stored: pd.DataFrame, tolerance: float = 0.5) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from almdn.models import MixtureSSD, model_from_config
+from almdn.models import Detector, model_from_config
 
 FORMAT = "almdn-checkpoint"
 VERSION = 1
@@ -32,7 +32,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
-def save_checkpoint(path: str | Path, model: MixtureSSD, **extra: Any) -> Path:
+def save_checkpoint(path: str | Path, model: Detector, **extra: Any) -> Path:
     """Write ``model`` (config + weights) and ``extra`` entries to ``path`` atomically.
 
     The file is written beside its destination and renamed, so an interruption never leaves a
@@ -97,7 +97,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> MixtureSSD:
+def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> Detector:
     """Rebuild the model stored in ``path`` and load its weights (eval mode)."""
     payload = read_checkpoint(path)
     model = model_from_config(payload["model_config"])

@@ -21,12 +21,12 @@ from almdn.engine.checkpoint import resolve_device
 from almdn.engine.metrics import evaluate_predictions
 from almdn.engine.quality import quality_report
 from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
-from almdn.models import UNCERTAINTY_NAMES, MixtureSSD
+from almdn.models import UNCERTAINTY_NAMES, Detector
 
 
 @torch.no_grad()
 def predict(
-    model: MixtureSSD,
+    model: Detector,
     dataset: Dataset,
     batch_size: int = 16,
     device: str | torch.device | None = None,
@@ -58,7 +58,7 @@ def predict(
 
 
 def evaluate(
-    model: MixtureSSD,
+    model: Detector,
     dataset: Dataset,
     batch_size: int = 16,
     device: str | torch.device | None = None,
@@ -111,7 +111,7 @@ def collate_pool(batch):
 
 @torch.no_grad()
 def kept_detections(
-    model: MixtureSSD,
+    model: Detector,
     dataset: Dataset,
     conf_threshold: float = 0.5,
     batch_size: int = 32,

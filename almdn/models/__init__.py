@@ -20,11 +20,13 @@ from almdn.models.backbones import (
 from almdn.models.heads import HEAD_TYPES, build_head
 from almdn.models.loss_prediction import LossPredictionModule
 from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
-from almdn.models.frcnn import FRCNN_ARCHITECTURES, MixtureFasterRCNN, build_frcnn  # noqa: E402  (after ssd: it reuses it)
+from almdn.models.detector import Detector
+from almdn.models.frcnn import FRCNN_ARCHITECTURES, MixtureFasterRCNN, build_frcnn
+from almdn.registry import ARCH_NAMES
 
 __all__ = [
     "ARCHITECTURES", "ARCH_NAMES", "FRCNN_ARCHITECTURES", "HEAD_TYPES", "UNCERTAINTY_NAMES",
-    "MixtureFasterRCNN", "MixtureSSD", "build_model", "model_from_config",
+    "Detector", "MixtureFasterRCNN", "MixtureSSD", "build_model", "model_from_config",
 ]
 
 _IMAGENET_MEAN, _IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -83,8 +85,8 @@ ARCHITECTURES = {
 }
 # Architectures whose heads are depthwise-separable (SSDlite).
 DEPTHWISE_HEADS = frozenset({"ssdlite320_mobilenet_v3_large"})
-# Every architecture build_model accepts: the SSDs above and the Faster R-CNNs of frcnn.py.
-ARCH_NAMES: tuple[str, ...] = (*ARCHITECTURES, *FRCNN_ARCHITECTURES)
+# Every architecture build_model accepts (the SSDs above and the Faster R-CNNs of frcnn.py) is
+# named in almdn.registry.ARCH_NAMES, which the CLI, the rounds and the app offer.
 
 
 def build_model(
@@ -99,8 +101,9 @@ def build_model(
     image_size: int | None = None,
     loss_prediction: bool = False,
     **detector_kwargs: Any,
-) -> MixtureSSD:
-    """Build a mixture-density SSD.
+) -> Detector:
+    """Build a mixture-density detector: a :class:`MixtureSSD`, or a :class:`MixtureFasterRCNN`
+    for a Faster R-CNN architecture.
 
     Args:
         arch: "ssd_small" (demo, 128 px, trains on a CPU in minutes), "ssd_mobilenet_v2"
@@ -158,6 +161,6 @@ def build_model(
     return model
 
 
-def model_from_config(config: dict[str, Any]) -> MixtureSSD:
+def model_from_config(config: dict[str, Any]) -> Detector:
     """Rebuild a model from ``model.config`` without downloading backbone weights."""
     return build_model(**{**config, "pretrained": False})

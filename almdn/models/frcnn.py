@@ -43,15 +43,23 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
-from torchvision.ops import MultiScaleRoIAlign, batched_nms
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, class_loss_function, mixture_nll, perturbed_class_logits
 from almdn.models.backbones import load_imagenet_state_dict
 from almdn.models.heads import check_mixture_head
-from almdn.models.ssd import MixtureSSD
-from almdn.uncertainty import mixture_class_probabilities, mixture_mean
+from almdn.models.postprocess import (
+    BOX_KEYS,
+    detection_values,
+    image_limits,
+    mixture_parameters,
+    mixture_predictions,
+    nms_per_image,
+    split_per_image,
+)
+from almdn.registry import HEAD_TYPES
 
 __all__ = [
     "FRCNN_ARCHITECTURES",
@@ -252,14 +260,10 @@ class MixtureRoIHeads(RoIHeads):
         num_rois, num_images = rois.shape[0], len(proposals)
         roi_image = torch.repeat_interleave(torch.arange(num_images, device=device), counts)
 
-        box_enc = mixture_mean(torch.softmax(raw["bbox_weight_logits"], dim=-2), raw["bbox_means"])  # (R, B, 4)
-        probs = mixture_class_probabilities(
-            torch.softmax(raw["cls_weight_logits"], dim=-1), torch.softmax(raw["cls_means"], dim=-1)
-        )  # (R, C+1)
+        box_enc, probs = mixture_predictions(raw)  # Eq. 7: (R, B, 4), (R, C+1)
         box_sets = box_enc.shape[1]
         boxes = self.box_coder.decode_single(box_enc.reshape(-1, 4), rois.repeat_interleave(box_sets, 0))
-        sizes = torch.tensor(image_shapes, dtype=boxes.dtype, device=device)  # (images, 2) as (h, w)
-        limits = sizes.flip(1).repeat(1, 2)[roi_image][:, None, :]  # (R, 1, 4) as (w, h, w, h)
+        limits = image_limits(image_shapes, boxes)[roi_image][:, None, :]  # (R, 1, 4) as (w, h, w, h)
         boxes = torch.minimum(boxes.view(num_rois, box_sets, 4).clamp_min(0), limits)
 
         scores = probs[:, 1:]
@@ -271,42 +275,36 @@ class MixtureRoIHeads(RoIHeads):
         big = (wh >= self.min_box_size).all(1)
         r, c, box_set, cand_boxes, cand_scores = r[big], c[big], box_set[big], cand_boxes[big], cand_scores[big]
         img = roi_image[r]
-        keep = batched_nms(cand_boxes, cand_scores, img * num_fg + c, self.nms_thresh)
-        # keep is sorted by score; regroup by image (stable) and cap each image's count.
-        keep = keep[torch.sort(img[keep], stable=True).indices]
-        kimg = img[keep]
-        per_image = torch.bincount(kimg, minlength=num_images)
-        within = torch.arange(kimg.numel(), device=device) - (torch.cumsum(per_image, 0) - per_image)[kimg]
-        keep = keep[within < self.detections_per_img]
+        keep = nms_per_image(cand_boxes, cand_scores, img, c, num_fg, num_images, self.nms_thresh, self.detections_per_img)
         r, c, b, img = r[keep], c[keep], box_set[keep], img[keep]
         labels = c + 1
 
-        # Mixture parameters and uncertainties only for the detections, with the SSD's own
-        # Eq. 2 / Eq. 1 / Eq. 8 code (it reads only box_coder and min_variance from self).
+        # Mixture parameters and uncertainties only for the detections (Eq. 2, 1, 8), the RoI's
+        # proposal in the anchor's role.
         raw_det = {key: None if v is None else (v[r, b] if key.startswith("bbox") else v[r]) for key, v in raw.items()}
-        mix = MixtureSSD.mixture_parameters(self, raw_det)
-        det = MixtureSSD._detection_values(self, mix, probs[r], labels, rois[r])
+        mix = mixture_parameters(raw_det, self.min_variance)
+        det = detection_values(mix, probs[r], labels, rois[r], self.box_coder)
         det["boxes"] = cand_boxes[keep]
         det["scores"] = cand_scores[keep]
         det["labels"] = labels
         det["anchor_index"] = r - (torch.cumsum(counts, 0) - counts)[img]
-        split_counts = torch.bincount(img, minlength=num_images).tolist()
-        split = {key: value.split(split_counts) for key, value in det.items()}
-        return [{key: split[key][i] for key in det} for i in range(num_images)]
+        return split_per_image(det, img, num_images)
 
 
 class MixtureRCNNTransform(GeneralizedRCNNTransform):
-    """torchvision's transform, whose post-processing also rescales each detection's
-    ``component_boxes`` (the K component means) to the original image size."""
+    """torchvision's transform, whose post-processing also rescales each detection's other
+    pixel-valued keys (:data:`~almdn.models.postprocess.BOX_KEYS`: the K component means,
+    their per-edge sigmas, the proposal) to the original image size."""
 
     def postprocess(self, result, image_shapes, original_image_sizes):
-        result = super().postprocess(result, image_shapes, original_image_sizes)
+        result = super().postprocess(result, image_shapes, original_image_sizes)  # rescales "boxes"
         if self.training:
             return result
         for pred, resized, original in zip(result, image_shapes, original_image_sizes):
-            if "component_boxes" in pred:
-                cb = pred["component_boxes"]
-                pred["component_boxes"] = resize_boxes(cb.reshape(-1, 4), resized, original).view_as(cb)
+            for key in BOX_KEYS[1:]:
+                if key in pred:
+                    value = pred[key]
+                    pred[key] = resize_boxes(value.reshape(-1, 4), resized, original).view_as(value)
         return result
 
 
@@ -430,7 +428,7 @@ def _norm_and_trainable(state: dict | None, frozen_batchnorm: bool | None, train
 
 def _resnet50_fpn(pretrained: bool, frozen_batchnorm: bool | None, trainable: int | None, fpn_channels: int):
     from torchvision.models import ResNet50_Weights, resnet50
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # no public FPN-extractor builder
 
     state = load_imagenet_state_dict(ResNet50_Weights.IMAGENET1K_V1, "ResNet-50") if pretrained else None
     frozen, trainable = _norm_and_trainable(state, frozen_batchnorm, trainable, 5)
@@ -544,8 +542,8 @@ def build_frcnn(
     """
     if arch not in FRCNN_ARCHITECTURES:
         raise ValueError(f"Unknown Faster R-CNN architecture {arch!r}; choose one of {', '.join(FRCNN_ARCHITECTURES)}.")
-    if head not in ("gmm", "eff", "plain"):
-        raise ValueError(f"Unknown head {head!r}; choose one of gmm, eff, plain.")
+    if head not in HEAD_TYPES:
+        raise ValueError(f"Unknown head {head!r}; choose one of {', '.join(HEAD_TYPES)}.")
     if extras_dropout:
         raise ValueError("extras_dropout (MC-dropout) applies to SSD's extra layers; Faster R-CNN has none.")
     if loss_prediction:

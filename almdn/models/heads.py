@@ -27,15 +27,15 @@ from torchvision.models.detection.ssd import SSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead
 
 from almdn.models.backbones import SSDLITE_NORM
+from almdn.registry import HEAD_TYPES, MIXTURE_HEAD_TYPES
 
-HeadType = Literal["gmm", "eff", "plain"]
-HEAD_TYPES: tuple[str, ...] = ("gmm", "eff", "plain")
+HeadType = Literal["gmm", "eff", "plain"]  # the names of almdn.registry.HEAD_TYPES
 
 
 def check_mixture_head(cls_head: str, num_components: int) -> None:
     """The mixture head's type and K are valid (shared by the SSD and Faster R-CNN heads)."""
-    if cls_head not in ("gmm", "eff"):
-        raise ValueError(f"cls_head must be 'gmm' or 'eff', not {cls_head!r}")
+    if cls_head not in MIXTURE_HEAD_TYPES:
+        raise ValueError(f"cls_head must be one of {', '.join(MIXTURE_HEAD_TYPES)}, not {cls_head!r}")
     if num_components < 1:
         raise ValueError("num_components (K) must be >= 1")
 
@@ -174,6 +174,6 @@ def build_head(
     ``depthwise`` gives SSDlite's depthwise-separable form."""
     if head == "plain":
         return PlainHead(in_channels, num_anchors, num_classes, depthwise)
-    if head in ("gmm", "eff"):
+    if head in MIXTURE_HEAD_TYPES:
         return MixtureHead(in_channels, num_anchors, num_classes, num_components, head, hidden_channels, depthwise)
     raise ValueError(f"Unknown head {head!r}; choose one of {', '.join(HEAD_TYPES)}.")

@@ -4,8 +4,9 @@
 train mode returns a dict of losses, in eval mode a list of per-image detection dicts. The
 detections carry, besides ``boxes``, ``scores`` and ``labels``, the four uncertainties of
 Eq. 1 / Eq. 8 from the same forward pass and each detection's mixture parameters (for
-drawing). Post-processing is batched over images, anchors and classes: one ``batched_nms``
-over the whole batch, no Python loop over classes or detections.
+drawing: component boxes, per-edge sigma, weights, anchors). Post-processing is the free
+functions of :mod:`almdn.models.postprocess`, batched over images, anchors and classes: one
+``batched_nms`` over the whole batch, no Python loop over classes or detections.
 """
 
 from __future__ import annotations
@@ -14,23 +15,27 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+# torchvision exposes its BoxCoder and SSDMatcher only from this private module (no public
+# API offers them); torchvision's own SSD imports them from here too.
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
-from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, detection_loss, log_variance
+from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, detection_loss
 from almdn.models.backbones import SSDBackbone
 from almdn.models.loss_prediction import loss_prediction_loss
-from almdn.uncertainty import (
-    classification_uncertainty,
-    entropy,
-    localization_uncertainty,
-    mixture_class_probabilities,
-    mixture_mean,
+from almdn.registry import UNCERTAINTY_NAMES  # noqa: F401  (re-exported: the detections' uncertainty keys)
+from almdn.models.postprocess import (
+    BOX_KEYS,
+    detection_values,
+    image_limits,
+    mixture_parameters,
+    mixture_predictions,
+    nms_per_image,
+    split_per_image,
 )
 
-UNCERTAINTY_NAMES: tuple[str, ...] = ("loc_aleatoric", "loc_epistemic", "cls_aleatoric", "cls_epistemic")
 
 
 class MixtureSSD(nn.Module):
@@ -188,26 +193,13 @@ class MixtureSSD(nn.Module):
 
     # ---------------------------------------------------------------- inference
     def mixture_parameters(self, raw: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
-        """Eq. 2 applied to raw head outputs (any leading shape): pi by softmax over K,
-        Sigma by sigmoid (floored at ``min_variance``), class probabilities by softmax."""
-        var, cvar = raw["bbox_var_logits"], raw["cls_var_logits"]
-        return {
-            "bbox_weights": torch.softmax(raw["bbox_weight_logits"], dim=-2),
-            "bbox_means": raw["bbox_means"],
-            "bbox_variances": None if var is None else log_variance(var, self.min_variance).exp(),
-            "cls_weights": torch.softmax(raw["cls_weight_logits"], dim=-1),
-            "cls_probs": torch.softmax(raw["cls_means"], dim=-1),
-            "cls_variances": None if cvar is None else log_variance(cvar, self.min_variance).exp(),
-        }
+        """Eq. 2 on raw head outputs, with this model's variance floor
+        (:func:`almdn.models.postprocess.mixture_parameters`)."""
+        return mixture_parameters(raw, self.min_variance)
 
     def mixture_predictions(self, raw: dict[str, Tensor | None]) -> tuple[Tensor, Tensor]:
-        """Eq. 7 for every anchor: the mixture's encoded box ``(..., 4)`` and class
-        probabilities ``(..., C+1)``. Variances are not needed here, so not computed."""
-        box = mixture_mean(torch.softmax(raw["bbox_weight_logits"], dim=-2), raw["bbox_means"])
-        probs = mixture_class_probabilities(
-            torch.softmax(raw["cls_weight_logits"], dim=-1), torch.softmax(raw["cls_means"], dim=-1)
-        )
-        return box, probs
+        """Eq. 7 for every anchor (:func:`almdn.models.postprocess.mixture_predictions`)."""
+        return mixture_predictions(raw)
 
     def postprocess(
         self,
@@ -217,18 +209,19 @@ class MixtureSSD(nn.Module):
         original_sizes: list[tuple[int, int]],
         class_probs: Tensor | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Eq. 7 inference, batched NMS, and per-detection uncertainties (Eq. 1 and 8).
+        """Eq. 7 inference, batched NMS, and per-detection uncertainties (Eq. 1 and 8), with
+        the free functions of :mod:`almdn.models.postprocess`.
 
         ``class_probs`` overrides the mixture's class probabilities (MC-dropout passes their
         mean here).
         """
         bsz, num_anchors = head_outputs["bbox_means"].shape[:2]
         anchors_all = torch.stack(anchors)  # (B, A, 4)
-        box_enc, mixed_probs = self.mixture_predictions(head_outputs)  # Eq. 7
+        box_enc, mixed_probs = mixture_predictions(head_outputs)  # Eq. 7
         boxes = self.box_coder.decode_single(box_enc.flatten(0, 1), anchors_all.flatten(0, 1)).view(bsz, num_anchors, 4)
         sizes = torch.tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)  # (B, 2) as (h, w)
-        limits = sizes.flip(1).repeat(1, 2)[:, None, :]  # (B, 1, 4) as (w, h, w, h)
-        boxes = torch.minimum(boxes.clamp_min(0), limits)
+        limits = image_limits(sizes, boxes)  # (B, 4) as (w, h, w, h)
+        boxes = torch.minimum(boxes.clamp_min(0), limits[:, None, :])
         probs = mixed_probs if class_probs is None else class_probs
         scores = probs[..., 1:]  # (B, A, C)
         num_fg = scores.shape[-1]
@@ -239,20 +232,13 @@ class MixtureSSD(nn.Module):
         b_idx, rank, c_idx = (top_scores > self.score_thresh).nonzero(as_tuple=True)
         a_idx = top_anchors[b_idx, rank, c_idx]
         cand_scores = top_scores[b_idx, rank, c_idx]
-        keep = batched_nms(boxes[b_idx, a_idx], cand_scores, b_idx * num_fg + c_idx, self.nms_thresh)
-        # keep is sorted by score; regroup by image (stable) and cap each image's count.
-        keep = keep[torch.sort(b_idx[keep], stable=True).indices]
-        kb = b_idx[keep]
-        counts = torch.bincount(kb, minlength=bsz)
-        starts = torch.cumsum(counts, 0) - counts
-        within = torch.arange(kb.numel(), device=kb.device) - starts[kb]
-        keep = keep[within < self.detections_per_img]
+        keep = nms_per_image(boxes[b_idx, a_idx], cand_scores, b_idx, c_idx, num_fg, bsz, self.nms_thresh, self.detections_per_img)
         b, a, c = b_idx[keep], a_idx[keep], c_idx[keep]
         labels = c + 1
 
         # Mixture parameters and uncertainties only for the detections (Eq. 1, 8).
         raw = {key: None if value is None else value[b, a] for key, value in head_outputs.items()}
-        det = self._detection_values(self.mixture_parameters(raw), probs[b, a], labels, anchors_all[b, a])
+        det = detection_values(self.mixture_parameters(raw), probs[b, a], labels, anchors_all[b, a], self.box_coder)
         det["boxes"] = boxes[b, a]
         det["scores"] = cand_scores[keep]
         det["labels"] = labels
@@ -261,36 +247,9 @@ class MixtureSSD(nn.Module):
         # Back to each image's original pixel size.
         orig = torch.tensor(original_sizes, dtype=boxes.dtype, device=boxes.device)
         ratio = (orig / sizes).flip(1).repeat(1, 2)  # (B, 4) as (w, h, w, h)
-        det["boxes"] = det["boxes"] * ratio[b]
-        det["component_boxes"] = det["component_boxes"] * ratio[b][:, None, :]
-        counts = torch.bincount(b, minlength=bsz).tolist()
-        split = {key: value.split(counts) for key, value in det.items()}
-        return [{key: split[key][i] for key in det} for i in range(bsz)]
-
-    def _detection_values(self, mix: dict, probs: Tensor, labels: Tensor, anchors: Tensor) -> dict[str, Tensor]:
-        """Uncertainties and mixture parameters of N detections, from their gathered mixture
-        parameters, mixed class probabilities ``(N, C+1)``, labels and anchors ``(N, 4)``."""
-        w_b, mu_b, var_b = mix["bbox_weights"], mix["bbox_means"], mix["bbox_variances"]  # (N, K, 4)
-        n, k = mu_b.shape[:2]
-        out: dict[str, Tensor] = {}
-        if var_b is not None:
-            al, ep = localization_uncertainty(w_b, mu_b, var_b)  # (N, 4) per coordinate
-        else:  # plain head: no box distribution, so no localization uncertainty.
-            al = ep = mu_b.new_full((n, 4), float("nan"))
-            var_b = mu_b.new_full(mu_b.shape, float("nan"))
-        out["loc_aleatoric"], out["loc_epistemic"] = al.amax(-1), ep.amax(-1)
-        out["loc_aleatoric_coords"], out["loc_epistemic_coords"] = al, ep
-        out["component_variances"] = var_b
-        out["cls_aleatoric"], out["cls_epistemic"] = classification_uncertainty(
-            mix["cls_weights"], mix["cls_probs"], labels, mix["cls_variances"]
-        )
-        out["cls_entropy"] = entropy(probs)
-        # Every component's own box, decoded, for drawing the mixture.
-        anchor_rep = anchors.unsqueeze(1).expand(n, k, 4)
-        out["component_boxes"] = self.box_coder.decode_single(mu_b.reshape(-1, 4), anchor_rep.reshape(-1, 4)).view(n, k, 4)
-        out["component_weights"] = w_b
-        out["class_weights"], out["class_probs"] = mix["cls_weights"], mix["cls_probs"]
-        return out
+        for key in BOX_KEYS:
+            det[key] = det[key] * (ratio[b] if det[key].dim() == 2 else ratio[b][:, None, :])
+        return split_per_image(det, b, bsz)
 
     # ---------------------------------------------------------------- MC-dropout
     @torch.no_grad()

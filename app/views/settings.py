@@ -7,8 +7,8 @@ import streamlit as st
 
 from almdn import jobs, labeling
 from almdn.acquisition.scoring import AGGREGATIONS
-from almdn.registry import CLASS_LOSSES
-from almdn.rounds import ARCH_CHOICES, HEAD_CHOICES, START_CHOICES, RoundSettings
+from almdn.registry import ARCHITECTURES, CLASS_LOSSES, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
+from almdn.rounds import START_CHOICES, RoundSettings
 
 st.title("Settings")
 store = common.store()
@@ -68,10 +68,9 @@ st.subheader("Model, training and thresholds")
 current = RoundSettings.load(store)
 with st.form("model"):
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", ARCH_CHOICES, index=ARCH_CHOICES.index(current.arch) if current.arch in ARCH_CHOICES else 0,
-                        help="ssd_mobilenet_v2_small (ImageNet MobileNetV2, 128 px) and ssd_small (from scratch) train on a CPU in minutes; "
-                             "ssd300_vgg16 is the paper's and needs a GPU.")
-    head = c2.selectbox("Mixture head", HEAD_CHOICES, index=HEAD_CHOICES.index(current.head) if current.head in HEAD_CHOICES else 0,
+    arch = c1.selectbox("Architecture", ROUND_ARCH_NAMES, index=ROUND_ARCH_NAMES.index(current.arch) if current.arch in ROUND_ARCH_NAMES else 0,
+                        help="; ".join(f"{name}: {ARCHITECTURES[name]}" for name in ROUND_ARCH_NAMES) + ".")
+    head = c2.selectbox("Mixture head", ROUND_HEAD_TYPES, index=ROUND_HEAD_TYPES.index(current.head) if current.head in ROUND_HEAD_TYPES else 0,
                         help="gmm: the paper's head (Fig. 2a); eff: its efficient variant without class variances (Fig. 2b).")
     k = c3.number_input("K (mixture components)", min_value=1, max_value=16, value=int(current.num_components))
     c4, c5, c6 = st.columns(3)
