@@ -621,6 +621,50 @@ def test_image_page_shows_the_selected_detections_uncertainties_and_legible_labe
             assert a[2] <= b[0] + 1e-6 or b[2] <= a[0] + 1e-6 or a[3] <= b[1] + 1e-6 or b[3] <= a[1] + 1e-6, (a, b)
 
 
+def test_image_page_draws_a_faster_rcnn_model_version(project, tmp_path):
+    """A Faster R-CNN model version (trained elsewhere, recorded and scored into the store) is
+    drawn like an SSD's: its detections carry their mixtures, the page reads no model internals."""
+    import torch
+
+    from almdn.acquisition.scoring import image_scores, pool_detections
+    from almdn.data.images import ImageFolderDataset
+    from almdn.engine.checkpoint import load_model, save_checkpoint
+    from almdn.models import MixtureFasterRCNN, build_model
+
+    k = 2
+    with Store.open(project, create=False) as store:
+        classes = store.classes()
+        torch.manual_seed(0)
+        model = build_model("frcnn_mobilenet_v2", len(classes), num_components=k, class_names=classes, pretrained=False,
+                            image_size=128, score_thresh=0.0, detections_per_img=20).eval()
+        checkpoint = save_checkpoint(tmp_path / "frcnn.pt", model)
+        pool = store.images("pool")
+        dataset = ImageFolderDataset(pool["path"].tolist(), sizes=list(zip(pool["width"], pool["height"])))
+        dataset.image_ids = [int(i) for i in pool["image_id"]]
+        detections, readable = pool_detections(model, dataset, conf_threshold=0.0, batch_size=8)
+        assert readable.all()
+        mv = store.record_model_version(checkpoint, {}, class_names=classes)
+        store.write_scores(mv, image_scores(detections, dataset.image_ids), detections, conf_threshold=0.0)
+        top = int(store.pool_ranking(mv).iloc[0]["image_id"])
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.session_state["project_dir"] = str(project)
+    at.session_state["image_id"] = top
+    at.run()
+    at.switch_page("views/image.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not texts(at, "error")
+    assert isinstance(load_model(checkpoint), MixtureFasterRCNN)
+    assert any(t.startswith(f"Image {top} ranks 1 of") for t in texts(at, "info"))
+    mixture, spread = charts(at)  # the mixture on the image, the class spread
+    shapes = mixture["layout"]["shapes"]
+    assert len(shapes) >= 2 * k  # per component: its mean box and its +-sigma boxes
+    assert [t["name"].split(" (")[0] for t in spread["data"]] == [*(f"component {i + 1}" for i in range(k)), "mixture"]
+    assert sum(arr(spread["data"][-1]["y"])) == pytest.approx(1.0, abs=1e-4)
+    components = _frame(at, ["component", "box weight π", "class weight π", "x1", "y1", "x2", "y2", "σ x (px)", "σ y (px)"])
+    assert len(components) == k
+    assert components["box weight π"].sum() == pytest.approx(1.0, abs=1e-4)
+    assert (components[["σ x (px)", "σ y (px)"]] > 0).all().all()
+
 def test_pool_page_says_which_uncertainty_and_detection_drive_each_score(project):
     from almdn import views
 
