@@ -269,6 +269,7 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
     from almdn.data.images import ImageFolderDataset
     from almdn.engine import distributed
     from almdn.engine.checkpoint import load_model
+    from almdn.models.postprocess import MIXTURE_KEYS, mixture_records
 
     t0 = time.perf_counter()
     ctx = _join_torchrun(device)
@@ -291,7 +292,7 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
     if len(dataset) == 0:
         raise UserError(f"No images found in '{images}'.")
     detections, readable = pool_detections(
-        model, dataset, conf_threshold, batch_size, ctx.device, workers, amp, channels_last, progress=True
+        model, dataset, conf_threshold, batch_size, ctx.device, workers, amp, channels_last, progress=True, mixture=True
     )
     if not ctx.is_main:  # every rank holds the whole pool's detections; one writes them
         distributed.shutdown()
@@ -305,6 +306,9 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
             rows = detections["image_id"] == dataset.image_ids[i]
             detections.loc[rows, ["x1", "x2"]] *= sx
             detections.loc[rows, ["y1", "y2"]] *= sy
+            scale = np.array([sx, sy, sx, sy], dtype=np.float32)
+            for key in ("component_boxes", "component_sigmas"):  # the mixture's pixel values (x, y, x, y)
+                detections.loc[rows, key] = detections.loc[rows, key].map(lambda value: value * scale)
     try:
         table = image_scores(detections, ids, aggregation)
     except ValueError as exc:
@@ -317,8 +321,14 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "images.csv", index=False)
-    detections.to_csv(out_dir / "detections.csv", index=False)
-    by_image = {int(i): g.drop(columns="image_id").to_dict("records") for i, g in detections.groupby("image_id")}
+    columns = detections.drop(columns=list(MIXTURE_KEYS))
+    columns.to_csv(out_dir / "detections.csv", index=False)
+    # detections.json: each detection's columns and its mixture (weights, sigmas, component
+    # boxes, class weights and probabilities).
+    mixtures = mixture_records({key: np.stack(detections[key].to_list()) for key in MIXTURE_KEYS}) if len(detections) else []
+    by_image: dict[int, list[dict]] = {}
+    for image_id, record, mixture in zip(detections["image_id"], columns.drop(columns="image_id").to_dict("records"), mixtures):
+        by_image.setdefault(int(image_id), []).append({**record, **mixture})
     payload = {
         "checkpoint": str(checkpoint),
         "conf_threshold": conf_threshold,

@@ -72,6 +72,48 @@ def test_demo_data_train_evaluate_score(tiny_demo, tmp_path):
     assert result.exit_code != 0 and "Unknown aggregation 'mean_all'" in result.output
 
 
+@pytest.mark.parametrize("arch", ["ssd_small", "frcnn_mobilenet_v2"])
+def test_score_writes_each_detection_s_mixture_to_detections_json(tiny_demo, tmp_path, arch):
+    """detections.json carries the mixture of every detection: component boxes, weights, sigmas
+    and variances, class weights and probabilities, as the model returns them (Eq. 2, Eq. 7)."""
+    import numpy as np
+    import torch
+
+    from almdn.engine.checkpoint import save_checkpoint
+    from almdn.models import build_model
+
+    root = Path(tiny_demo["root"])
+    classes = [c["name"] for c in json.loads((root / "annotations" / "test.json").read_text())["categories"]]
+    torch.manual_seed(0)
+    k = 3
+    extra = {"pretrained": False, "image_size": 128} if arch.startswith("frcnn") else {}
+    model = build_model(arch, len(classes), num_components=k, class_names=classes, **extra).eval()
+    checkpoint = save_checkpoint(tmp_path / "model.pt", model)
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(main, ["score", "--checkpoint", str(checkpoint), "--images", str(root), "--split", "test",
+                                       "--out", str(out), "--conf-threshold", "0.05", "--batch-size", "1"])
+    assert result.exit_code == 0, result.output
+    assert "component_boxes" not in pd.read_csv(out / "detections.csv").columns  # the CSV keeps its columns
+    payload = json.loads((out / "detections.json").read_text())
+    image = next(i for i in payload["images"] if i["detections"])
+    path = root / "images" / image["file_name"]
+    from almdn.data.coco import read_image
+
+    pixels = torch.from_numpy(np.ascontiguousarray(read_image(path).transpose(2, 0, 1))).float().div_(255.0)
+    with torch.no_grad():
+        expected = model([pixels])[0]
+    for d in image["detections"]:
+        i = d["detection"]
+        assert d["score"] == pytest.approx(float(expected["scores"][i]), rel=1e-5)
+        assert np.array(d["component_boxes"]) == pytest.approx(expected["component_boxes"][i].numpy(), rel=1e-4, abs=1e-3)
+        assert np.array(d["component_sigmas"]) == pytest.approx(expected["component_sigmas"][i].numpy(), rel=1e-4, abs=1e-5)
+        assert np.array(d["component_variances"]) == pytest.approx(expected["component_variances"][i].numpy(), rel=1e-4)
+        assert np.array(d["component_edge_weights"]) == pytest.approx(expected["component_weights"][i].numpy(), rel=1e-4)
+        assert np.array(d["component_weights"]).shape == (k,) and sum(d["component_weights"]) == pytest.approx(1.0, abs=1e-5)
+        assert sum(d["class_weights"]) == pytest.approx(1.0, abs=1e-5)
+        assert np.array(d["class_probs"]).shape == (k, len(classes) + 1)
+        assert d["mixture_probs"][d["label"]] == pytest.approx(d["score"], rel=1e-5)  # Eq. 7: the score is the mixture's
+
 def test_score_lists_and_skips_broken_files_in_a_folder_and_a_dataset_alike(tiny_demo, tmp_path):
     import shutil
 

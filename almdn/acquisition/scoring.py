@@ -99,6 +99,7 @@ def pool_detections(
     amp: str = "off",
     channels_last: bool = False,
     progress: bool = False,
+    mixture: bool = False,
 ) -> PoolDetections:
     """The kept detections of every pool image, ready for :func:`image_scores`.
 
@@ -107,18 +108,21 @@ def pool_detections(
     batches (:func:`~almdn.engine.distributed.shard_range`, so each batch is one a single
     process would run) and every rank receives all ranks' detections in pool order: the
     z-scores, the image scores and the ranking are then exactly the single-process ones.
-    ``dataset.image_ids`` (or the positions) identify the images.
+    ``dataset.image_ids`` (or the positions) identify the images. ``mixture``: the frame also
+    has a column per :data:`~almdn.models.postprocess.MIXTURE_KEYS`, one array per detection
+    (its component boxes, weights, variances, per-edge sigmas, class weights and probabilities).
     """
     start, stop = distributed.shard_range(len(dataset), batch_size, distributed.rank(), distributed.world_size())
-    kept = kept_detections(model, dataset, conf_threshold, batch_size, device, num_workers, amp, channels_last, start, stop, progress)
-    index, values, readable, total = kept.index, kept.values, kept.readable, kept.num_detections
+    kept = kept_detections(model, dataset, conf_threshold, batch_size, device, num_workers, amp, channels_last, start, stop, progress, mixture=mixture)
+    index, values, readable, total, mixtures = kept.index, kept.values, kept.readable, kept.num_detections, kept.mixture or {}
     if distributed.is_active():
         index = torch.cat(distributed.all_gather_tensors(index))
         values = torch.cat(distributed.all_gather_tensors(values))
+        mixtures = {key: torch.cat(distributed.all_gather_tensors(value)) for key, value in mixtures.items()}
         readable = torch.cat(distributed.all_gather_tensors(readable.to(torch.uint8))).bool()
         total = sum(distributed.all_gather_objects(total))
     if total == 0:
-        return PoolDetections(pd.DataFrame(columns=["image_id", "detection", *DETECTION_COLUMNS]), readable.numpy())
+        return PoolDetections(pd.DataFrame(columns=["image_id", "detection", *DETECTION_COLUMNS, *mixtures]), readable.numpy())
     image_ids = np.asarray(getattr(dataset, "image_ids", range(len(dataset))), dtype=np.int64)
     frame = pd.DataFrame(
         {
@@ -126,6 +130,7 @@ def pool_detections(
             "detection": index[:, 1].numpy(),
             "label": index[:, 2].numpy(),
             **{name: values[:, j].numpy() for j, name in enumerate(KeptDetections.VALUE_COLUMNS)},
+            **{key: pd.Series(list(value.numpy()), dtype=object) for key, value in mixtures.items()},  # an array per row
         }
     )
     return PoolDetections(frame, readable.numpy())

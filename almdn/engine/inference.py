@@ -22,6 +22,7 @@ from almdn.engine.metrics import evaluate_predictions
 from almdn.engine.quality import quality_report
 from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
 from almdn.models import UNCERTAINTY_NAMES, Detector
+from almdn.models.postprocess import MIXTURE_KEYS
 
 
 @torch.no_grad()
@@ -87,12 +88,16 @@ class KeptDetections:
         values: ``(N, 10)`` float32, columns :attr:`VALUE_COLUMNS`.
         readable: ``(M,)`` bool, one per item scored: False for an unreadable image.
         num_detections: detections of these items before the threshold.
+        mixture: when asked for, each kept detection's mixture, float32 ``(N, ...)`` per key of
+            :data:`~almdn.models.postprocess.MIXTURE_KEYS` (component boxes, weights,
+            variances and per-edge sigmas; class weights and probabilities); else None.
     """
 
     index: torch.Tensor
     values: torch.Tensor
     readable: torch.Tensor
     num_detections: int
+    mixture: dict[str, torch.Tensor] | None = None
 
     INDEX_COLUMNS = ("position", "detection", "label")
     VALUE_COLUMNS = ("score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES, "cls_entropy")
@@ -123,6 +128,7 @@ def kept_detections(
     stop: int | None = None,
     progress: bool = False,
     desc: str = "score",
+    mixture: bool = False,
 ) -> KeptDetections:
     """Detections with ``score >= conf_threshold`` of dataset items ``[start, stop)``.
 
@@ -130,7 +136,8 @@ def kept_detections(
     items, without moving every mixture parameter of every detection to the CPU: per batch
     the needed columns are concatenated and thresholded on the device and copied back once.
     ``amp`` ("off", "bf16", "fp16") and ``channels_last`` apply on CUDA (see
-    :mod:`almdn.engine.precision`).
+    :mod:`almdn.engine.precision`). ``mixture``: also return each kept detection's mixture
+    (:attr:`KeptDetections.mixture`, what ``almdn score`` writes to ``detections.json``).
     """
     device = resolve_device(device)
     model.to(device).eval()
@@ -150,7 +157,7 @@ def kept_detections(
         prefetch_factor=4 if num_workers > 0 else None,
     )
     value_keys = ("scores", "boxes", *UNCERTAINTY_NAMES, "cls_entropy")
-    index_parts, value_parts, readable_parts, total, offset = [], [], [], 0, start
+    index_parts, value_parts, readable_parts, mixture_parts, total, offset = [], [], [], [], 0, start
     bar = tqdm(loader, disable=not progress or not distributed.is_main_process(), desc=desc, unit="batch")
     for images, readable in bar:
         positions = offset + readable.nonzero().squeeze(1)
@@ -175,7 +182,19 @@ def kept_detections(
         within = torch.arange(len(image)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
         index_parts.append(torch.stack([positions[image[keep]], within[keep], labels.cpu()[keep]], 1))
         value_parts.append(values[keep.to(device)].cpu())
+        if mixture:
+            mixture_parts.append({key: torch.cat([d[key] for d in detections])[keep.to(device)].float().cpu() for key in MIXTURE_KEYS})
     index = torch.cat(index_parts) if index_parts else torch.zeros((0, 3), dtype=torch.long)
     values = torch.cat(value_parts) if value_parts else torch.zeros((0, len(KeptDetections.VALUE_COLUMNS)))
     readable = torch.cat(readable_parts) if readable_parts else torch.zeros(0, dtype=torch.bool)
-    return KeptDetections(index, values, readable, total)
+    kept = KeptDetections(index, values, readable, total)
+    if mixture:
+        kept.mixture = {key: torch.cat([p[key] for p in mixture_parts]) for key in MIXTURE_KEYS} if mixture_parts else empty_mixture(model)
+    return kept
+
+
+def empty_mixture(model: Detector) -> dict[str, torch.Tensor]:
+    """The :data:`~almdn.models.postprocess.MIXTURE_KEYS` of no detection of ``model``."""
+    k, c = model.num_components, model.num_classes
+    shapes = {"class_weights": (0, k), "class_probs": (0, k, c)}
+    return {key: torch.zeros(shapes.get(key, (0, k, 4))) for key in MIXTURE_KEYS}
