@@ -85,12 +85,38 @@ def _model_options(func):
     return func
 
 
+def _anchor_options(func):
+    """--image-size, --anchor-scales, --anchor-ratios, --fit-anchors (small objects; see
+    almdn.models.anchors)."""
+    options = [
+        click.option("--image-size", type=int, default=None, help="Model input side in pixels (SSD: the square it resizes to; Faster R-CNN: the shorter side). Default: the architecture's; larger gives small objects a finer anchor grid."),
+        click.option("--anchor-scales", default=None, help="Anchor sizes as fractions of the input side, increasing, comma-separated: SSD one per feature level plus one (e.g. ssd_mobilenet_v2: 7 values), Faster R-CNN one per FPN level. Default: the architecture's."),
+        click.option("--anchor-ratios", default=None, help="Anchor aspect ratios (each r gives r:1 and 1:r boxes), comma-separated for every level, or per level separated by ';' (SSD). Default: the architecture's."),
+        click.option("--fit-anchors", is_flag=True, help="Fit the anchor scales and ratios to the training boxes (SSD; as YOLO's autoanchor) and print the coverage before and after."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _anchor_build_options(image_size, anchor_scales, anchor_ratios) -> dict:
+    """build_model keywords from the anchor options (only those given)."""
+    from almdn.models.anchors import parse_anchor_ratios, parse_anchor_scales
+
+    try:
+        options = {"image_size": image_size, "anchor_scales": parse_anchor_scales(anchor_scales), "anchor_ratios": parse_anchor_ratios(anchor_ratios)}
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return {k: v for k, v in options.items() if v is not None}
+
+
 @main.command()
 @click.option("--data", required=True, help="Dataset folder (annotations/train.json) or a COCO json file.")
 @click.option("--test-data", default=None, help="Test set for evaluation (default: the dataset folder's test split).")
 @_image_root_option
 @click.option("--out", required=True, type=click.Path(), help="Run folder: checkpoints, model.pt, metrics.json.")
 @_model_options
+@_anchor_options
 @click.option("--preset", default="demo", show_default=True, type=click.Choice(["demo", "paper"]), help="Schedule defaults.")
 @click.option("--iterations", type=int, default=None, help="SGD steps (overrides the preset).")
 @click.option("--batch-size", type=int, default=None, help="Images per step; under torchrun the global batch, split evenly over the processes.")
@@ -108,7 +134,7 @@ def _model_options(func):
 @click.option("--no-hflip", is_flag=True, help="Never flip horizontally (for classes a mirror changes, such as digits).")
 @_precision_options
 @friendly
-def train(data, test_data, image_root, out, arch, head, components, loc_density, cls_loss, extras_dropout, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, init, optimizer, augment, no_hflip, amp, channels_last) -> None:
+def train(data, test_data, image_root, out, arch, head, components, loc_density, cls_loss, extras_dropout, image_size, anchor_scales, anchor_ratios, fit_anchors, preset, iterations, batch_size, lr, warmup_iters, milestones, seed, device, workers, resume, no_pretrained, init, optimizer, augment, no_hflip, amp, channels_last) -> None:
     """Train a mixture-density SSD, then evaluate it on the test split.
 
     Multi-GPU / multi-process: torchrun --nproc_per_node N -m almdn.cli train ... (DDP; the
@@ -146,8 +172,7 @@ def train(data, test_data, image_root, out, arch, head, components, loc_density,
     else:
         from almdn.models.pretrained import apply_init, init_build_options
 
-        model = build_model(
-            arch,
+        build = dict(
             num_classes=len(train_set.classes),
             head=head,
             num_components=components,
@@ -155,8 +180,24 @@ def train(data, test_data, image_root, out, arch, head, components, loc_density,
             extras_dropout=extras_dropout,
             loc_density=loc_density,
             cls_loss=cls_loss,
+            **_anchor_build_options(image_size, anchor_scales, anchor_ratios),
             **init_build_options(arch, head, "none" if no_pretrained else init),
         )
+        try:
+            model = build_model(arch, **build)
+        except ValueError as exc:  # an image size or anchors the architecture cannot take
+            raise UserError(str(exc)) from None
+        if fit_anchors:
+            from almdn.models.anchors import apply_fitted_anchors
+            from almdn.models.anchors import fit_anchors as fit
+
+            try:
+                fitted = fit(model, train_set)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+            if ctx.is_main:
+                click.echo(fitted.summary())
+            apply_fitted_anchors(model, fitted)  # in place: the same as building with them
         message = apply_init(model, init, arch)
         if message and ctx.is_main:
             click.echo(message)

@@ -31,9 +31,13 @@ def friendly(func):
         from label_studio.client import LabelStudioError
         from label_studio.server import ServerError
 
+        from almdn.models.anchors import AnchorCoverageWarning
+
         def show(message, category, filename, lineno, file=None, line=None):
             if issubclass(category, BoxesAdjusted):  # a summary for the user: one line, no source location
                 click.echo(f"Note: {message}", err=True)
+            elif issubclass(category, AnchorCoverageWarning):
+                click.echo(f"Warning: {message}", err=True)
             else:
                 shown(message, category, filename, lineno, file, line)
 

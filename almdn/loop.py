@@ -65,7 +65,9 @@ class ExperimentConfig:
         model: build_model keywords shared by every method (``arch``, ``num_components``,
             ``pretrained``, ``image_size``, ...), and ``init``: the starting point, ``coco``,
             ``imagenet``, ``none`` or a PATH to a torchvision state dict (``almdn train --init``);
-            each method adds its head variant.
+            small objects: ``anchor_scales``, ``anchor_ratios`` (build_model's) and
+            ``fit_anchors: true`` (fit an SSD's anchors to each cycle's labeled boxes,
+            :mod:`almdn.models.anchors`); each method adds its head variant.
         train: TrainConfig fields, plus ``preset`` ("demo" or "paper") they override, and
             optionally ``iterations_per_image``: the schedule grows with the labeled set,
             ``max(iterations, iterations_per_image x labeled images)`` iterations (warm-up and
@@ -233,6 +235,7 @@ class ModelCache:
         torch.manual_seed(spec.train["seed"])  # the initial weights are a function of the seed
         build = dict(spec.build)
         init = build.pop("init", None)  # the starting point: coco | imagenet | none | PATH (almdn.models.pretrained)
+        fit_to_boxes = bool(build.pop("fit_anchors", False))  # fit the SSD's anchors to the labeled boxes (almdn.models.anchors)
         if init is not None:
             build = {**init_build_options(build.get("arch", "ssd_small"), build.get("head", "gmm"), init), **build}
         model = build_model(num_classes=len(self.train_set.classes), class_names=self.train_set.classes, **build)
@@ -240,6 +243,12 @@ class ModelCache:
             self.log(f"  {message}")
         config = TrainConfig(**{**spec.train, "milestones": tuple(spec.train["milestones"])})
         subset = self.train_set.subset([self.train_set.index_of(i) for i in spec.labeled_ids])
+        if fit_to_boxes:
+            from almdn.models.anchors import apply_fitted_anchors, fit_anchors
+
+            anchor_fit = fit_anchors(model, subset)
+            apply_fitted_anchors(model, anchor_fit)  # in place: weights (and a loaded init) kept
+            self.log(f"  {anchor_fit.summary()}")
         self.log(f"  training {spec.build.get('arch')}/{spec.build.get('head')} on {len(subset)} images ({folder.name})")
         result = train(model, subset, config, out_dir=folder, device=self.device, resume=True, progress=progress)
         t0 = time.perf_counter()
@@ -413,8 +422,10 @@ class Experiment:
                         continue
                     record = json.loads(path.read_text())
                     method = Method(name, "transfer", head=cfg.transfer_head)
-                    # another architecture keeps its own default input size
-                    overrides = {"arch": arch} if arch == cfg.model.get("arch") else {"arch": arch, "image_size": None}
+                    # another architecture keeps its own default input size (and anchors: their count is per architecture)
+                    overrides = {"arch": arch} if arch == cfg.model.get("arch") else {
+                        "arch": arch, "image_size": None, **{k: None for k in ("anchor_scales", "anchor_ratios") if k in cfg.model}
+                    }
                     spec = self._spec(method, seed, 0, record["labeled_ids"], overrides)
                     _, metrics = self.cache.get(spec, self.progress)
                     _write_json(out, {"method": name, "seed": seed, "cycle": cycle, "arch": arch, "num_labeled": record["num_labeled"], **{k: metrics[k] for k in METRIC_KEYS}})

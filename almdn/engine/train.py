@@ -34,6 +34,7 @@ from almdn.engine import distributed
 from almdn.engine.checkpoint import read_checkpoint, resolve_device, save_checkpoint
 from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
 from almdn.models import MixtureFasterRCNN, MixtureSSD
+from almdn.models.anchors import DEFAULT_MIN_COVERAGE, check_anchor_coverage
 
 
 @dataclass
@@ -167,6 +168,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     callback: Callable[[int, int, dict[str, float]], bool | None] | None = None,
+    min_anchor_coverage: float | None = DEFAULT_MIN_COVERAGE,
 ) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``config``.
 
@@ -176,6 +178,9 @@ def train(
         resume: continue from ``out_dir/checkpoint.pt`` if it exists.
         callback: called every ``log_every`` iterations with (iteration, total, losses);
             returning False stops training after saving a checkpoint (used to cancel).
+        min_anchor_coverage: warn (:class:`~almdn.models.anchors.AnchorCoverageWarning`) when
+            fewer of the training boxes have an anchor with IoU >= 0.5 (small objects; see
+            :func:`almdn.models.anchors.check_anchor_coverage`); None skips the check.
 
     Returns:
         A :class:`TrainResult`; the model is left trained, in eval mode.
@@ -188,6 +193,8 @@ def train(
         raise ValueError("The training set is empty: label some images first.")
     ddp = distributed.context(device) if distributed.is_active() else None
     device = ddp.device if ddp else resolve_device(device)
+    if min_anchor_coverage is not None and distributed.is_main_process():
+        _warn_anchor_coverage(model, dataset, min_anchor_coverage)
     torch.manual_seed(config.seed)
     model.to(device).train()
     precision = resolve_precision(config.amp, config.channels_last, device, model)
@@ -326,6 +333,16 @@ def train(
     bar.close()
     model.eval()
     return TrainResult(iteration, time.perf_counter() - t0, history, skipped, stopped)
+
+
+def _warn_anchor_coverage(model: torch.nn.Module, dataset: Dataset, min_coverage: float) -> None:
+    """The small-object check at the start of a run: a warning with the numbers and the options
+    when the anchors cover too few training boxes. A diagnostic, so a failure to measure is
+    reported as such and never stops the training."""
+    try:
+        check_anchor_coverage(model, dataset, min_coverage=min_coverage)
+    except Exception as exc:  # noqa: BLE001 - never let the check break a run
+        warnings.warn(f"Anchor coverage was not checked ({type(exc).__name__}: {exc}).", stacklevel=3)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

@@ -17,6 +17,7 @@ from almdn.models.backbones import (
     small_backbone,
     vgg16_backbone,
 )
+from almdn.models.anchors import frcnn_anchor_options, normalized_ratios, ssd_anchor_generator
 from almdn.models.heads import HEAD_TYPES, build_head
 from almdn.models.loss_prediction import LossPredictionModule
 from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
@@ -100,6 +101,8 @@ def build_model(
     hidden_channels: int | None = None,
     image_size: int | None = None,
     loss_prediction: bool = False,
+    anchor_scales: list[float] | None = None,
+    anchor_ratios: list[float] | list[list[float]] | None = None,
     **detector_kwargs: Any,
 ) -> Detector:
     """Build a mixture-density detector: a :class:`MixtureSSD`, or a :class:`MixtureFasterRCNN`
@@ -119,9 +122,21 @@ def build_model(
         extras_dropout: dropout on the extra layers (0.1 for the MC-dropout baseline).
         hidden_channels: width of the mixture head's shared tower (per-architecture default).
         loss_prediction: add LLAL's learning-loss module (the LLAL baseline).
+        image_size: the SSD's square input side (default per architecture; ssd300_vgg16 is
+            fixed at 300), Faster R-CNN's shorter side.
+        anchor_scales, anchor_ratios: anchors other than the architecture's (small objects,
+            :mod:`almdn.models.anchors`): SSD scales are L+1 increasing fractions of the input
+            side, ratios one list for every level or one per level; Faster R-CNN's scales are
+            one per FPN level (fractions of the shorter side, stored as ``anchor_sizes``).
+            None keeps the architecture's anchors exactly.
         detector_kwargs: passed to :class:`MixtureSSD` (thresholds, ``loc_density``, ...).
     """
     if arch in FRCNN_ARCHITECTURES:  # two-stage detector: Faster R-CNN with a mixture box predictor
+        if anchor_scales is not None or anchor_ratios is not None:
+            spec = FRCNN_ARCHITECTURES[arch]
+            detector_kwargs.update(frcnn_anchor_options(
+                arch, image_size or spec["image_size"], detector_kwargs.get("anchor_sizes") or spec["anchor_sizes"], anchor_scales, anchor_ratios,
+            ))
         return build_frcnn(
             arch, num_classes, head, num_components, class_names, pretrained, extras_dropout, hidden_channels, image_size,
             loss_prediction=loss_prediction, **detector_kwargs,
@@ -142,8 +157,13 @@ def build_model(
         loss_prediction=loss_prediction,
         **detector_kwargs,
     )
+    if anchor_scales is not None:  # only when set: a default model's config stays as it was
+        config["anchor_scales"] = [float(s) for s in anchor_scales]
+    if anchor_ratios is not None:
+        config["anchor_ratios"] = normalized_ratios(anchor_ratios)
     make, default_size = ARCHITECTURES[arch]
     backbone, anchors, size, mean, std, default_hidden = make(pretrained, extras_dropout, image_size or default_size)
+    anchors = ssd_anchor_generator(anchors, arch, anchor_scales, anchor_ratios)
     head_module = build_head(
         head,
         backbone.out_channels,
