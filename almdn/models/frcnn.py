@@ -40,8 +40,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
@@ -50,15 +51,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, class_loss_function, mixture_nll, perturbed_class_logits
 from almdn.models.backbones import load_imagenet_state_dict
 from almdn.models.heads import check_mixture_head
-from almdn.models.postprocess import (
-    BOX_KEYS,
-    detection_values,
-    image_limits,
-    mixture_parameters,
-    mixture_predictions,
-    nms_per_image,
-    split_per_image,
-)
+from almdn.models import postprocess
 from almdn.registry import HEAD_TYPES
 
 __all__ = [
@@ -260,10 +253,10 @@ class MixtureRoIHeads(RoIHeads):
         num_rois, num_images = rois.shape[0], len(proposals)
         roi_image = torch.repeat_interleave(torch.arange(num_images, device=device), counts)
 
-        box_enc, probs = mixture_predictions(raw)  # Eq. 7: (R, B, 4), (R, C+1)
+        box_enc, probs = postprocess.mixture_predictions(raw)  # Eq. 7: (R, B, 4), (R, C+1)
         box_sets = box_enc.shape[1]
         boxes = self.box_coder.decode_single(box_enc.reshape(-1, 4), rois.repeat_interleave(box_sets, 0))
-        limits = image_limits(image_shapes, boxes)[roi_image][:, None, :]  # (R, 1, 4) as (w, h, w, h)
+        limits = postprocess.image_limits(image_shapes, boxes)[roi_image][:, None, :]  # (R, 1, 4) as (w, h, w, h)
         boxes = torch.minimum(boxes.view(num_rois, box_sets, 4).clamp_min(0), limits)
 
         scores = probs[:, 1:]
@@ -275,20 +268,20 @@ class MixtureRoIHeads(RoIHeads):
         big = (wh >= self.min_box_size).all(1)
         r, c, box_set, cand_boxes, cand_scores = r[big], c[big], box_set[big], cand_boxes[big], cand_scores[big]
         img = roi_image[r]
-        keep = nms_per_image(cand_boxes, cand_scores, img, c, num_fg, num_images, self.nms_thresh, self.detections_per_img)
+        keep = postprocess.nms_per_image(cand_boxes, cand_scores, img, c, num_fg, num_images, self.nms_thresh, self.detections_per_img)
         r, c, b, img = r[keep], c[keep], box_set[keep], img[keep]
         labels = c + 1
 
         # Mixture parameters and uncertainties only for the detections (Eq. 2, 1, 8), the RoI's
         # proposal in the anchor's role.
         raw_det = {key: None if v is None else (v[r, b] if key.startswith("bbox") else v[r]) for key, v in raw.items()}
-        mix = mixture_parameters(raw_det, self.min_variance)
-        det = detection_values(mix, probs[r], labels, rois[r], self.box_coder)
+        mix = postprocess.mixture_parameters(raw_det, self.min_variance)
+        det = postprocess.detection_values(mix, probs[r], labels, rois[r], self.box_coder)
         det["boxes"] = cand_boxes[keep]
         det["scores"] = cand_scores[keep]
         det["labels"] = labels
         det["anchor_index"] = r - (torch.cumsum(counts, 0) - counts)[img]
-        return split_per_image(det, img, num_images)
+        return postprocess.split_per_image(det, img, num_images)
 
 
 class MixtureRCNNTransform(GeneralizedRCNNTransform):
@@ -301,7 +294,7 @@ class MixtureRCNNTransform(GeneralizedRCNNTransform):
         if self.training:
             return result
         for pred, resized, original in zip(result, image_shapes, original_image_sizes):
-            for key in BOX_KEYS[1:]:
+            for key in postprocess.BOX_KEYS[1:]:
                 if key in pred:
                     value = pred[key]
                     pred[key] = resize_boxes(value.reshape(-1, 4), resized, original).view_as(value)
@@ -468,7 +461,42 @@ def _mobilenet_v2_fpn(pretrained: bool, frozen_batchnorm: bool | None, trainable
     return backbone, ["0", "1", "2"], frozen, trainable
 
 
-# name -> backbone builder and default sizes; "defaults" are FasterRCNN keyword arguments.
+def _resnet50_fpn_v2(pretrained: bool, frozen_batchnorm: bool | None, trainable: int | None, fpn_channels: int):
+    """torchvision's fasterrcnn_resnet50_fpn_v2 backbone: trainable BatchNorm in the ResNet and
+    in the FPN (its COCO weights carry BatchNorm statistics, so BatchNorm is never frozen)."""
+    from torchvision.models import ResNet50_Weights, resnet50
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # no public FPN-extractor builder
+
+    state = load_imagenet_state_dict(ResNet50_Weights.IMAGENET1K_V1, "ResNet-50") if pretrained else None
+    _, trainable = _norm_and_trainable(state, frozen_batchnorm, trainable, 5)
+    net = resnet50(weights=None)
+    if state is not None:
+        net.load_state_dict(state)
+    backbone = _resnet_fpn_extractor(net, trainable, norm_layer=nn.BatchNorm2d)
+    if fpn_channels != backbone.out_channels:
+        raise ValueError("frcnn_resnet50_fpn_v2 uses torchvision's 256-channel FPN")
+    return backbone, ["0", "1", "2", "3"], False, trainable
+
+
+def _mobilenet_v3_large_fpn(pretrained: bool, frozen_batchnorm: bool | None, trainable: int | None, fpn_channels: int):
+    """torchvision's fasterrcnn_mobilenet_v3_large(_320)_fpn backbone: an FPN on the last two
+    stride-32 maps of MobileNetV3-Large."""
+    from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
+    from torchvision.models.detection.backbone_utils import _mobilenet_extractor  # no public FPN-extractor builder
+
+    state = load_imagenet_state_dict(MobileNet_V3_Large_Weights.IMAGENET1K_V1, "MobileNetV3-Large") if pretrained else None
+    frozen, trainable = _norm_and_trainable(state, frozen_batchnorm, trainable, 6)
+    net = mobilenet_v3_large(weights=None, norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d)
+    if state is not None:
+        net.load_state_dict(state)
+    backbone = _mobilenet_extractor(net, True, trainable)
+    if fpn_channels != backbone.out_channels:
+        raise ValueError("frcnn_mobilenet_v3_large_fpn uses torchvision's 256-channel FPN")
+    return backbone, ["0", "1"], frozen, trainable
+
+
+# name -> backbone builder and default sizes; "defaults" are FasterRCNN keyword arguments;
+# "rpn_conv_depth" and "conv_box_head" select torchvision's v2 RPN and box heads.
 FRCNN_ARCHITECTURES: dict[str, dict[str, Any]] = {
     "frcnn_resnet50_fpn": dict(  # the paper's (Tab. 6): torchvision's fasterrcnn_resnet50_fpn
         backbone=_resnet50_fpn,
@@ -493,6 +521,35 @@ FRCNN_ARCHITECTURES: dict[str, dict[str, Any]] = {
             rpn_post_nms_top_n_test=150,
             box_batch_size_per_image=128,  # RoIAlign's backward dominates a CPU step
         ),
+    ),
+    "frcnn_resnet50_fpn_v2": dict(  # torchvision's fasterrcnn_resnet50_fpn_v2 (COCO box mAP 46.7)
+        backbone=_resnet50_fpn_v2,
+        image_size=800,
+        max_size_ratio=1333 / 800,
+        hidden_channels=1024,
+        fpn_channels=256,
+        anchor_sizes=((32,), (64,), (128,), (256,), (512,)),
+        rpn_conv_depth=2,
+        conv_box_head=True,
+        defaults={},
+    ),
+    "frcnn_mobilenet_v3_large_fpn": dict(  # torchvision's fasterrcnn_mobilenet_v3_large_fpn
+        backbone=_mobilenet_v3_large_fpn,
+        image_size=800,
+        max_size_ratio=1333 / 800,
+        hidden_channels=1024,
+        fpn_channels=256,
+        anchor_sizes=((32, 64, 128, 256, 512),) * 3,
+        defaults=dict(rpn_score_thresh=0.05),
+    ),
+    "frcnn_mobilenet_v3_large_320_fpn": dict(  # torchvision's low-resolution variant, for CPUs
+        backbone=_mobilenet_v3_large_fpn,
+        image_size=320,
+        max_size_ratio=2.0,
+        hidden_channels=1024,
+        fpn_channels=256,
+        anchor_sizes=((32, 64, 128, 256, 512),) * 3,
+        defaults=dict(rpn_pre_nms_top_n_test=150, rpn_post_nms_top_n_test=150, rpn_score_thresh=0.05),
     ),
 }
 
@@ -519,8 +576,10 @@ def build_frcnn(
     """Build a mixture-density Faster R-CNN (called by :func:`almdn.models.build_model`).
 
     Args:
-        arch: "frcnn_resnet50_fpn" (the paper's, 800 px) or "frcnn_mobilenet_v2" (ImageNet
-            MobileNetV2 + FPN at strides 8-32, 320 px, narrow head; trains on a CPU).
+        arch: "frcnn_resnet50_fpn" (the paper's, 800 px), "frcnn_mobilenet_v2" (ImageNet
+            MobileNetV2 + FPN at strides 8-32, 320 px, narrow head; trains on a CPU), or
+            torchvision's "frcnn_resnet50_fpn_v2", "frcnn_mobilenet_v3_large_fpn" and
+            "frcnn_mobilenet_v3_large_320_fpn" (same modules, so their COCO weights load).
         num_classes: C, object classes without background.
         head: "gmm", "eff" or "plain" (torchvision's predictor, the baseline of Tab. 6).
         num_components: K.
@@ -563,14 +622,20 @@ def build_frcnn(
     pool = MultiScaleRoIAlign(featmap_names=featmaps, output_size=7, sampling_ratio=2)
     kwargs = {**spec["defaults"], **detector_kwargs}
     kwargs.setdefault("max_size", round(size * spec["max_size_ratio"]))
+    anchor_generator = AnchorGenerator(tuple(sizes), (tuple(aspect_ratios),) * len(sizes))
+    if spec.get("conv_box_head"):  # v2: four 3x3 convs with BatchNorm, then one linear layer
+        box_head: nn.Module = FastRCNNConvFCHead((fpn_width, 7, 7), [256, 256, 256, 256], [hidden], norm_layer=nn.BatchNorm2d)
+    else:
+        box_head = TwoMLPHead(fpn_width * 7 * 7, hidden)
     model = MixtureFasterRCNN(
         backbone,
         predictor,
         class_names=class_names,
         min_size=size,
-        rpn_anchor_generator=AnchorGenerator(tuple(sizes), (tuple(aspect_ratios),) * len(sizes)),
+        rpn_anchor_generator=anchor_generator,
+        rpn_head=RPNHead(fpn_width, anchor_generator.num_anchors_per_location()[0], conv_depth=spec.get("rpn_conv_depth", 1)),
         box_roi_pool=pool,
-        box_head=TwoMLPHead(fpn_width * 7 * 7, hidden),
+        box_head=box_head,
         **kwargs,
     )
     model.config = dict(

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from almdn.errors import UserError
 from almdn.models.frcnn import MixtureBoxPredictor, MixtureFasterRCNN, PlainBoxPredictor
 from almdn.models.heads import MixtureHead, PlainHead
 from almdn.models.ssd import MixtureSSD
@@ -27,6 +28,9 @@ TORCHVISION_COCO_WEIGHTS = {
     "ssd300_vgg16": "SSD300_VGG16_Weights",
     "ssdlite320_mobilenet_v3_large": "SSDLite320_MobileNet_V3_Large_Weights",
     "frcnn_resnet50_fpn": "FasterRCNN_ResNet50_FPN_Weights",
+    "frcnn_resnet50_fpn_v2": "FasterRCNN_ResNet50_FPN_V2_Weights",
+    "frcnn_mobilenet_v3_large_fpn": "FasterRCNN_MobileNet_V3_Large_FPN_Weights",
+    "frcnn_mobilenet_v3_large_320_fpn": "FasterRCNN_MobileNet_V3_Large_320_FPN_Weights",
 }
 
 # Other names users give COCO's categories (PASCAL VOC's among them).
@@ -61,7 +65,7 @@ COCO_SYNONYMS = {
 }
 
 
-class InitError(ValueError):
+class InitError(UserError, ValueError):
     """A starting point that cannot be used, said in one sentence."""
 
 
