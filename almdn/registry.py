@@ -38,6 +38,9 @@ SSD_ARCHITECTURES: dict[str, str] = {
 FRCNN_ARCHITECTURES: dict[str, str] = {
     "frcnn_resnet50_fpn": "the paper's Faster R-CNN (Tab. 6), ResNet-50 FPN, 800 px (needs a GPU)",
     "frcnn_mobilenet_v2": "Faster R-CNN, ImageNet MobileNetV2 FPN, 320 px (trains on a CPU)",
+    "frcnn_resnet50_fpn_v2": "torchvision's Faster R-CNN v2, ResNet-50 FPN, 800 px (needs a GPU)",
+    "frcnn_mobilenet_v3_large_fpn": "torchvision's Faster R-CNN, MobileNetV3-Large FPN, 800 px",
+    "frcnn_mobilenet_v3_large_320_fpn": "torchvision's Faster R-CNN, MobileNetV3-Large FPN, 320 px (CPU)",
 }
 #: Every architecture :func:`almdn.models.build_model` builds, with a line on each.
 ARCHITECTURES: dict[str, str] = {**SSD_ARCHITECTURES, **FRCNN_ARCHITECTURES}

@@ -49,9 +49,9 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, class_loss_function, mixture_nll, perturbed_class_logits
+from almdn.models import postprocess
 from almdn.models.backbones import load_imagenet_state_dict
 from almdn.models.heads import check_mixture_head
-from almdn.models import postprocess
 from almdn.registry import HEAD_TYPES
 
 __all__ = [

@@ -23,18 +23,10 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import box_iou
 
 from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, detection_loss
+from almdn.models import postprocess
 from almdn.models.backbones import SSDBackbone
 from almdn.models.loss_prediction import loss_prediction_loss
 from almdn.registry import UNCERTAINTY_NAMES  # noqa: F401  (re-exported: the detections' uncertainty keys)
-from almdn.models.postprocess import (
-    BOX_KEYS,
-    detection_values,
-    image_limits,
-    mixture_parameters,
-    mixture_predictions,
-    nms_per_image,
-    split_per_image,
-)
 
 
 
@@ -195,11 +187,11 @@ class MixtureSSD(nn.Module):
     def mixture_parameters(self, raw: dict[str, Tensor | None]) -> dict[str, Tensor | None]:
         """Eq. 2 on raw head outputs, with this model's variance floor
         (:func:`almdn.models.postprocess.mixture_parameters`)."""
-        return mixture_parameters(raw, self.min_variance)
+        return postprocess.mixture_parameters(raw, self.min_variance)
 
     def mixture_predictions(self, raw: dict[str, Tensor | None]) -> tuple[Tensor, Tensor]:
         """Eq. 7 for every anchor (:func:`almdn.models.postprocess.mixture_predictions`)."""
-        return mixture_predictions(raw)
+        return postprocess.mixture_predictions(raw)
 
     def postprocess(
         self,
@@ -217,10 +209,10 @@ class MixtureSSD(nn.Module):
         """
         bsz, num_anchors = head_outputs["bbox_means"].shape[:2]
         anchors_all = torch.stack(anchors)  # (B, A, 4)
-        box_enc, mixed_probs = mixture_predictions(head_outputs)  # Eq. 7
+        box_enc, mixed_probs = postprocess.mixture_predictions(head_outputs)  # Eq. 7
         boxes = self.box_coder.decode_single(box_enc.flatten(0, 1), anchors_all.flatten(0, 1)).view(bsz, num_anchors, 4)
         sizes = torch.tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)  # (B, 2) as (h, w)
-        limits = image_limits(sizes, boxes)  # (B, 4) as (w, h, w, h)
+        limits = postprocess.image_limits(sizes, boxes)  # (B, 4) as (w, h, w, h)
         boxes = torch.minimum(boxes.clamp_min(0), limits[:, None, :])
         probs = mixed_probs if class_probs is None else class_probs
         scores = probs[..., 1:]  # (B, A, C)
@@ -232,13 +224,13 @@ class MixtureSSD(nn.Module):
         b_idx, rank, c_idx = (top_scores > self.score_thresh).nonzero(as_tuple=True)
         a_idx = top_anchors[b_idx, rank, c_idx]
         cand_scores = top_scores[b_idx, rank, c_idx]
-        keep = nms_per_image(boxes[b_idx, a_idx], cand_scores, b_idx, c_idx, num_fg, bsz, self.nms_thresh, self.detections_per_img)
+        keep = postprocess.nms_per_image(boxes[b_idx, a_idx], cand_scores, b_idx, c_idx, num_fg, bsz, self.nms_thresh, self.detections_per_img)
         b, a, c = b_idx[keep], a_idx[keep], c_idx[keep]
         labels = c + 1
 
         # Mixture parameters and uncertainties only for the detections (Eq. 1, 8).
         raw = {key: None if value is None else value[b, a] for key, value in head_outputs.items()}
-        det = detection_values(self.mixture_parameters(raw), probs[b, a], labels, anchors_all[b, a], self.box_coder)
+        det = postprocess.detection_values(self.mixture_parameters(raw), probs[b, a], labels, anchors_all[b, a], self.box_coder)
         det["boxes"] = boxes[b, a]
         det["scores"] = cand_scores[keep]
         det["labels"] = labels
@@ -247,9 +239,9 @@ class MixtureSSD(nn.Module):
         # Back to each image's original pixel size.
         orig = torch.tensor(original_sizes, dtype=boxes.dtype, device=boxes.device)
         ratio = (orig / sizes).flip(1).repeat(1, 2)  # (B, 4) as (w, h, w, h)
-        for key in BOX_KEYS:
+        for key in postprocess.BOX_KEYS:
             det[key] = det[key] * (ratio[b] if det[key].dim() == 2 else ratio[b][:, None, :])
-        return split_per_image(det, b, bsz)
+        return postprocess.split_per_image(det, b, bsz)
 
     # ---------------------------------------------------------------- MC-dropout
     @torch.no_grad()
