@@ -145,10 +145,9 @@ def train(data, test_data, image_root, out, arch, head, components, loc_density,
     from almdn.engine import distributed
 
     from almdn.data.coco import CocoDetectionDataset
-    from almdn.engine.checkpoint import read_checkpoint, save_checkpoint
-    from almdn.engine.inference import evaluate
+    from almdn.engine.checkpoint import read_checkpoint
+    from almdn.engine.fit import train_evaluate_save
     from almdn.engine.train import TrainConfig
-    from almdn.engine.train import train as run_training
     from almdn.models import build_model, model_from_config
 
     train_set = CocoDetectionDataset(_resolve_annotations(data, "train"), image_root=image_root)
@@ -201,22 +200,19 @@ def train(data, test_data, image_root, out, arch, head, components, loc_density,
         message = apply_init(model, init, arch)
         if message and ctx.is_main:
             click.echo(message)
-    result = run_training(model, train_set, config, out_dir=out_dir, device=device, resume=resume)
+    test_path = Path(test_data) if test_data else Path(data) / "annotations" / "test.json"
+    test_set = CocoDetectionDataset(test_path, image_root=image_root, class_names=train_set.classes) if test_path.is_file() else None
+    trained = train_evaluate_save(
+        model, train_set, config, out_dir, test_set=test_set, device=device, resume=resume, eval_progress=True, summarize=_test_metrics,
+        checkpoint_extra={"train_config": dataclasses.asdict(config)}, keep_resume_state=True,
+    )
     if not ctx.is_main:
         distributed.shutdown()
         return
-    metrics: dict = {"train_seconds": round(result.seconds, 1), "iterations": result.iterations, "skipped_steps": result.skipped_steps}
-    test_path = Path(test_data) if test_data else Path(data) / "annotations" / "test.json"
-    if test_path.is_file():
-        test_set = CocoDetectionDataset(test_path, image_root=image_root, class_names=train_set.classes)
-        full = evaluate(model, test_set, device=device, progress=True)
-        metrics.update(_scalar_metrics(full))
-        metrics.update({k: full[k] for k in ("mixture_collapse", "uncertainty_quality")})
-        click.echo(_metrics_line(metrics))
-        _echo_quality(full)
-    save_checkpoint(out_dir / "model.pt", model, metrics=metrics, train_config=dataclasses.asdict(config))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    click.echo(f"Model saved to {out_dir / 'model.pt'}.")
+    if trained.evaluation is not None:
+        click.echo(_metrics_line(trained.metrics))
+        _echo_quality(trained.evaluation)
+    click.echo(f"Model saved to {trained.checkpoint}.")
     distributed.shutdown()
 
 
@@ -247,8 +243,11 @@ def _echo_quality(metrics: dict) -> None:
         click.echo(f"Warning: {warning}")
 
 
-def _scalar_metrics(metrics: dict) -> dict:
-    return {k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))}
+def _test_metrics(full: dict) -> dict:
+    """What ``almdn train`` keeps of an evaluation: its numbers (to 4 decimals) and the
+    mixture-collapse and uncertainty-quality reports."""
+    return {**{k: round(float(v), 4) for k, v in full.items() if isinstance(v, (int, float))},
+            **{k: full[k] for k in ("mixture_collapse", "uncertainty_quality")}}
 
 
 def _metrics_line(m: dict) -> str:

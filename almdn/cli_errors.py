@@ -7,30 +7,22 @@ import warnings
 
 import click
 
+from almdn.errors import USER_ERRORS, UserError, user_message  # noqa: F401  (UserError: what the commands raise)
+
 
 #: Exit status of a command that did its work but skipped some inputs (unreadable images);
 #: 1 is a user error (nothing done), 2 a usage error.
 EXIT_SKIPPED = 3
 
 
-class UserError(click.ClickException):
-    """A problem the user can fix: printed as one sentence, no traceback."""
-
-
 def friendly(func):
-    """Turn the library's user-facing errors into one-line CLI errors."""
+    """Print the library's user errors (:data:`almdn.errors.USER_ERRORS`) as one-line CLI
+    errors (exit status 1), with no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        # imported here: the CLI starts fast and these modules pull in torch / the SDK
-        from almdn.data.coco import BoxesAdjusted, DatasetError
-        from almdn.engine.checkpoint import CheckpointError
-        from almdn.engine.train import TrainingDiverged
-        from almdn.models.pretrained import InitError
-        from almdn.store import StoreError
-        from label_studio.client import LabelStudioError
-        from label_studio.server import ServerError
-
+        # imported here: the CLI starts fast and this module pulls in torch
+        from almdn.data.coco import BoxesAdjusted
         from almdn.models.anchors import AnchorCoverageWarning
 
         def show(message, category, filename, lineno, file=None, line=None):
@@ -46,8 +38,8 @@ def friendly(func):
                 shown = warnings.showwarning
                 warnings.showwarning = show
                 return func(*args, **kwargs)
-        except (DatasetError, CheckpointError, InitError, TrainingDiverged, FileExistsError, StoreError, ServerError, LabelStudioError) as exc:
-            raise UserError(str(exc)) from None
+        except USER_ERRORS as exc:
+            raise click.ClickException(user_message(exc)) from None
 
     return wrapper
 

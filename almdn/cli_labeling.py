@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import click
@@ -47,13 +46,8 @@ def _source_options(func):
     return func
 
 
-def _add_sources(store, coco, voc, voc_set, yolo, images, split) -> None:
-    from almdn.project import add_source
-
-    sources = [("coco", p, None) for p in coco] + [("voc", p, voc_set) for p in voc] + [("yolo", p, None) for p in yolo] + [("images", p, None) for p in images]
-    for kind, path, image_set in sources:
-        for summary in add_source(store, kind, path, split, image_set):
-            click.echo(str(summary))
+def _sources(coco, voc, voc_set, yolo, images, split) -> list[tuple]:
+    return [("coco", p, split) for p in coco] + [("voc", p, split, voc_set) for p in voc] + [("yolo", p, split) for p in yolo] + [("images", p, split) for p in images]
 
 
 @click.group("project")
@@ -71,13 +65,10 @@ def project_create(project_dir, coco, voc, voc_set, yolo, images, split, classes
     """Create a project (a folder with its store) from COCO / VOC / YOLO data or an image folder.
 
     A failed creation leaves no store behind, so the command can simply be run again."""
-    from almdn.project import create_project
-    from almdn.store import STORE_FILE
+    from almdn.workflow import create_project
 
-    if (Path(project_dir) / STORE_FILE).exists():
-        raise UserError(f"'{project_dir}' already holds a project; add sources with 'almdn project add'.")
-    sources = [("coco", p, split) for p in coco] + [("voc", p, split, voc_set) for p in voc] + [("yolo", p, split) for p in yolo] + [("images", p, split) for p in images]
     class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    sources = _sources(coco, voc, voc_set, yolo, images, split)
     store, _ = create_project(project_dir, sources, classes=class_list, name=name, on_summary=lambda s: click.echo(str(s)))
     with store:
         click.echo(f"Project '{store.name}' in {store.path.parent}: " + _counts_line(store.counts()))
@@ -89,8 +80,10 @@ def project_create(project_dir, coco, voc, voc_set, yolo, images, split, classes
 @friendly
 def project_add(project_dir, coco, voc, voc_set, yolo, images, split) -> None:
     """Add more images (and labels) to a project; files already in it are left as they are."""
+    from almdn.workflow import add_sources
+
     with _open(project_dir) as store:
-        _add_sources(store, coco, voc, voc_set, yolo, images, split)
+        add_sources(store, _sources(coco, voc, voc_set, yolo, images, split), on_summary=lambda s: click.echo(str(s)))
         click.echo(_counts_line(store.counts()))
 
 
@@ -121,8 +114,10 @@ def project_info(project_dir) -> None:
 @friendly
 def project_export(project_dir, split, out) -> None:
     """Write a split with its current labels as COCO json (almdn train --data reads it)."""
+    from almdn.workflow import export_split
+
     with _open(project_dir) as store:
-        path = store.export_coco(split, out)
+        path = export_split(store, split, out)
         click.echo(f"Wrote {len(store.image_ids(split))} images of '{split}' to {path}.")
 
 
@@ -136,41 +131,15 @@ def project_export(project_dir, split, out) -> None:
 @friendly
 def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_size, device) -> None:
     """Record a model version and score every pool image with it (Sec. 3.3)."""
-    from almdn.acquisition.scoring import detections_frame, image_scores
-    from almdn.data.images import ImageFolderDataset, restore_boxes
-    from almdn.engine.checkpoint import CheckpointError, load_model, read_checkpoint
-    from almdn.engine.inference import predict
+    from almdn.rounds import RoundSettings
+    from almdn.workflow import score_checkpoint
 
-    t0 = time.perf_counter()
+    settings = RoundSettings(conf_threshold=conf_threshold, aggregation=aggregation, score_batch_size=batch_size, device=device)
     with _open(project_dir) as store:
-        try:
-            model = load_model(checkpoint, device="cpu")
-            metrics = read_checkpoint(checkpoint).get("metrics") or {}
-        except CheckpointError as exc:
-            raise UserError(str(exc)) from None
-        pool = store.images("pool")
-        if pool.empty:
-            raise UserError("The pool is empty: there is nothing to score.")
-        dataset = ImageFolderDataset(pool["path"].tolist(), sizes=list(zip(pool["width"], pool["height"])))
-        dataset.image_ids = pool["image_id"].tolist()  # detections carry the store's ids
-        try:
-            predictions = predict(model, dataset, batch_size=batch_size, device=device, progress=True, desc="score")
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        ok = [i for i, p in enumerate(predictions) if p is not None]
-        ids = [dataset.image_ids[i] for i in ok]
-        detections = detections_frame([restore_boxes(predictions[i], dataset.box_scale(i)) for i in ok], ids, conf_threshold)
-        try:
-            table = image_scores(detections, ids, aggregation)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        # One transaction: a crash (even kill -9) never leaves a model version without its scores.
-        with store.transaction():
-            mv = store.record_model_version(Path(checkpoint).resolve(), metrics, class_names=list(model.class_names))
-            store.write_scores(mv, table, detections, aggregation=aggregation, conf_threshold=conf_threshold)
-        click.echo(f"Model version {mv}: scored {len(ids)} pool images ({len(detections)} detections) in {time.perf_counter() - t0:.1f} s.")
-        broken = [str(dataset.file_paths[i]) for i, p in enumerate(predictions) if p is None]
-    skipped_exit(broken)
+        done = score_checkpoint(store, checkpoint, settings, progress_bar=True)
+    scoring = done.scoring
+    click.echo(f"Model version {done.model_version}: scored {len(scoring.images)} pool images ({len(scoring.detections)} detections) in {scoring.seconds:.1f} s.")
+    skipped_exit([u["path"] for u in scoring.unreadable])
 
 
 # --------------------------------------------------------------------------- Label Studio server
@@ -192,25 +161,18 @@ def ls() -> None:
 @friendly
 def ls_start(project_dir, port, template) -> None:
     """Start the project's Label Studio on 127.0.0.1 (credentials stay in the project folder)."""
-    from label_studio.client import save_connection
-    from label_studio.server import LocalServer, default_template_dir, prepare_template
+    from label_studio.server import LocalServer
 
-    from almdn.rounds import document_root
+    from almdn.workflow import start_label_studio
 
-    with _open(project_dir) as store:
-        root = document_root(store)
-    home = _home(project_dir)
-    template_dir = None
-    if template and not (home / "data").exists():
-        template_dir = default_template_dir()
-        if not (template_dir / "READY").exists():
-            click.echo(f"Preparing the Label Studio data template in {template_dir} (once per machine, about a minute)...")
-        prepare_template(template_dir)
-    server = LocalServer(home, port=port, document_root=root, template=template_dir)
-    seconds = server.start()
-    save_connection(project_dir, server.url, local=True, document_root=str(root))
+    def say(fraction: float, stage: str | None) -> None:
+        if stage:
+            click.echo(stage[0].upper() + stage[1:] + "...")
+
+    started = start_label_studio(project_dir, port, template, progress=say)
+    server = LocalServer(_home(project_dir))
     login = server.credentials()
-    click.echo(f"Label Studio runs at {server.url} (ready in {seconds:.1f} s).")
+    click.echo(f"Label Studio runs at {started.url} (ready in {started.seconds:.1f} s).")
     # The login is this project's own admin on a loopback server: the user needs it to open the
     # server's page (the API token stays unprinted; the app's Label page shows the same login).
     click.echo(f"Log in as {login.username} with the password {login.password} (also in {server.credentials_path}).")
@@ -221,9 +183,9 @@ def ls_start(project_dir, port, template) -> None:
 @friendly
 def ls_stop(project_dir) -> None:
     """Stop the project's local Label Studio."""
-    from label_studio.server import LocalServer
+    from almdn.workflow import stop_label_studio
 
-    stopped = LocalServer(_home(project_dir)).stop()
+    stopped = stop_label_studio(project_dir)
     click.echo("Label Studio stopped." if stopped else "The project's Label Studio was not running.")
 
 
@@ -258,13 +220,10 @@ def ls_status(project_dir) -> None:
 @friendly
 def ls_connect(project_dir, url, token) -> None:
     """Use a Label Studio server at URL (images are uploaded with their tasks)."""
-    from label_studio.client import connect
+    from almdn.workflow import connect_label_studio
 
-    _open(project_dir).close()
-    client = connect(project_dir, url, token)
-    version = client.version()
-    client.close()
-    click.echo(f"Connected to Label Studio {version} at {client.url}; the token is stored in {Path(project_dir) / 'label-studio' / 'connection.json'} (mode 0600).")
+    version = connect_label_studio(project_dir, url, token)
+    click.echo(f"Connected to Label Studio {version} at {url.rstrip('/')}; the token is stored in {Path(project_dir) / 'label-studio' / 'connection.json'} (mode 0600).")
 
 
 # --------------------------------------------------------------------------- push and pull
@@ -277,14 +236,10 @@ def ls_connect(project_dir, url, token) -> None:
 @friendly
 def push(project_dir, top_k, model_version) -> None:
     """Send the top-K of the pool ranking to Label Studio, with the model's detections."""
-    from label_studio.client import LabelStudioClient
+    from almdn.workflow import push as push_batch
 
-    from almdn.labeling import ranking_data
-
-    with _open(project_dir) as store, LabelStudioClient.for_project(project_dir) as client:
-        mv = store.latest_model_version(scored=True) if model_version is None else model_version
-        data = ranking_data(store, mv) if mv is not None else {}
-        click.echo(str(client.push(store, top_k, model_version=model_version, task_data=data)))
+    with _open(project_dir) as store:
+        click.echo(str(push_batch(store, project_dir, top_k, model_version=model_version)))
 
 
 @click.command("pull")
@@ -292,10 +247,10 @@ def push(project_dir, top_k, model_version) -> None:
 @friendly
 def pull(project_dir) -> None:
     """Bring finished annotations from Label Studio into the project."""
-    from label_studio.client import LabelStudioClient
+    from almdn.workflow import pull as pull_labels
 
-    with _open(project_dir) as store, LabelStudioClient.for_project(project_dir) as client:
-        report = client.pull(store)
+    with _open(project_dir) as store:
+        report = pull_labels(store, project_dir)
     click.echo(str(report))
     for b in report.batches:
         click.echo(f"  batch {b['batch_id']}: {b['status']}, {b['annotated']} annotated, {b['skipped']} skipped, {b['deleted']} deleted, {b['open']} open of {b['tasks']}")

@@ -9,7 +9,7 @@ interrupted set-up resumes):
 2. create the project store: a random ``initial`` images of the train split are the labeled
    set (with their boxes), the rest of it is the unlabeled pool (boxes dropped: annotators
    label them), the test split is the test set;
-3. train the initial model version, evaluate it and score the pool (:func:`almdn.rounds.run_round`).
+3. train the initial model version, evaluate it and score the pool (:func:`almdn.workflow.run_round`).
 
 The pool's true boxes stay in the dataset's COCO file, so a simulated annotator (the tests,
 a demo without people) can label what the app sends out.
@@ -26,8 +26,9 @@ from typing import Any, Callable
 import numpy as np
 
 from almdn.data.demo import DemoConfig
-from almdn.rounds import RoundSettings, run_round
+from almdn.rounds import RoundSettings
 from almdn.store import STORE_FILE, Store
+from almdn.workflow import run_round
 
 DEMO_NAME = "demo"
 #: Store meta key marking a finished import of the demo data.
@@ -137,9 +138,6 @@ def demo_job(context, project_dir: str | None = None, **sizes: Any) -> dict[str,
 
     ``sizes`` may override ``num_train``, ``num_test``, ``initial``, ``iterations`` and
     ``batch_size`` (the tests use tiny ones)."""
-    from almdn.jobs import JobCancelled
-    from almdn.rounds import RoundCancelled
-
     config = DemoProjectConfig()
     data = {k: sizes.pop(k) for k in ("num_train", "num_test") if k in sizes}
     if data:
@@ -151,7 +149,5 @@ def demo_job(context, project_dir: str | None = None, **sizes: Any) -> dict[str,
         config.settings = config.settings.replace(**train)
     if sizes:
         raise TypeError(f"unknown demo settings {sorted(sizes)}")
-    try:
-        return create_demo_project(project_dir or context.folder.parent.parent, config, progress=context.progress, on_metrics=context.log_metrics, should_stop=context.cancelled)
-    except RoundCancelled:
-        raise JobCancelled() from None
+    # a cancelled round ends the job as cancelled: both are almdn.errors.Cancelled
+    return create_demo_project(project_dir or context.folder.parent.parent, config, progress=context.progress, on_metrics=context.log_metrics, should_stop=context.cancelled)

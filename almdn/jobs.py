@@ -40,18 +40,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from almdn.errors import Cancelled, UserError, user_message
+
 #: Job kinds and the functions that do their work (``module:function``).
 JOB_KINDS: dict[str, str] = {
-    "retrain": "almdn.rounds:retrain_job",
+    "retrain": "almdn.workflow.training:retrain_job",
     "demo": "almdn.demo_project:demo_job",
-    "label_studio": "almdn.rounds:label_studio_job",
+    "label_studio": "almdn.workflow.labeling:label_studio_job",
 }
 #: What each kind is called in a sentence.
 JOB_TITLES = {"retrain": "a retrain", "demo": "the demo project set-up", "label_studio": "the start of Label Studio"}
 FINISHED = ("done", "failed", "cancelled")
 
 
-class JobError(RuntimeError):
+class JobError(UserError, RuntimeError):
     """A job cannot be started or read; the message says what to do."""
 
 
@@ -59,8 +61,9 @@ class JobAlreadyRunning(JobError):
     """Another job of the project is still running."""
 
 
-class JobCancelled(Exception):
-    """Raised inside a job when the user cancelled it."""
+#: Raised inside a job when the user cancelled it (the library's one cancellation,
+#: :class:`almdn.errors.Cancelled`: a cancelled round or scoring ends its job the same way).
+JobCancelled = Cancelled
 
 
 def _now() -> str:
@@ -324,26 +327,6 @@ class JobContext:
             raise JobCancelled()
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is already one sentence for the user."""
-    from almdn.data.coco import DatasetError
-    from almdn.engine.checkpoint import CheckpointError
-    from almdn.engine.train import TrainingDiverged
-    from almdn.store import StoreError
-
-    errors: list[type[BaseException]] = [DatasetError, CheckpointError, TrainingDiverged, StoreError, JobError, FileExistsError]
-    with contextlib.suppress(ImportError):
-        from almdn.rounds import RoundError
-
-        errors.append(RoundError)
-    with contextlib.suppress(ImportError):
-        from label_studio.client import LabelStudioError
-        from label_studio.server import ServerError
-
-        errors += [LabelStudioError, ServerError]
-    return tuple(errors)
-
-
 def run_job(folder: str | os.PathLike[str]) -> int:
     """Do the job in ``folder`` (the child process's main); returns the exit status."""
     folder = Path(folder)
@@ -363,9 +346,8 @@ def run_job(folder: str | os.PathLike[str]) -> int:
         context._update(force=True, status="cancelled", stage="cancelled", message="Cancelled; nothing was changed in the project.", finished_at=_now())
     except BaseException as exc:  # noqa: BLE001 -- every failure must end in a state the app can show
         code = 1
-        if isinstance(exc, _user_errors()):
-            message = str(exc)
-        else:
+        message = user_message(exc)
+        if message is None:
             traceback.print_exc()
             message = f"The job stopped on an unexpected error ({type(exc).__name__}: {str(exc)[:160]}); see {folder / 'log.txt'}."
         context._update(force=True, status="failed", message=message, finished_at=_now())

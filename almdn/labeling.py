@@ -1,5 +1,6 @@
-"""The app's side of the Label Studio round trip: is the project's server there, send a batch,
-bring finished labels back (:mod:`label_studio.client` does the talking)."""
+"""What the app shows of the Label Studio round trip: is the project's server there, what a
+task carries about the ranking, what was skipped, how far the batches are. Pushing and
+pulling are use cases (:mod:`almdn.workflow.labeling`)."""
 
 from __future__ import annotations
 
@@ -85,37 +86,6 @@ def local_server_running(project_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return LocalServer(Path(project_dir) / "label-studio").status()
 
 
-def start_local_server(project_dir: str | os.PathLike[str], port: int):
-    """Start the project's local Label Studio as a background job (:mod:`almdn.jobs`) and
-    return the job; None when the server already runs: then nothing is started, the project
-    is only connected to it again. Starting is idempotent."""
-    from almdn import jobs
-    from almdn.rounds import document_root
-    from label_studio.client import save_connection
-
-    state = local_server_running(project_dir)
-    if state["running"]:
-        with Store.open(project_dir, create=False) as store:
-            root = document_root(store)
-        if state["document_root"] == str(root):
-            save_connection(project_dir, state["url"], local=True, document_root=str(root))
-            return None
-    return jobs.start_job(project_dir, "label_studio", {"project_dir": str(Path(project_dir)), "port": int(port)})
-
-
-def push_batch(store: Store, project_dir: str | os.PathLike[str], image_ids: list[int], model_version: int | None = None, method: str | None = None):
-    """Send exactly ``image_ids`` (a previewed batch from :func:`almdn.views.select_for_labeling`)
-    to the project's Label Studio with ``model_version``'s detections as pre-annotations and the
-    ranking (rank, final score, the four uncertainties, predicted classes, ``method``) in each
-    task's data."""
-    from label_studio.client import LabelStudioClient
-
-    mv = model_version if model_version is not None else store.latest_model_version(scored=True)
-    data = ranking_data(store, mv, image_ids, method) if mv is not None else {}
-    with LabelStudioClient.for_project(project_dir) as client:
-        return client.push(store, image_ids=image_ids, model_version=mv, task_data=data)
-
-
 #: Task data fields of the ranking, as Label Studio's data manager shows them (``data.rank`` ...).
 RANKING_FIELDS = ("rank", "final_score", "driven_by", "box_aleatoric", "box_epistemic", "class_aleatoric", "class_epistemic",
                   "predicted_classes", "num_detections", "model_version", "selected_by")
@@ -162,32 +132,6 @@ def skipped_images(store: Store) -> Any:
     skipped = tasks[tasks["status"] == "skipped"]
     pool = set(store.image_ids("pool"))
     return skipped[skipped["image_id"].isin(pool)].sort_values("updated_at", ascending=False).reset_index(drop=True)
-
-
-def resend_skipped(store: Store, project_dir: str | os.PathLike[str], image_ids: list[int]):
-    """Offer skipped images to the annotators again: their skip is removed in Label Studio, so
-    the same task (with its pre-annotations) is open again; no new task is created."""
-    from label_studio.client import LabelStudioClient
-
-    with LabelStudioClient.for_project(project_dir) as client:
-        return client.reopen_skipped(store, image_ids)
-
-
-def return_skipped_to_pool(store: Store, project_dir: str | os.PathLike[str], image_ids: list[int]):
-    """Put skipped images back into the pool: their task is deleted in Label Studio, so the
-    next batch may choose them again by their score."""
-    from label_studio.client import LabelStudioClient
-
-    with LabelStudioClient.for_project(project_dir) as client:
-        return client.release_skipped(store, image_ids)
-
-
-def pull_labels(store: Store, project_dir: str | os.PathLike[str]):
-    """Import every finished annotation of the project's Label Studio into the store."""
-    from label_studio.client import LabelStudioClient
-
-    with LabelStudioClient.for_project(project_dir) as client:
-        return client.pull(store)
 
 
 def has_open_tasks(store: Store) -> bool:

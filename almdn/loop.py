@@ -35,10 +35,11 @@ import yaml
 from almdn.acquisition.methods import Method, get_method, score_pool
 from almdn.acquisition.selection import select_batch
 from almdn.data.coco import CocoDetectionDataset, write_coco
-from almdn.engine.checkpoint import load_model, save_checkpoint
-from almdn.engine.inference import evaluate, predict
+from almdn.engine.checkpoint import load_model
+from almdn.engine.fit import train_evaluate_save
+from almdn.engine.inference import predict
 from almdn.engine.quality import headline
-from almdn.engine.train import TrainConfig, train
+from almdn.engine.train import TrainConfig
 from almdn.models import build_model
 from almdn.models.pretrained import apply_init, init_build_options
 
@@ -203,6 +204,12 @@ def _write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def _cycle_metrics(full: dict[str, Any]) -> dict[str, Any]:
+    """What a cycle records of its evaluation: the mAPs, the flat quality numbers and the two
+    reports they come from."""
+    return {**{k: float(full[k]) for k in METRIC_KEYS}, **headline(full), "mixture_collapse": full["mixture_collapse"], "uncertainty_quality": full["uncertainty_quality"]}
+
+
 @dataclass
 class ModelSpec:
     """Everything that determines a trained model."""
@@ -250,24 +257,11 @@ class ModelCache:
             apply_fitted_anchors(model, anchor_fit)  # in place: weights (and a loaded init) kept
             self.log(f"  {anchor_fit.summary()}")
         self.log(f"  training {spec.build.get('arch')}/{spec.build.get('head')} on {len(subset)} images ({folder.name})")
-        result = train(model, subset, config, out_dir=folder, device=self.device, resume=True, progress=progress)
-        t0 = time.perf_counter()
-        full = evaluate(model, self.test_set, device=self.device, conf_threshold=self.conf_threshold)
-        eval_seconds = time.perf_counter() - t0
-        metrics = {k: float(full[k]) for k in METRIC_KEYS}
-        metrics.update(headline(full))
-        metrics.update(
-            mixture_collapse=full["mixture_collapse"],
-            uncertainty_quality=full["uncertainty_quality"],
-            train_seconds=result.seconds,
-            eval_s_per_image=eval_seconds / max(len(self.test_set), 1),
-            parameters=sum(p.numel() for p in model.parameters()),
-            skipped_steps=result.skipped_steps,
+        trained = train_evaluate_save(
+            model, subset, config, folder, test_set=self.test_set, device=self.device, resume=True, progress=progress,
+            conf_threshold=self.conf_threshold, summarize=_cycle_metrics,
         )
-        save_checkpoint(model_path, model.cpu(), metrics=metrics)
-        _write_json(metrics_path, metrics)
-        (folder / "checkpoint.pt").unlink(missing_ok=True)  # the resumable state is no longer needed
-        return model.eval(), metrics
+        return model.eval(), trained.metrics
 
 
 # --------------------------------------------------------------------------- runner

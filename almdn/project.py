@@ -1,5 +1,6 @@
-"""Creating a project (a folder with its store) from a COCO, VOC or YOLO dataset or from a
-folder of unlabeled images, and adding more sources to it later.
+"""Reading a project's sources (a COCO, VOC or YOLO dataset or a folder of unlabeled images)
+and adding them to its store; creating a project is a use case,
+:func:`almdn.workflow.create_project`.
 
 A project folder holds ``almdn.sqlite`` (the :class:`~almdn.store.Store`), ``exports/`` (COCO
 files written for training) and ``label-studio/`` (a local server's data and credentials).
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from almdn.data.coco import DatasetError
 from almdn.data.records import BoxRecord, ImageRecord
-from almdn.store import SPLITS, STORE_FILE, Store, StoreError
+from almdn.store import SPLITS, Store, StoreError
 
 SOURCE_KINDS = ("coco", "voc", "yolo", "images")
 
@@ -130,52 +131,3 @@ def add_source(store: Store, kind: str, path: str | os.PathLike[str], split: str
             result = store.add_images(records, split=target, source=source)
             summaries.append(ImportSummary(source, target, len(result["added"]), len(result["existing"]), result["labels"], dropped, len(result["duplicates"])))
     return summaries
-
-
-def create_project(
-    project_dir: str | os.PathLike[str],
-    sources: list[tuple] = (),
-    classes: list[str] | None = None,
-    name: str | None = None,
-    on_summary=None,
-) -> tuple[Store, list[ImportSummary]]:
-    """Create (or open) the project at ``project_dir`` and add ``sources``, each
-    ``(kind, path, split or None)`` or ``(kind, path, split, VOC image set)``; ``classes``
-    fixes the class list and its order first.
-
-    If a new project fails (a broken source, Ctrl-C), its store is deleted again, so nothing
-    half-made blocks the next attempt; an existing project keeps what it had.
-    ``on_summary(summary)`` is called as each source is added.
-    """
-    project_dir = Path(project_dir)
-    store_file = project_dir / STORE_FILE
-    new_folder = not project_dir.exists()
-    new_store = not store_file.exists()
-    store = Store.open(project_dir, name=name or project_dir.resolve().name)
-    summaries = []
-    try:
-        if classes:
-            store.add_classes(classes)
-        for kind, path, split, *image_set in sources:
-            for summary in add_source(store, kind, path, split, *image_set):
-                summaries.append(summary)
-                if on_summary is not None:
-                    on_summary(summary)
-    except BaseException:
-        store.close()
-        if new_store:
-            remove_store(project_dir, remove_folder=new_folder)
-        raise
-    return store, summaries
-
-
-def remove_store(project_dir: str | os.PathLike[str], remove_folder: bool = False) -> None:
-    """Delete a project's store files (and the folder, if asked and then empty)."""
-    project_dir = Path(project_dir)
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        (project_dir / (STORE_FILE + suffix)).unlink(missing_ok=True)
-    if remove_folder:
-        try:
-            project_dir.rmdir()
-        except OSError:
-            pass  # something else lives there now: leave it

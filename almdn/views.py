@@ -1,15 +1,14 @@
 """What the app shows, computed from the project store: the pool table, an image's mixture
-and why it ranks where it does, the acquisition batch, the active-learning history.
+and why it ranks where it does, the active-learning history.
 
 The app (``app/``) only draws these; every number on its pages comes from here, so it is
-tested without a browser and the same views could serve another front end.
+tested without a browser and the same views could serve another front end. Which images to
+label next is :mod:`almdn.acquisition.stored`'s; paging and thumbnails are the app's
+(``app/presentation.py``).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import json
 import math
 import os
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from almdn.errors import InvalidChoice
 from almdn.store import UNCERTAINTY_NAMES, Z_NAMES, Store, StoreError
 
 #: The four uncertainties in words (Sec. 3.3: box / class x aleatoric / epistemic).
@@ -32,19 +32,6 @@ UNCERTAINTY_LABELS = {
 }
 #: Sort keys of the pool: the final score or one of the four uncertainties.
 SORT_KEYS = ("score", *UNCERTAINTY_NAMES)
-#: Acquisition methods that work from a model version's stored scores (the other baselines of
-#: Tab. 4 need other model variants: see almdn experiment).
-ACQUISITION_METHODS = ("almdn", "almdn:sum_all", "almdn:max_loc", "almdn:max_cls", "almdn:max_al", "almdn:max_ep", "entropy", "random")
-ACQUISITION_LABELS = {
-    "almdn": "almdn: max of the four z-scored uncertainties (the paper's)",
-    "almdn:sum_all": "almdn: sum of the four z-scored uncertainties",
-    "almdn:max_loc": "almdn: box uncertainties only (max of aleatoric, epistemic)",
-    "almdn:max_cls": "almdn: class uncertainties only (max of aleatoric, epistemic)",
-    "almdn:max_al": "almdn: aleatoric only (max of box, class)",
-    "almdn:max_ep": "almdn: epistemic only (max of box, class)",
-    "entropy": "entropy: mean class entropy of the detections (Roy et al.)",
-    "random": "random sample of the pool",
-}
 
 
 def store_revision(store: Store) -> tuple:
@@ -160,7 +147,7 @@ def sort_pool(table: pd.DataFrame, by: str = "score", z_scored: bool = False, de
     """The table sorted by the final score or one uncertainty (raw, or z-scored with ``z_scored``);
     images without a value come last; ties keep the ranking's order."""
     if by not in SORT_KEYS:
-        raise ValueError(f"Unknown sort key '{by}'; choose one of {', '.join(SORT_KEYS)}.")
+        raise InvalidChoice(f"Unknown sort key '{by}'; choose one of {', '.join(SORT_KEYS)}.")
     column = f"z_{by}" if z_scored and by != "score" else by
     return table.sort_values(column, ascending=not descending, na_position="last", kind="stable")
 
@@ -178,50 +165,6 @@ def filter_pool(table: pd.DataFrame, classes: Sequence[str] | None = None, min_d
     if status:
         keep &= table["status"].isin(list(status)).to_numpy()
     return table[keep]
-
-
-def page_of(table: pd.DataFrame, page: int, per_page: int) -> tuple[pd.DataFrame, int]:
-    """Rows of the 1-based ``page`` and the number of pages."""
-    pages = max(1, math.ceil(len(table) / per_page))
-    page = min(max(1, int(page)), pages)
-    return table.iloc[(page - 1) * per_page : page * per_page], pages
-
-
-def thumbnail(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None, size: int = 96) -> bytes | None:
-    """A JPEG thumbnail (longer side ``size``) of an image, kept in ``cache_dir``; None for a
-    file that cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    cached = None
-    if cache_dir is not None:
-        stat_key = hashlib.sha1(f"{path.resolve()}|{size}".encode()).hexdigest()[:20]
-        cached = Path(cache_dir) / str(size) / f"{stat_key}.jpg"
-        try:
-            if cached.stat().st_mtime >= path.stat().st_mtime:
-                return cached.read_bytes()
-        except OSError:
-            pass
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))  # JPEG: decode at a reduced size directly
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            buffer = io.BytesIO()
-            im.save(buffer, format="JPEG", quality=80)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-        return None
-    data = buffer.getvalue()
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, cached)
-    return data
-
-
-def data_url(jpeg: bytes | None) -> str | None:
-    return None if jpeg is None else "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 # --------------------------------------------------------------------------- one image
@@ -424,49 +367,6 @@ def align_to_stored(drawn: list[dict[str, Any]], stored: pd.DataFrame, tolerance
     return sorted(out, key=lambda d: d["detection"])
 
 
-# --------------------------------------------------------------------------- labeling
-
-
-def acquisition_scores(store: Store, method: str = "almdn", model_version: int | None = None, seed: int = 0) -> pd.Series:
-    """One score per pool image (higher = label it sooner) by ``method`` of
-    :data:`ACQUISITION_METHODS`, from the model version's stored uncertainties."""
-    from almdn.acquisition.baselines import mean_entropy_scores, random_scores
-    from almdn.acquisition.scoring import AGGREGATIONS, SHORT_NAMES
-
-    if method not in ACQUISITION_METHODS:
-        raise ValueError(f"Unknown acquisition method '{method}'; choose one of {', '.join(ACQUISITION_METHODS)}.")
-    pool_ids = store.image_ids("pool")
-    if method == "random":
-        return random_scores(pool_ids, seed)
-    mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
-    if mv is None:
-        raise StoreError("No model has scored the pool yet; train one on the Train page first.")
-    if method == "entropy":
-        return mean_entropy_scores(store.detections(mv, pool_ids), pool_ids)
-    aggregation = "max_all" if method == "almdn" else method.split(":", 1)[1]
-    table = store.image_scores(mv).set_index("image_id").reindex(pd.Index(pool_ids, name="image_id"))
-    op, members = AGGREGATIONS[aggregation]
-    values = table[[f"z_{SHORT_NAMES[m]}" for m in members]]
-    score = values.max(axis=1, skipna=True) if op == "max" else values.sum(axis=1, min_count=1)
-    score[table["num_detections"].fillna(0) == 0] = np.nan
-    return score.astype(np.float64).rename("score")
-
-
-def select_for_labeling(store: Store, k: int, method: str = "almdn", model_version: int | None = None, seed: int = 0, exclude_sent: bool = True):
-    """The top-``k`` pool images by ``method`` (:func:`almdn.acquisition.selection.select_batch`),
-    leaving out images that already have a live Label Studio task when ``exclude_sent``."""
-    from almdn.acquisition.selection import select_batch
-
-    if int(k) < 1:
-        raise ValueError("K must be at least 1.")
-    scores = acquisition_scores(store, method, model_version, seed)
-    if exclude_sent:
-        tasks = store.tasks()
-        sent = set(tasks.loc[tasks["status"] != "deleted", "image_id"].tolist()) if not tasks.empty else set()
-        scores = scores[~scores.index.isin(sent)]
-    return select_batch(scores, int(k))
-
-
 # --------------------------------------------------------------------------- history
 
 
@@ -550,7 +450,7 @@ def pool_detections(store: Store, model_version: int | None = None) -> pd.DataFr
 
 
 __all__ = [
-    "ACQUISITION_METHODS", "SORT_KEYS", "UNCERTAINTY_LABELS", "Z_NAMES", "ImageExplanation", "acquisition_scores", "align_to_stored", "detection_uncertainties", "explain_image",
-    "filter_pool", "labels_per_class", "learning_curve", "mixture_detections", "page_of", "pool_classes", "pool_detections", "pool_table",
-    "score_drivers", "select_for_labeling", "sort_pool", "store_revision", "thumbnail", "unreadable_images",
+    "SORT_KEYS", "UNCERTAINTY_LABELS", "Z_NAMES", "ImageExplanation", "align_to_stored", "detection_uncertainties", "explain_image",
+    "filter_pool", "labels_per_class", "learning_curve", "mixture_detections", "pool_classes", "pool_detections", "pool_table",
+    "score_drivers", "sort_pool", "store_revision", "unreadable_images",
 ]

@@ -11,9 +11,11 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+from presentation import data_url, thumbnail
 
 from almdn import jobs, views
 from almdn.demo_project import default_projects_root
+from almdn.errors import USER_ERRORS, user_message
 from almdn.store import STORE_FILE, Store
 
 PAGE_IMAGE = "views/image.py"
@@ -124,7 +126,7 @@ def pool_detections() -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=50_000)
 def thumbnail_url(path: str, cache_dir: str, size: int = 96) -> str | None:
-    return views.data_url(views.thumbnail(path, cache_dir, size))
+    return data_url(thumbnail(path, cache_dir, size))
 
 
 def thumbnails(paths: list[str], size: int = 96) -> list[str | None]:
@@ -144,25 +146,13 @@ def scored_version() -> int | None:
 # --------------------------------------------------------------------------- errors
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message is one sentence for the user (never a traceback)."""
-    from almdn.data.coco import DatasetError
-    from almdn.engine.checkpoint import CheckpointError
-    from almdn.rounds import RoundError
-    from almdn.store import StoreError
-    from label_studio.client import LabelStudioError
-    from label_studio.server import ServerError
-
-    return (DatasetError, CheckpointError, RoundError, StoreError, LabelStudioError, ServerError, jobs.JobError, FileExistsError, ValueError)
-
-
 @contextmanager
 def sentence_on_error():
-    """Show a user's error as one sentence; the page goes on."""
+    """Show a user's error (:data:`almdn.errors.USER_ERRORS`) as one sentence; the page goes on."""
     try:
         yield
-    except user_errors() as exc:
-        st.error(str(exc))
+    except USER_ERRORS as exc:
+        st.error(user_message(exc))
 
 
 # --------------------------------------------------------------------------- Label Studio

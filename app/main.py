@@ -41,6 +41,7 @@ if _refusal:
     st.stop()
 
 from almdn import demo_project, jobs  # noqa: E402
+from almdn.errors import USER_ERRORS  # noqa: E402
 
 PAGES = {
     "Active learning": [
@@ -115,7 +116,7 @@ if not on_projects_page and project == common.demo_project_dir() and not demo_se
 if common.has_store(project):
     try:
         common.store()
-    except common.user_errors() as exc:  # e.g. a damaged or newer store: one sentence, no traceback
+    except USER_ERRORS as exc:  # e.g. a damaged or newer store: one sentence, no traceback
         st.error(str(exc))
         st.page_link("views/projects.py", label="Open another project", icon=":material/folder_open:")
         st.stop()

@@ -1,4 +1,6 @@
-"""The round trip with a Label Studio server (start or connect, push tasks, pull annotations).
+"""Talking to a Label Studio server (start a local one or connect, push tasks, list annotations).
 
-Its server/ and client modules are built on the project store; see the store / Label Studio issue.
+Pure I/O: the client sends what it is given and returns what the server holds. It never
+imports the library; choosing images and writing the project store happen in
+:mod:`almdn.workflow.labeling`.
 """

@@ -49,6 +49,8 @@ from pathlib import Path
 
 import httpx
 
+from label_studio.errors import ServerError
+
 LABEL_STUDIO_VERSION = "1.23.2"
 DEFAULT_PORT = 8080
 HOST = "127.0.0.1"
@@ -61,8 +63,6 @@ _INHERITED_TRAPS = (
 )
 
 
-class ServerError(RuntimeError):
-    """The local server cannot be started, reached or stopped; the message says what to do."""
 
 
 # --------------------------------------------------------------------------- credentials

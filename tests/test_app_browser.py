@@ -72,7 +72,7 @@ def test_label_studio_login_shown_by_the_app_opens_a_pushed_task_in_a_real_brows
     from playwright.sync_api import sync_playwright
     from streamlit.testing.v1 import AppTest
 
-    from almdn import jobs, labeling
+    from almdn import workflow
     from label_studio.server import LABEL_STUDIO_VERSION, LocalServer, free_port
     from tests.app_support import APP
 
@@ -80,7 +80,7 @@ def test_label_studio_login_shown_by_the_app_opens_a_pushed_task_in_a_real_brows
     monkeypatch.setenv("ALMDN_LABEL_STUDIO_TEMPLATE", str(REPO / ".cache" / "label-studio" / f"template-{LABEL_STUDIO_VERSION}"))
     server = LocalServer(project / "label-studio")
     try:
-        job = labeling.start_local_server(project, free_port())
+        job = workflow.start_label_studio_job(project, free_port())
         assert job is not None and job.wait(timeout=400)["status"] == "done", job.read()
         at = AppTest.from_file(str(APP), default_timeout=180)
         at.session_state["project_dir"] = str(project)

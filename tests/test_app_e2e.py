@@ -14,7 +14,8 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from almdn import jobs, labeling, views
+from almdn import jobs, workflow
+from almdn.acquisition.stored import select_for_labeling
 from almdn.demo_project import create_demo_project
 from almdn.store import Store
 from label_studio.server import LABEL_STUDIO_VERSION, Credentials, LocalServer, free_port
@@ -68,7 +69,7 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
     with Store.open(project, create=False) as store:
         before = store.counts()
         first_version = store.latest_model_version()
-        expected = views.select_for_labeling(store, K).image_ids
+        expected = select_for_labeling(store, K).image_ids
         paths = {i: str(Path(store.image(i)["path"]).resolve()) for i in expected}
 
     at = AppTest.from_file(str(APP), default_timeout=180)
@@ -87,7 +88,7 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
         # issue 15, item 5: starting is idempotent, and the job's process was reaped
         assert _button(at, "Start a local Label Studio").disabled
         job_count = len(list((project / "jobs").iterdir()))
-        assert labeling.start_local_server(project, free_port()) is None  # another tab's click: nothing started
+        assert workflow.start_label_studio_job(project, free_port()) is None  # another tab's click: nothing started
         assert len(list((project / "jobs").iterdir())) == job_count
         assert _defunct_children() == []
         # item 1: the login where the link is (user name; password behind a reveal toggle)
@@ -160,7 +161,7 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
             assert api.post(f"/api/tasks/{skipped_task}/annotations/", params={"project": project_id}, json=skip).status_code == 201  # skipped again
         with Store.open(project, create=False) as store:
             assert store.tasks().set_index("task_id").at[skipped_task, "status"] == "open"
-            assert skipped_image not in views.select_for_labeling(store, 100).image_ids  # it is out for labeling
+            assert skipped_image not in select_for_labeling(store, 100).image_ids  # it is out for labeling
         _button(at, "Import finished labels now").click().run()
         at.run()  # the import ran below the skipped list: draw the page again
         # ... or put back into the pool: its task is deleted, a later batch may choose it again
@@ -170,7 +171,7 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
         with httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=60) as api:
             assert api.get(f"/api/tasks/{skipped_task}").status_code == 404
         with Store.open(project, create=False) as store:
-            assert skipped_image in views.select_for_labeling(store, 100).image_ids
+            assert skipped_image in select_for_labeling(store, 100).image_ids
             assert store.image(skipped_image)["split"] == "pool"
 
         # ---- Train: retrain (the tiny budget of the project's settings)

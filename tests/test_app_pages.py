@@ -17,7 +17,8 @@ from streamlit.testing.v1 import AppTest
 
 from almdn import jobs
 from almdn.project import coco_records
-from almdn.rounds import RoundSettings, run_round
+from almdn.rounds import RoundSettings
+from almdn.workflow import run_round
 from almdn.store import Store
 from label_studio.client import save_connection
 from label_studio.server import free_port

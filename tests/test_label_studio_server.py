@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from almdn.workflow import push
 from label_studio.client import LabelStudioUnavailable
 from label_studio.server import Credentials, LocalServer, ServerError, free_port, health, port_is_free, read_secret_json, write_secret_json
 from tests.label_studio_support import TEMPLATE, ls_project, ls_server  # noqa: F401  (fixtures)
@@ -94,19 +95,19 @@ def test_start_is_idempotent(ls_server):
 
 def test_push_while_the_server_is_stopped_then_after_a_fast_restart(ls_server, ls_project):
     p = ls_project
-    first = p.client.push(p.store, 2)
+    first = push(p.store, p.client, 2)
     before = (len(p.store.tasks()), len(p.store.batches()))
     assert ls_server.server.stop()
     assert not ls_server.server.status()["running"] and not health(ls_server.url)
     with pytest.raises(LabelStudioUnavailable, match=f"Cannot reach Label Studio at {ls_server.url} while finding the project"):
-        p.client.push(p.store, 4)
+        push(p.store, p.client, 4)
     assert (len(p.store.tasks()), len(p.store.batches())) == before
     t0 = time.perf_counter()
     seconds = ls_server.server.start()
     ls_server.restarts.append(seconds)
     print(f"\n[label studio] restart on the migrated data folder: {seconds:.1f} s")
     assert seconds < 45 and time.perf_counter() - t0 < 60
-    again = p.client.push(p.store, 4)  # the retry succeeds; the project survived the restart
+    again = push(p.store, p.client, 4)  # the retry succeeds; the project survived the restart
     assert again.project_id == first.project_id
     assert len(again.created) == 2 and sorted(again.already) == sorted(i for _, i in first.created)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from almdn import labeling
+from almdn import labeling, workflow
 from almdn.store import Store
 from label_studio.client import LabelStudioUnavailable, save_connection
 from label_studio.server import free_port
@@ -27,7 +27,7 @@ def test_unreachable_server_is_one_sentence_and_push_writes_nothing(project):
     with Store.open(project, create=False) as store:
         before = store.counts()
         with pytest.raises(LabelStudioUnavailable, match=f"Cannot reach Label Studio at {url}"):
-            labeling.push_batch(store, project, store.image_ids("pool")[:3])
+            workflow.push(store, project, image_ids=store.image_ids("pool")[:3])
         assert store.counts() == before
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from almdn import views
-from almdn.acquisition.baselines import mean_entropy_scores
-from almdn.rounds import rescore, run_round
 from almdn.store import UNCERTAINTY_NAMES, Store
+from almdn.workflow import rescore, run_round
 from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project  # noqa: F401
 
 
@@ -69,10 +66,6 @@ def test_sort_filter_and_page(store):
     assert len(some) and all(classes[0] in c.split(", ") for c in some["classes"])
     few = views.filter_pool(table, min_detections=0, max_detections=int(table["num_detections"].min()))
     assert (few["num_detections"] == table["num_detections"].min()).all()
-    rows, pages = views.page_of(table, 2, 7)
-    assert pages == -(-len(table) // 7) and rows["image_id"].tolist() == table["image_id"].iloc[7:14].tolist()
-    rows, _ = views.page_of(table, 99, 7)  # past the end: the last page
-    assert rows["image_id"].tolist() == table["image_id"].iloc[(pages - 1) * 7:].tolist()
     with pytest.raises(ValueError, match="Unknown sort key"):
         views.sort_pool(table, "size")
 
@@ -133,49 +126,6 @@ def test_align_to_stored_matches_by_label_and_box():
     aligned = views.align_to_stored(drawn, stored)
     assert [(d["detection"], d["box"][0], d["stored"]) for d in aligned] == [(0, 0, True), (1, 10.1, True), (2, 0, True), (3, 50, False)]
     assert views.align_to_stored(drawn[:1], stored.iloc[:0])[0]["stored"] is False
-
-
-def test_acquisition_scores_by_method(store):
-    pool = store.image_ids("pool")
-    almdn = views.acquisition_scores(store, "almdn")
-    stored = store.image_scores().set_index("image_id")["score"]
-    assert almdn.reindex(stored.index).to_numpy() == pytest.approx(stored.to_numpy())
-    summed = views.acquisition_scores(store, "almdn:sum_all")
-    table = store.image_scores().set_index("image_id")
-    assert summed.loc[pool[0]] == pytest.approx(table.loc[pool[0], ["z_loc_aleatoric", "z_loc_epistemic", "z_cls_aleatoric", "z_cls_epistemic"]].sum())
-    entropy = views.acquisition_scores(store, "entropy")
-    expected = mean_entropy_scores(store.detections(), pool)
-    assert entropy.to_numpy() == pytest.approx(expected.to_numpy())
-    r1, r2 = views.acquisition_scores(store, "random", seed=1), views.acquisition_scores(store, "random", seed=2)
-    assert sorted(r1.index) == sorted(pool) and not np.allclose(r1.to_numpy(), r2.to_numpy())
-    with pytest.raises(ValueError, match="Unknown acquisition method"):
-        views.acquisition_scores(store, "coreset")
-
-
-def test_selection_leaves_out_images_already_sent(store):
-    first = views.select_for_labeling(store, 5)
-    assert first.image_ids == views.pool_table(store)["image_id"].iloc[:5].tolist()
-    row = store.ls_project("http://127.0.0.1:1", 7, "t")
-    store.record_batch(row, [(100 + i, image_id) for i, image_id in enumerate(first.image_ids[:2])], 1, 5)
-    second = views.select_for_labeling(store, 5)
-    assert second.image_ids[:3] == first.image_ids[2:] and not set(first.image_ids[:2]) & set(second.image_ids)
-    with pytest.raises(ValueError, match="K must be at least 1"):
-        views.select_for_labeling(store, 0)
-
-
-def test_thumbnails_are_cached_on_disk(store, tmp_path):
-    path = store.images("pool")["path"].iloc[0]
-    data = views.thumbnail(path, tmp_path, size=48)
-    from PIL import Image
-
-    assert max(Image.open(io.BytesIO(data)).size) == 48
-    files = list((tmp_path / "48").glob("*.jpg"))
-    assert len(files) == 1 and files[0].read_bytes() == data
-    assert views.thumbnail(path, tmp_path, size=48) == data
-    assert views.data_url(data).startswith("data:image/jpeg;base64,")
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"not an image")
-    assert views.thumbnail(bad, tmp_path) is None and views.data_url(None) is None
 
 
 def test_history_curve_labels_and_revision(project):

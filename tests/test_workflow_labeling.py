@@ -1,22 +1,16 @@
-"""The Label Studio round trip against a real server: push, annotate (as the browser UI
-posts), pull; idempotence, cancelled / deleted tasks, unknown labels, a server that goes away."""
+"""The Label Studio round trip against a real server: push the top of the ranking, annotate,
+pull; retries, deletions, skips, refusals (:mod:`almdn.workflow.labeling`)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 
 from almdn.store import Store
-from label_studio.client import (
-    IMAGE_KEY,
-    LabelStudioClient,
-    LabelStudioError,
-    LabelStudioUnavailable,
-    percent_to_pixels,
-    pixels_to_percent,
-)
+from almdn.workflow.labeling import ensure_project, pull, push
+from label_studio.client import IMAGE_KEY, LabelStudioClient, percent_to_pixels
+from label_studio.errors import LabelStudioError, LabelStudioUnavailable
 from label_studio.config import config_labels
 from label_studio.server import free_port
 from tests.label_studio_support import CLASSES, HEIGHT, WIDTH, annotator, ls_project, ls_server, proxy  # noqa: F401  (fixtures)
@@ -34,34 +28,14 @@ def store_state(store: Store) -> dict:
     }
 
 
-# --------------------------------------------------------------------------- geometry (no server)
-
-
-def test_percent_to_pixels_is_exact_for_drawn_boxes():
-    for box in [(0, 0, WIDTH, HEIGHT), (10, 20, 50, 60), (1, 1, 2, 2), (127, 95, 128, 96)]:
-        value = pixels_to_percent(box, WIDTH, HEIGHT)
-        assert percent_to_pixels(value, WIDTH, HEIGHT) == tuple(float(v) for v in box)
-    fractional = (10.37, 20.5, 33.125, 61.999)
-    back = percent_to_pixels(pixels_to_percent(fractional, WIDTH, HEIGHT), WIDTH, HEIGHT)
-    assert back == pytest.approx(fractional, abs=1e-6)
-
-
-def test_rotated_rectangle_becomes_its_bounding_box_and_is_clipped():
-    # 90 degrees clockwise about the top-left corner (10, 10): a 20 x 10 box turns into 10 x 20 to the left.
-    value = {"x": 10 / WIDTH * 100, "y": 10 / HEIGHT * 100, "width": 20 / WIDTH * 100, "height": 10 / HEIGHT * 100, "rotation": 90}
-    assert percent_to_pixels(value, WIDTH, HEIGHT) == pytest.approx((0.0, 10.0, 10.0, 30.0))
-    spill = {"x": 90.0, "y": 90.0, "width": 20.0, "height": 20.0, "rotation": 0}
-    assert percent_to_pixels(spill, WIDTH, HEIGHT) == pytest.approx((0.9 * WIDTH, 0.9 * HEIGHT, WIDTH, HEIGHT))
-
-
 # --------------------------------------------------------------------------- the round trip
 
 
 def test_full_round_trip_push_annotate_pull(ls_project, annotator):
     p = ls_project
-    from almdn.labeling import RANKING_FIELDS, ranking_data
+    from almdn.labeling import RANKING_FIELDS
 
-    report = p.client.push(p.store, 3, task_data=ranking_data(p.store, p.model_version))
+    report = push(p.store, p.client, 3)
     top3 = p.ranked()[:3]
     assert [image for _, image in report.created] == top3
     assert report.batch_id == 1 and report.already == [] and report.adopted == []
@@ -102,7 +76,7 @@ def test_full_round_trip_push_annotate_pull(ls_project, annotator):
     for image_id, boxes in drawn.items():
         annotation_ids[image_id] = annotator.submit(report.project_id, tasks[image_id]["id"], boxes)["id"]
 
-    pulled = p.client.pull(p.store)
+    pulled = pull(p.store, p.client)
     assert (pulled.new_annotations, pulled.updated_annotations, pulled.duplicates, pulled.problems) == (3, 0, 0, [])
     assert pulled.labeled_images == sorted(top3)
     assert pulled.batches == [{"batch_id": 1, "status": "done", "tasks": 3, "open": 0, "annotated": 3, "skipped": 0, "deleted": 0}]
@@ -126,48 +100,48 @@ def test_full_round_trip_push_annotate_pull(ls_project, annotator):
 
 def test_push_twice_creates_no_new_tasks(ls_project, annotator):
     p = ls_project
-    first = p.client.push(p.store, 3)
-    second = p.client.push(p.store, 3)
+    first = push(p.store, p.client, 3)
+    second = push(p.store, p.client, 3)
     assert len(first.created) == 3
     assert (second.created, second.adopted, second.batch_id) == ([], [], None)
     assert sorted(second.already) == sorted(p.ranked()[:3])
     assert len(annotator.tasks(first.project_id)) == 3
-    wider = p.client.push(p.store, 5)  # the top 5 now: only the two new ones are sent
+    wider = push(p.store, p.client, 5)  # the top 5 now: only the two new ones are sent
     assert [i for _, i in wider.created] == p.ranked()[3:5]
     assert len(annotator.tasks(first.project_id)) == 5
     assert len(p.store.tasks()) == 5 and len(p.store.batches()) == 2
     # A second client for the same store finds the same project.
     again = LabelStudioClient(p.server.url, p.server.token, document_root=p.server.root)
-    assert again.push(p.store, 5).created == []
+    assert push(p.store, again, 5).created == []
     assert len(p.store.ls_projects()) == 1
 
 
 def test_pull_twice_and_an_edited_annotation(ls_project, annotator):
     p = ls_project
-    report = p.client.push(p.store, 2)
+    report = push(p.store, p.client, 2)
     task_id, image_id = report.created[0]
     annotation = annotator.submit(report.project_id, task_id, [("cat", (1.0, 2.0, 30.0, 40.0))])
-    first = p.client.pull(p.store)
-    second = p.client.pull(p.store)
+    first = pull(p.store, p.client)
+    second = pull(p.store, p.client)
     assert (first.new_annotations, second.new_annotations, second.duplicates) == (1, 0, 1)
     assert len(p.store.annotations()) == 1 and len(p.store.labels()) == 1
 
     annotator.update(annotation["id"], [("dog", (5.0, 6.0, 70.0, 80.0))])  # the annotator corrects it
-    third = p.client.pull(p.store)
+    third = pull(p.store, p.client)
     assert (third.new_annotations, third.updated_annotations) == (0, 1)
     assert p.store.labels()[["class_name", "x1", "y1", "x2", "y2"]].values.tolist() == [["dog", 5, 6, 70, 80]]
     history = p.store.annotations(image_id)
     assert history["is_current"].tolist() == [0, 1] and set(history["ls_annotation_id"]) == {annotation["id"]}
-    assert p.client.pull(p.store).updated_annotations == 0
+    assert pull(p.store, p.client).updated_annotations == 0
 
 
 def test_cancelled_task_is_skipped_not_labeled(ls_project, annotator):
     p = ls_project
-    report = p.client.push(p.store, 2)
+    report = push(p.store, p.client, 2)
     (skipped_task, skipped_image), (done_task, done_image) = report.created
     annotator.skip(report.project_id, skipped_task)
     annotator.submit(report.project_id, done_task, [("bird", (8.0, 8.0, 16.0, 16.0))])
-    pulled = p.client.pull(p.store)
+    pulled = pull(p.store, p.client)
     assert pulled.skipped_tasks == [skipped_task] and pulled.new_annotations == 1
     splits = p.store.images().set_index("image_id")["split"]
     assert (splits[skipped_image], splits[done_image]) == ("pool", "labeled")
@@ -175,18 +149,18 @@ def test_cancelled_task_is_skipped_not_labeled(ls_project, annotator):
     assert p.store.tasks().set_index("task_id")["status"].to_dict() == {skipped_task: "skipped", done_task: "annotated"}
     assert p.store.batches()["status"].tolist() == ["done"]
     # The top 2 of the pool are now the skipped image and the next one: only the latter is sent.
-    again = p.client.push(p.store, 2)
+    again = push(p.store, p.client, 2)
     assert again.already == [skipped_image] or skipped_image in again.already
     assert [i for _, i in again.created] == [i for i in p.ranked()[:2] if i != skipped_image]
 
 
 def test_unknown_label_is_rejected_with_a_clear_message(ls_project, annotator):
     p = ls_project
-    report = p.client.push(p.store, 2)
+    report = push(p.store, p.client, 2)
     (bad_task, bad_image), (good_task, good_image) = report.created
     bad = annotator.submit(report.project_id, bad_task, [("cat", (1.0, 1.0, 9.0, 9.0)), ("zebra", (10.0, 10.0, 20.0, 20.0))])
     annotator.submit(report.project_id, good_task, [("dog", (2.0, 2.0, 12.0, 12.0))])
-    pulled = p.client.pull(p.store)
+    pulled = pull(p.store, p.client)
     [problem] = pulled.problems
     assert f"Annotation {bad['id']} of task {bad_task}" in problem
     assert "uses the label 'zebra', which is not one of the project's classes (bird, cat, dog)" in problem
@@ -196,30 +170,30 @@ def test_unknown_label_is_rejected_with_a_clear_message(ls_project, annotator):
     assert p.store.tasks().set_index("task_id").loc[bad_task, "status"] == "open"
     assert p.store.batches()["status"].tolist() == ["partial"]
     annotator.update(bad["id"], [("cat", (1.0, 1.0, 9.0, 9.0)), ("bird", (10.0, 10.0, 20.0, 20.0))])
-    fixed = p.client.pull(p.store)
+    fixed = pull(p.store, p.client)
     assert fixed.problems == [] and fixed.new_annotations == 1
     assert sorted(p.store.labels()["image_id"].unique()) == sorted([bad_image, good_image])
 
 
 def test_deleted_task_is_noticed_and_its_image_can_go_again(ls_project, annotator):
     p = ls_project
-    report = p.client.push(p.store, 3)
+    report = push(p.store, p.client, 3)
     (t_done, i_done), (t_gone, i_gone), (t_open, _) = report.created
     annotator.submit(report.project_id, t_done, [("cat", (1.0, 1.0, 9.0, 9.0))])
     assert annotator.api.delete(f"/api/tasks/{t_gone}/").status_code == 204
-    pulled = p.client.pull(p.store)
+    pulled = pull(p.store, p.client)
     assert pulled.deleted_tasks == [t_gone] and pulled.new_annotations == 1
     assert pulled.batches == [{"batch_id": 1, "status": "partial", "tasks": 3, "open": 1, "annotated": 1, "skipped": 0, "deleted": 1}]
-    assert p.client.pull(p.store).deleted_tasks == []  # noticed once
+    assert pull(p.store, p.client).deleted_tasks == []  # noticed once
     tasks = p.store.tasks()
     live = set(tasks[tasks["status"] != "deleted"]["image_id"])
-    again = p.client.push(p.store, 3)
+    again = push(p.store, p.client, 3)
     sent = [i for _, i in again.created]
     assert i_gone in sent  # the deleted task's image goes again ...
     assert sent == [i for i in p.ranked()[:3] if i not in live]  # ... with the pool's next image, nothing else
     # Deleting an annotated task keeps its labels in the store.
     assert annotator.api.delete(f"/api/tasks/{t_done}/").status_code == 204
-    assert p.client.pull(p.store).deleted_tasks == [t_done]
+    assert pull(p.store, p.client).deleted_tasks == [t_done]
     assert p.store.labels()["image_id"].tolist() == [i_done]
     assert p.store.check_integrity() == []
 
@@ -227,16 +201,16 @@ def test_deleted_task_is_noticed_and_its_image_can_go_again(ls_project, annotato
 def test_reused_task_id_after_a_deletion(ls_project, annotator):
     """Label Studio gives the id of a deleted task to the next one: ids alone are no identity."""
     p = ls_project
-    first = p.client.push(p.store, 3)
+    first = push(p.store, p.client, 3)
     last_task, last_image = max(first.created)
     assert annotator.api.delete(f"/api/tasks/{last_task}/").status_code == 204
     other = next(i for i in p.ranked() if i not in {i for _, i in first.created})
-    second = p.client.push(p.store, image_ids=[other])
+    second = push(p.store, p.client, image_ids=[other])
     assert second.created == [(last_task, other)]  # the same id, another image
     tasks = p.store.tasks()
     assert tasks[tasks["task_id"] == last_task][["image_id", "status"]].values.tolist() == [[last_image, "deleted"], [other, "open"]]
     annotator.submit(second.project_id, last_task, [("bird", (3.0, 4.0, 50.0, 60.0))])
-    pulled = p.client.pull(p.store)
+    pulled = pull(p.store, p.client)
     assert pulled.labeled_images == [other] and pulled.deleted_tasks == []
     assert p.store.labels()["image_id"].tolist() == [other]
     assert p.store.images().set_index("image_id").loc[last_image, "split"] == "pool"
@@ -245,11 +219,11 @@ def test_reused_task_id_after_a_deletion(ls_project, annotator):
 
 def test_project_deleted_on_the_server_is_replaced_and_its_tasks_noticed(ls_project, annotator):
     p = ls_project
-    first = p.client.push(p.store, 2)
+    first = push(p.store, p.client, 2)
     annotator.submit(first.project_id, first.created[0][0], [("cat", (1.0, 1.0, 9.0, 9.0))])
-    p.client.pull(p.store)
+    pull(p.store, p.client)
     assert annotator.api.delete(f"/api/projects/{first.project_id}/").status_code == 204
-    again = p.client.push(p.store, 2)
+    again = push(p.store, p.client, 2)
     assert again.project_id != first.project_id
     # The open task of the lost project is deleted; its image goes to the new project.
     tasks = p.store.tasks()
@@ -263,11 +237,11 @@ def test_project_deleted_on_the_server_is_replaced_and_its_tasks_noticed(ls_proj
 def test_server_down_during_push_leaves_the_store_untouched_and_the_retry_adopts(ls_project, proxy, annotator):
     p = ls_project
     client = LabelStudioClient(proxy.url, p.server.token, document_root=p.server.root)
-    client.ensure_project(p.store)
+    ensure_project(p.store, client)
     before = store_state(p.store)
     proxy.cut_on = b"/import"  # the server creates the tasks, the answer never arrives
     with pytest.raises(LabelStudioUnavailable) as info:
-        client.push(p.store, 4)
+        push(p.store, client, 4)
     assert proxy.cuts == 1
     message = str(info.value)
     assert message.startswith(f"Label Studio at {proxy.url} stopped answering while importing tasks")
@@ -277,7 +251,7 @@ def test_server_down_during_push_leaves_the_store_untouched_and_the_retry_adopts
     assert len(annotator.tasks(project_id)) == 4  # the server did create them
 
     proxy.cut_on = None  # the network is back
-    retry = client.push(p.store, 4)
+    retry = push(p.store, client, 4)
     assert retry.created == [] and sorted(i for _, i in retry.adopted) == sorted(p.ranked()[:4])
     assert len(annotator.tasks(project_id)) == 4  # no duplicates
     assert p.store.batches()["tasks"].tolist() == [4]
@@ -286,7 +260,7 @@ def test_server_down_during_push_leaves_the_store_untouched_and_the_retry_adopts
 
 def test_server_down_during_pull_writes_nothing_and_the_retry_succeeds(ls_project, proxy, annotator):
     p = ls_project
-    report = p.client.push(p.store, 3)
+    report = push(p.store, p.client, 3)
     for task_id, _ in report.created:
         annotator.submit(report.project_id, task_id, [("dog", (4.0, 4.0, 40.0, 40.0))])
     client = LabelStudioClient(proxy.url, p.server.token, document_root=p.server.root, page_size=1)
@@ -295,10 +269,10 @@ def test_server_down_during_pull_writes_nothing_and_the_retry_succeeds(ls_projec
     before = store_state(p.store)
     proxy.cut_on = b"page=2"  # the connection drops on the second page of tasks
     with pytest.raises(LabelStudioUnavailable, match="stopped answering while reading the annotations .*Nothing was written"):
-        client.pull(p.store)
+        pull(p.store, client)
     assert store_state(p.store) == before
     proxy.cut_on = None
-    pulled = client.pull(p.store)
+    pulled = pull(p.store, client)
     assert pulled.new_annotations == 3 and len(p.store.labels()) == 3
     client.close()
 
@@ -309,12 +283,12 @@ def test_dead_server_gives_one_clear_sentence(ls_project):
     dead = LabelStudioClient(f"http://127.0.0.1:{port}", "x" * 40, document_root=p.server.root, timeout=5)
     before = store_state(p.store)
     with pytest.raises(LabelStudioUnavailable) as info:
-        dead.push(p.store, 2)
+        push(p.store, dead, 2)
     assert str(info.value).startswith(f"Cannot reach Label Studio at http://127.0.0.1:{port} while finding the project")
     assert "start it (almdn ls start) or check the URL" in str(info.value)
     p.store.ls_project(f"http://127.0.0.1:{port}", 1, "x")
     with pytest.raises(LabelStudioUnavailable, match="Cannot reach Label Studio .* while reading the annotations"):
-        dead.pull(p.store)
+        pull(p.store, dead)
     after = store_state(p.store)
     assert after.pop("ls_projects") == before.pop("ls_projects") + 1 and after == before
 
@@ -324,14 +298,14 @@ def test_wrong_token_is_a_clear_error(ls_project):
     with pytest.raises(LabelStudioError, match=r"rejects the API token \(HTTP 401\).*connect again"):
         bad.version()
     with pytest.raises(LabelStudioError, match="rejects the API token"):
-        bad.push(ls_project.store, 1)
+        push(ls_project.store, bad, 1)
     assert ls_project.store.tasks().empty
 
 
 def test_remote_server_gets_uploaded_images(ls_project, annotator):
     p = ls_project
     remote = LabelStudioClient(p.server.url, p.server.token)  # no shared folder: upload
-    report = remote.push(p.store, 2)
+    report = push(p.store, remote, 2)
     for task in annotator.tasks(report.project_id):
         assert task["data"]["image"].startswith("/data/upload/")
         served = annotator.api.get(task["data"]["image"])
@@ -339,7 +313,7 @@ def test_remote_server_gets_uploaded_images(ls_project, annotator):
         assert served.content == open(p.store.image(task["data"][IMAGE_KEY])["path"], "rb").read()
     task_id, image_id = report.created[0]
     annotator.submit(report.project_id, task_id, [("cat", (0.0, 0.0, 64.0, 48.0))])
-    assert remote.pull(p.store).labeled_images == [image_id]
+    assert pull(p.store, remote).labeled_images == [image_id]
 
 
 def test_class_names_that_need_escaping_reach_the_server(ls_project, tmp_path):
@@ -347,41 +321,32 @@ def test_class_names_that_need_escaping_reach_the_server(ls_project, tmp_path):
     store.add_classes(['a "quoted" & <odd> class', "plain"])
     store.add_images(list(ls_project.folder.glob("*.png"))[:1], split="pool")
     client = ls_project.client
-    _, project_id = client.ensure_project(store)
+    _, project_id = ensure_project(store, client)
     project = client._sdk.projects.get(project_id)
     assert config_labels(project.label_config) == ['a "quoted" & <odd> class', "plain"]
     store.add_classes(["late"])  # a class added later updates the server's interface
-    client.ensure_project(store)
+    ensure_project(store, client)
     assert config_labels(client._sdk.projects.get(project_id).label_config)[-1] == "late"
     store.close()
 
 
 def test_push_explicit_images_and_refusals(ls_project):
     p = ls_project
-    report = p.client.push(p.store, image_ids=[p.image_ids[-1]])  # an image without detections
+    report = push(p.store, p.client, image_ids=[p.image_ids[-1]])  # an image without detections
     assert [i for _, i in report.created] == [p.image_ids[-1]]
     with pytest.raises(LabelStudioError, match="are not in the pool"):
-        p.client.push(p.store, image_ids=[10_000])
+        push(p.store, p.client, image_ids=[10_000])
     unwritable = p.folder.parent / "served-but-not-a-folder"
     unwritable.write_text("a file where the served folder should be")
     stranger = LabelStudioClient(p.server.url, p.server.token, document_root=unwritable)
     with pytest.raises(LabelStudioError, match=r"Cannot link the images into the folder the server serves .*; make it writable, then push again"):
-        stranger.push(p.store, image_ids=[p.image_ids[0]])
+        push(p.store, stranger, image_ids=[p.image_ids[0]])
     stranger.close()
 
 
 def test_pull_before_any_push(ls_project):
     with pytest.raises(LabelStudioError, match="Nothing was pushed to Label Studio .* push first"):
-        ls_project.client.pull(ls_project.store)
-
-
-def test_float_fields_are_plain_floats():
-    # Guard against -0.0 or numpy types leaking into the store from the conversion.
-    x1, y1, x2, y2 = percent_to_pixels({"x": 0.0, "y": -0.0, "width": 10.0, "height": 10.0}, WIDTH, HEIGHT)
-    assert all(type(v) is float for v in (x1, y1, x2, y2))
-    assert math.copysign(1.0, y1) == 1.0
-
-
+        pull(ls_project.store, ls_project.client)
 
 
 # --------------------------------------------------------------------------- what the server may serve (issue 14)
@@ -398,7 +363,7 @@ def test_only_links_to_pushed_images_are_served_never_their_neighbours(ls_projec
     Image.new("RGB", (WIDTH, HEIGHT), (9, 9, 9)).save(elsewhere / "far.png")
     (p.folder / "annotations.json").write_text('{"secret": true}')
     [far] = p.store.add_images([elsewhere / "far.png"], split="pool")["added"]
-    report = p.client.push(p.store, image_ids=[p.image_ids[0], far])
+    report = push(p.store, p.client, image_ids=[p.image_ids[0], far])
     served = p.server.root / f"almdn-{p.store.project_uuid[:12]}"
     files = sorted(str(f.relative_to(served)) for f in served.rglob("*") if not f.is_dir())
     assert files == sorted([f"{p.image_ids[0]}/pool_00000.png", f"{far}/far.png"])
@@ -421,7 +386,7 @@ def test_file_names_with_url_characters_are_percent_encoded(ls_project, annotato
     for k, name in enumerate(names):
         Image.new("RGB", (WIDTH, HEIGHT), (k, 50, 50)).save(p.folder / name)
     ids = p.store.add_images([p.folder / n for n in names], split="pool")["added"]
-    report = p.client.push(p.store, image_ids=ids)
+    report = push(p.store, p.client, image_ids=ids)
     api = p.server.api()
     tasks = {t["data"][IMAGE_KEY]: t for t in annotator.tasks(report.project_id)}
     for image_id, name in zip(ids, names):

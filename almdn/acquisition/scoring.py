@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from almdn.engine import distributed
+from almdn.errors import InvalidChoice
 from almdn.engine.inference import KeptDetections, kept_detections
 from almdn.models import UNCERTAINTY_NAMES
 
@@ -158,7 +159,7 @@ def image_scores(
             weighted values.
     """
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"Unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}.")
+        raise InvalidChoice(f"Unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}.")
     if score_weighted:
         detections = detections.assign(**{name: detections[name] * detections["score"] for name in UNCERTAINTY_NAMES})
     z = detections[list(UNCERTAINTY_NAMES)].astype(np.float64)
@@ -171,9 +172,19 @@ def image_scores(
     table.insert(0, "num_detections", grouped.size())
     table = table.reindex(pd.Index(list(image_ids), name="image_id"))
     table["num_detections"] = table["num_detections"].fillna(0).astype(int)
+    table["score"] = aggregate(table, aggregation)
+    return table.reset_index()
+
+
+def aggregate(table: pd.DataFrame, aggregation: str = DEFAULT_AGGREGATION) -> pd.Series:
+    """An image's final score from its z-scored uncertainties (columns ``z_loc_aleatoric``
+    ...) by ``aggregation`` (Tab. 2); NaN for an image without a kept detection
+    (``num_detections`` 0). A plain head has no localization uncertainty (NaN): the
+    aggregation combines what exists."""
+    if aggregation not in AGGREGATIONS:
+        raise InvalidChoice(f"Unknown aggregation '{aggregation}'; choose one of {', '.join(AGGREGATIONS)}.")
     op, members = AGGREGATIONS[aggregation]
     values = table[[f"z_{SHORT_NAMES[m]}" for m in members]]
-    # A plain head has no localization uncertainty (NaN): aggregate what exists.
-    table["score"] = values.max(axis=1, skipna=True) if op == "max" else values.sum(axis=1, min_count=1)
-    table.loc[table["num_detections"] == 0, "score"] = np.nan
-    return table.reset_index()
+    score = values.max(axis=1, skipna=True) if op == "max" else values.sum(axis=1, min_count=1)
+    score[table["num_detections"].fillna(0).to_numpy() == 0] = np.nan
+    return score.astype(np.float64)

@@ -26,11 +26,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from almdn.data.records import open_image
+from almdn.errors import DatasetError  # defined with the other user errors; importable from here as before
+
 __all__ = ["BoxesAdjusted", "CocoDetectionDataset", "DatasetError", "collate_detection", "read_image", "write_coco"]
-
-
-class DatasetError(Exception):
-    """A dataset file (annotations or an image) is missing, unreadable or inconsistent."""
 
 
 class BoxesAdjusted(UserWarning):
@@ -86,6 +85,47 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = _short_reason(exc)
     raise DatasetError(f"Cannot read image '{path}' ({reason}); remove it or replace it, then try again.")
+
+
+#: Longest side an image is decoded at for scoring (larger ones are reduced to it).
+MAX_DECODE_SIDE = 2048
+
+
+def reduced_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """The size an image of ``width x height`` is decoded at: unchanged up to ``max_side``,
+    else scaled so that its longer side is ``max_side``."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    f = max_side / max(width, height)
+    return max(1, round(width * f)), max(1, round(height * f))
+
+
+def decode_image(path: str | os.PathLike[str], max_side: int | None = MAX_DECODE_SIDE) -> np.ndarray:
+    """A uint8 RGB array (H, W, 3) of the image, at :func:`reduced_size`; one
+    :class:`DatasetError` sentence if the file is unreadable or above the pixel limit."""
+    path = Path(path)
+    im = open_image(path)  # checks the pixel limit from the header before any decoding
+    try:
+        width, height = im.size
+        target = reduced_size(width, height, max_side)
+        if target == (width, height):
+            im.close()
+            return read_image(path)
+        if im.format == "JPEG":
+            im.draft("RGB", target)  # decode at the smallest DCT scale still >= target
+        im.load()
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        factor = min(im.width // target[0], im.height // target[1])
+        if factor > 1:
+            im = im.reduce(factor)  # cheap integer box filter before the exact resize
+        im = im.resize(target, Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8).copy()
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise DatasetError(f"Cannot read image '{path}' ({reason}); remove it or replace it, then try again.") from None
+    finally:
+        im.close()
 
 
 def default_image_root(annotation_file: Path, images: list) -> Path:
@@ -281,8 +321,6 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
     def decode_scale(self, index: int) -> tuple[float, float]:
         """``(sx, sy)``: decoded pixels per original pixel of one image; (1, 1) unless its
         longer side exceeds ``max_side``. Read from the annotation's size, else the header."""
-        from almdn.data.images import reduced_size  # images.py builds on this module
-
         path = self.file_paths[index]
         scale = self._scales.get(path)
         if scale is None:
@@ -322,8 +360,6 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         if arr is None:
             sx, sy = self.decode_scale(index) if self.max_side else (1.0, 1.0)
             if (sx, sy) != (1.0, 1.0):
-                from almdn.data.images import decode_image  # images.py builds on this module
-
                 arr = decode_image(path, self.max_side)
             else:
                 arr = read_image(path)

@@ -13,16 +13,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from almdn.data.coco import DatasetError, read_image
+from almdn.data.coco import MAX_DECODE_SIDE, DatasetError, decode_image, reduced_size  # noqa: F401  (decoding lives with read_image in coco.py)
 from almdn.data.records import open_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-#: Longest side an image is decoded at for scoring (larger ones are reduced to it).
-MAX_DECODE_SIDE = 2048
 
 
 def list_images(root: str | os.PathLike[str]) -> list[Path]:
@@ -31,45 +27,6 @@ def list_images(root: str | os.PathLike[str]) -> list[Path]:
     if not root.is_dir():
         raise DatasetError(f"'{root}' is not a folder of images.")
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def reduced_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """The size an image of ``width x height`` is decoded at: unchanged up to ``max_side``,
-    else scaled so that its longer side is ``max_side``."""
-    if not max_side or max(width, height) <= max_side:
-        return width, height
-    f = max_side / max(width, height)
-    return max(1, round(width * f)), max(1, round(height * f))
-
-
-def decode_image(path: str | os.PathLike[str], max_side: int | None = MAX_DECODE_SIDE) -> np.ndarray:
-    """A uint8 RGB array (H, W, 3) of the image, at :func:`reduced_size`; one
-    :class:`DatasetError` sentence if the file is unreadable or above the pixel limit."""
-    from PIL import Image
-
-    path = Path(path)
-    im = open_image(path)  # checks the pixel limit from the header before any decoding
-    try:
-        width, height = im.size
-        target = reduced_size(width, height, max_side)
-        if target == (width, height):
-            im.close()
-            return read_image(path)
-        if im.format == "JPEG":
-            im.draft("RGB", target)  # decode at the smallest DCT scale still >= target
-        im.load()
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-        factor = min(im.width // target[0], im.height // target[1])
-        if factor > 1:
-            im = im.reduce(factor)  # cheap integer box filter before the exact resize
-        im = im.resize(target, Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
-        raise DatasetError(f"Cannot read image '{path}' ({reason}); remove it or replace it, then try again.") from None
-    finally:
-        im.close()
 
 
 def restore_boxes(prediction: dict, box_scale: tuple[float, float] | None) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from almdn.data.coco import DatasetError
+from almdn.errors import DatasetError
 
 #: Default limit on an image's pixel count (Pillow's own "decompression bomb" threshold):
 #: a 60000 x 60000 header would otherwise ask for 10 GB. ``$ALMDN_MAX_IMAGE_PIXELS`` overrides.
@@ -86,7 +86,8 @@ def check_image(path: str | Path) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class BoxRecord:
-    """One labeled object: class name and pixel box; ``difficult`` as Pascal VOC marks it."""
+    """One labeled object: class name and pixel box; ``difficult`` as Pascal VOC marks it;
+    ``region_id``: the Label Studio region it was drawn as (pulled annotations)."""
 
     class_name: str
     x1: float
@@ -94,6 +95,7 @@ class BoxRecord:
     x2: float
     y2: float
     difficult: bool = False
+    region_id: str | None = None
 
 
 @dataclass

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from almdn.errors import UserError
 from almdn.models import Detector, model_from_config
 
 FORMAT = "almdn-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file that cannot be read as an almdn model."""
 
 

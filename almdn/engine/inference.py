@@ -1,14 +1,17 @@
 """Running a trained detector over a dataset: detections with uncertainties, and mAP.
 
-:func:`predict` returns every detection with all its mixture parameters (for drawing and the
-baselines); :func:`kept_detections` is the pool-scoring path: batched, pinned-memory loading
-with worker processes, NMS and uncertainties on the device, and only the columns the image
-score needs, thresholded on the device and copied back once per batch.
+:func:`predict` returns every detection with all its mixture parameters (for drawing, the
+baselines and the project's pool scoring); :func:`kept_detections` is the path for large
+pools: batched, pinned-memory loading with worker processes, NMS and uncertainties on the
+device, and only the columns the image score needs, thresholded on the device and copied back
+once per batch. Both run their batches through :func:`inference_batches`, the one loop with a
+progress bar, a progress hook and a cancellation hook.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +23,33 @@ from almdn.engine import distributed
 from almdn.engine.checkpoint import resolve_device
 from almdn.engine.metrics import evaluate_predictions
 from almdn.engine.quality import quality_report
+from almdn.errors import Cancelled
 from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
 from almdn.models import UNCERTAINTY_NAMES, Detector
 from almdn.models.postprocess import MIXTURE_KEYS
+
+
+#: ``on_progress(items done, items in all)``, called after every batch.
+ProgressHook = Callable[[int, int], None]
+#: ``should_stop()``, polled before every batch: True stops the run with :class:`Cancelled`.
+StopHook = Callable[[], bool]
+
+
+def inference_batches(
+    loader: Iterable, total: int, progress: bool = False, desc: str = "predict",
+    on_progress: ProgressHook | None = None, should_stop: StopHook | None = None,
+) -> Iterator:
+    """The batches of ``loader`` (each ``(images, second)``, ``second`` one entry per item), with
+    a progress bar when ``progress``; ``on_progress(done, total)`` after each batch has been
+    used, and :class:`~almdn.errors.Cancelled` as soon as ``should_stop()`` is true."""
+    done = 0
+    for batch in tqdm(loader, disable=not progress, desc=desc, unit="batch"):
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        yield batch
+        done += len(batch[1])
+        if on_progress is not None:
+            on_progress(done, total)
 
 
 @torch.no_grad()
@@ -34,11 +61,14 @@ def predict(
     num_workers: int = 0,
     progress: bool = False,
     desc: str = "predict",
+    on_progress: ProgressHook | None = None,
+    should_stop: StopHook | None = None,
 ) -> list[dict[str, torch.Tensor] | None]:
     """Detections (with the four uncertainties) for every item of ``dataset``, on the CPU.
 
     ``dataset`` yields ``(image, target)`` pairs; targets are ignored except that an item whose
-    image is None (a broken file of an :class:`ImageFolderDataset`) gets None.
+    image is None (a broken file of an :class:`ImageFolderDataset`) gets None. ``progress``
+    shows a bar; ``on_progress`` and ``should_stop`` are :func:`inference_batches`' hooks.
     """
     device = resolve_device(device)
     model.to(device).eval()
@@ -51,7 +81,7 @@ def predict(
         pin_memory=device.type == "cuda",
     )
     out: list[dict[str, torch.Tensor] | None] = []
-    for images, _ in tqdm(loader, disable=not progress, desc=desc, unit="batch"):
+    for images, _ in inference_batches(loader, len(dataset), progress, desc, on_progress, should_stop):
         readable = [img.to(device, non_blocking=True) for img in images if img is not None]
         detections = iter(model(readable) if readable else [])
         out.extend(None if img is None else {k: v.cpu() for k, v in next(detections).items()} for img in images)
@@ -128,6 +158,8 @@ def kept_detections(
     stop: int | None = None,
     progress: bool = False,
     desc: str = "score",
+    on_progress: ProgressHook | None = None,
+    should_stop: StopHook | None = None,
     mixture: bool = False,
 ) -> KeptDetections:
     """Detections with ``score >= conf_threshold`` of dataset items ``[start, stop)``.
@@ -136,7 +168,8 @@ def kept_detections(
     items, without moving every mixture parameter of every detection to the CPU: per batch
     the needed columns are concatenated and thresholded on the device and copied back once.
     ``amp`` ("off", "bf16", "fp16") and ``channels_last`` apply on CUDA (see
-    :mod:`almdn.engine.precision`). ``mixture``: also return each kept detection's mixture
+    :mod:`almdn.engine.precision`). ``on_progress`` and ``should_stop``: see
+    :func:`inference_batches`. ``mixture``: also return each kept detection's mixture
     (:attr:`KeptDetections.mixture`, what ``almdn score`` writes to ``detections.json``).
     """
     device = resolve_device(device)
@@ -158,7 +191,7 @@ def kept_detections(
     )
     value_keys = ("scores", "boxes", *UNCERTAINTY_NAMES, "cls_entropy")
     index_parts, value_parts, readable_parts, mixture_parts, total, offset = [], [], [], [], 0, start
-    bar = tqdm(loader, disable=not progress or not distributed.is_main_process(), desc=desc, unit="batch")
+    bar = inference_batches(loader, len(items), progress and distributed.is_main_process(), desc, on_progress, should_stop)
     for images, readable in bar:
         positions = offset + readable.nonzero().squeeze(1)
         offset += len(readable)

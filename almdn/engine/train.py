@@ -32,6 +32,7 @@ from almdn.data.augment import AugmentConfig, AugmentedDataset, build_transform
 from almdn.data.coco import collate_detection
 from almdn.engine import distributed
 from almdn.engine.checkpoint import read_checkpoint, resolve_device, save_checkpoint
+from almdn.errors import UserError
 from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
 from almdn.models import MixtureFasterRCNN, MixtureSSD
 from almdn.models.anchors import DEFAULT_MIN_COVERAGE, check_anchor_coverage
@@ -116,7 +117,7 @@ class TrainConfig:
         return warm * self.gamma ** sum(iteration >= m for m in self.milestones)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss stayed NaN, infinite or above ``max_loss`` for too many steps."""
 
 

@@ -119,7 +119,7 @@ class _VGGTrunk(nn.Module):
 def vgg16_backbone(pretrained: bool = True, trainable_layers: int = 4, extras_dropout: float = 0.0) -> SSDBackbone:
     """The paper's SSD300 VGG-16 feature extractor (torchvision's), ImageNet weights if available."""
     from torchvision.models import VGG16_Weights, vgg16
-    from torchvision.models.detection.ssd import _vgg_extractor
+    from torchvision.models.detection.ssd import _vgg_extractor  # no public builder of the SSD300 VGG-16 feature extractor
 
     vgg = vgg16(weights=None)
     if pretrained:

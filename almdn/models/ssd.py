@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 # torchvision exposes its BoxCoder and SSDMatcher only from this private module (no public
 # API offers them); torchvision's own SSD imports them from here too.
-from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection import _utils as det_utils  # BoxCoder and Matcher: torchvision exports no public module for them
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import box_iou

@@ -10,6 +10,7 @@ from figures import class_spread_figure, mixture_figure
 
 from almdn import views
 from almdn.data.coco import DatasetError, read_image
+from almdn.errors import USER_ERRORS
 from almdn.store import UNCERTAINTY_NAMES
 
 st.title("Image")
@@ -73,7 +74,7 @@ def _scored_detections(model_version: int):
 info = store.model_version(mv)
 try:
     all_detections = _mixture(str(info["checkpoint"]), str(image["path"]))
-except common.user_errors() as exc:  # e.g. the model's checkpoint was moved away
+except USER_ERRORS as exc:  # e.g. the model's checkpoint was moved away
     st.error(str(exc))
     st.stop()
 # The same numbers as the store's (what the tables and the reason refer to).

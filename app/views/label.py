@@ -8,7 +8,11 @@ import time
 import common
 import streamlit as st
 
-from almdn import labeling, views
+from presentation import ACQUISITION_LABELS
+
+from almdn import labeling, workflow
+from almdn.acquisition.stored import ACQUISITION_METHODS, select_for_labeling
+from almdn.errors import USER_ERRORS
 from almdn.rounds import plural
 
 st.title("Label")
@@ -37,7 +41,7 @@ def _show_pull(report) -> None:
 if status.reachable and labeling.has_open_tasks(store) and time.monotonic() - st.session_state.get("last_pull", 0.0) > 15:
     st.session_state["last_pull"] = time.monotonic()
     with common.sentence_on_error():
-        _show_pull(labeling.pull_labels(store, project))
+        _show_pull(workflow.pull(store, project))
 
 
 def _send(image_ids: tuple[int, ...], method: str, model_version: int) -> None:
@@ -45,8 +49,8 @@ def _send(image_ids: tuple[int, ...], method: str, model_version: int) -> None:
     if st.session_state.get("label_sent"):
         return  # a second click on the same preview: it was sent already
     try:
-        report = labeling.push_batch(common.store(), project, list(image_ids), model_version, method)
-    except common.user_errors() as exc:
+        report = workflow.push(common.store(), project, image_ids=list(image_ids), model_version=model_version, method=method)
+    except USER_ERRORS as exc:
         st.session_state["label_send_error"] = str(exc)
         return
     st.session_state["label_sent"] = {"project": str(project), "ids": list(image_ids), "report": str(report)}
@@ -84,10 +88,10 @@ else:
     c1, c2 = st.columns([1, 3])
     n_pool = len(store.image_ids("pool"))
     k = int(c1.number_input("K images", min_value=1, max_value=max(1, n_pool), value=min(10, max(1, n_pool)), key="label_k"))
-    method = c2.selectbox("Acquisition method", views.ACQUISITION_METHODS, format_func=views.ACQUISITION_LABELS.get, key="label_method")
+    method = c2.selectbox("Acquisition method", ACQUISITION_METHODS, format_func=ACQUISITION_LABELS.get, key="label_method")
     selection = None
     with common.sentence_on_error():
-        selection = views.select_for_labeling(store, k, method, mv)
+        selection = select_for_labeling(store, k, method, mv)
     if selection is not None:
         if selection.message:
             st.info(selection.message)
@@ -118,10 +122,10 @@ if not skipped.empty:
     if resend or release:
         with common.sentence_on_error():
             if resend:
-                n = labeling.resend_skipped(store, project, choice)
+                n = workflow.resend_skipped(store, project, choice)
                 st.session_state["label_skipped_notice"] = f"{plural(n, 'skipped task')} open again in Label Studio."
             else:
-                n = labeling.return_skipped_to_pool(store, project, choice)
+                n = workflow.return_skipped_to_pool(store, project, choice)
                 st.session_state["label_skipped_notice"] = f"{plural(n, 'image')} back in the pool; {'its task was' if n == 1 else 'their tasks were'} deleted in Label Studio."
             st.session_state.pop("skipped_choice", None)
             st.rerun()
@@ -140,7 +144,7 @@ else:
     )
     if st.button("Import finished labels now", icon=":material/download:", disabled=not status.reachable):
         with common.sentence_on_error():
-            report = labeling.pull_labels(store, project)
+            report = workflow.pull(store, project)
             st.session_state["last_pull"] = time.monotonic()
             if not (report.new_annotations or report.updated_annotations):
                 st.info(f"No new labels: {report}")

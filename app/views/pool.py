@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import common
 import streamlit as st
+from presentation import page_of
 
 from almdn import views
 from almdn.store import UNCERTAINTY_NAMES
@@ -53,7 +54,7 @@ pages = max(1, -(-len(shown) // per_page))
 if st.session_state.get("pool_page", 1) > pages:
     st.session_state["pool_page"] = pages  # fewer pages after filtering
 page = p2.number_input(f"Page (of {pages})", min_value=1, max_value=pages, key="pool_page")
-rows, _ = views.page_of(shown, page, per_page)
+rows, _ = page_of(shown, page, per_page)
 p3.caption(f"{len(shown):,} of {len(table):,} pool images match; showing {len(rows)} ({(page - 1) * per_page + 1}–{(page - 1) * per_page + len(rows)}).")
 
 view = rows[["rank", "image_id", "file", "score", "driven_by", *UNCERTAINTY_NAMES, "num_detections", "classes", "status", "task_status"]].copy()

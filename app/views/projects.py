@@ -3,13 +3,13 @@ images, or add more images to the open one."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import common
 import streamlit as st
 
-from almdn.project import SOURCE_KINDS, add_source, create_project
+from almdn.project import SOURCE_KINDS
+from almdn.workflow import add_sources, create_project
 from almdn.store import STORE_FILE
 
 KIND_LABELS = {"coco": "COCO (json file, or folder with annotations/train.json)", "voc": "Pascal VOC (year folder)",
@@ -61,18 +61,13 @@ with st.form("create"):
         elif not Path(source.strip()).expanduser().exists():
             st.error(f"'{source.strip()}' does not exist; give the path of the dataset on this machine.")
         else:
-            existed = folder.exists()
-            try:
-                with st.spinner("Reading the dataset (every file is checked and hashed)..."):
-                    store, summaries = create_project(folder, [(kind, Path(source.strip()).expanduser(), split)],
-                                                      classes=[c.strip() for c in classes.split(",") if c.strip()] or None, name=name.strip())
+            # A project that could not be filled is not left behind half-made (create_project).
+            with common.sentence_on_error(), st.spinner("Reading the dataset (every file is checked and hashed)..."):
+                store, summaries = create_project(folder, [(kind, Path(source.strip()).expanduser(), split)],
+                                                  classes=[c.strip() for c in classes.split(",") if c.strip()] or None, name=name.strip())
                 store.close()
                 common.open_project(folder)
                 st.success(" ".join(str(s) for s in summaries) + " Train its first model on the Train page.")
-            except common.user_errors() as exc:
-                if not existed:  # a project that could not be filled is not left behind half-made
-                    shutil.rmtree(folder, ignore_errors=True)
-                st.error(str(exc))
 
 if common.has_store(current):
     st.subheader(f"Add images to '{common.store().name}'")
@@ -86,5 +81,5 @@ if common.has_store(current):
                 st.error(f"'{source.strip()}' does not exist; give the path of the images on this machine.")
             else:
                 with common.sentence_on_error(), st.spinner("Adding images..."):
-                    summaries = add_source(common.store(), kind, Path(source.strip()).expanduser(), split)
+                    summaries = add_sources(common.store(), [(kind, Path(source.strip()).expanduser(), split)])
                     st.success(" ".join(str(s) for s in summaries) + " New pool images are ranked after the next retrain.")

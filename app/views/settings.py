@@ -5,8 +5,9 @@ from __future__ import annotations
 import common
 import streamlit as st
 
-from almdn import jobs, labeling
+from almdn import jobs, labeling, workflow
 from almdn.acquisition.scoring import AGGREGATIONS
+from almdn.errors import USER_ERRORS
 from almdn.registry import ARCHITECTURES, CLASS_LOSSES, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
 from almdn.rounds import START_CHOICES, RoundSettings
 
@@ -32,11 +33,8 @@ with left.form("connect"):
         if not url.strip() or not token.strip():
             st.error("Give both the server's URL and your API token.")
         else:
-            from label_studio.client import connect
-
             with common.sentence_on_error():
-                client = connect(project, url.strip(), token.strip())
-                client.close()
+                workflow.connect_label_studio(project, url.strip(), token.strip())
                 st.success(f"Connected to {url.strip()}; the token is stored in the project folder (mode 0600).")
 with right:
     st.markdown("**Or run one on this machine**")
@@ -49,17 +47,15 @@ with right:
     if st.button("Start a local Label Studio", icon=":material/play_arrow:", disabled=running is not None or bool(local["running"]),
                  help="It already runs." if local["running"] else None):
         try:
-            if labeling.start_local_server(project, int(port)) is None:
+            if workflow.start_label_studio_job(project, int(port)) is None:
                 st.info("The local Label Studio already runs; the project is connected to it.")
             else:
                 st.rerun()
-        except common.user_errors() as exc:
+        except USER_ERRORS as exc:
             st.warning(str(exc))
     if local["running"] and st.button("Stop the local Label Studio", icon=":material/stop:"):
-        from label_studio.server import LocalServer
-
         with common.sentence_on_error():
-            stopped = LocalServer(project / "label-studio").stop()
+            stopped = workflow.stop_label_studio(project)
             st.info("Label Studio stopped." if stopped else "The local Label Studio was not running.")
     common.job_panel(kinds=("label_studio",), show_loss=False, key="ls")
 

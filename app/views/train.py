@@ -7,6 +7,7 @@ import common
 import streamlit as st
 
 from almdn import jobs, views
+from almdn.errors import USER_ERRORS
 from almdn.rounds import START_CHOICES, RoundSettings, describe_training
 
 st.title("Train")
@@ -73,7 +74,7 @@ if st.button("Retrain", type="primary", icon=":material/model_training:", disabl
         st.rerun()
     except jobs.JobAlreadyRunning as exc:
         st.warning(str(exc))
-    except common.user_errors() as exc:
+    except USER_ERRORS as exc:
         st.error(str(exc))
 if labeled == 0:
     st.caption("Label some images first (Label page): there is nothing to train on.")

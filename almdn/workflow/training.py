@@ -1,0 +1,174 @@
+"""Use case: run a round (train a model version on the labeled set, evaluate it on the test
+split, score the pool with it, record all of it in the store).
+
+This is the app's "Retrain" (as a background job, :func:`retrain_job`) and the step after
+every batch of labels comes back from Label Studio. By default a round trains like every cycle
+of the paper's protocol (and of :mod:`almdn.loop`): from the same initial weights (the seed's,
+with the pretrained backbone) and the same schedule as the previous version, so that the
+difference between two versions' mAP is the labels that were added, not extra training.
+Fine-tuning from the latest model version (``start_from="previous"``) is an explicit choice.
+
+Nothing reaches the store before the round is complete: the new model version, its metrics,
+the exact labeled set it was trained on, a new round and the pool's scores are written in one
+transaction at the end. A cancelled or failed round leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from almdn.errors import Cancelled
+from almdn.rounds import RoundError, RoundResult, RoundSettings
+from almdn.store import Store
+from almdn.workflow.scoring import score_pool, write_scoring
+
+
+def _no_progress(fraction: float, stage: str | None = None) -> None:
+    pass
+
+
+def _test_dataset(store: Store, folder: Path, classes: list[str]):
+    from almdn.data.coco import CocoDetectionDataset
+
+    if not store.image_ids("test"):
+        return None
+    path = store.export_coco("test", folder / "test.json")
+    return CocoDetectionDataset(path, class_names=classes)
+
+
+def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
+    """The model to train: the latest compatible model version's (warm start) or a new one."""
+    import torch
+
+    from almdn.engine.checkpoint import CheckpointError, read_checkpoint
+    from almdn.models import build_model, model_from_config
+
+    wanted = {"arch": settings.arch, "head": settings.head, "num_components": int(settings.num_components), "class_names": classes, "cls_loss": settings.cls_loss}
+    versions = store.model_versions()
+    if settings.start_from == "previous" and not versions.empty:
+        checkpoint = str(versions.iloc[-1]["checkpoint"])
+        try:
+            payload = read_checkpoint(checkpoint)
+        except CheckpointError:
+            payload = None  # a checkpoint moved away: start fresh rather than fail
+        if payload is not None:
+            config = payload["model_config"]
+            if all(config.get(k) == v for k, v in wanted.items()):
+                model = model_from_config(config)
+                model.load_state_dict(payload["state_dict"])
+                return model, int(versions.iloc[-1]["model_version_id"])
+    torch.manual_seed(int(settings.seed))  # the initial weights are a function of the seed
+    model = build_model(
+        arch=settings.arch, num_classes=len(classes), head=settings.head, num_components=int(settings.num_components),
+        class_names=classes, pretrained=settings.arch != "ssd_small", cls_loss=settings.cls_loss,
+    )
+    return model, None
+
+
+def run_round(
+    store: Store,
+    settings: RoundSettings | None = None,
+    progress: Callable[[float, str | None], None] = _no_progress,
+    on_metrics: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    note: str = "",
+) -> RoundResult:
+    """Train a new model version on the store's labeled split, evaluate it on the test split,
+    score the pool and record everything (one transaction at the end).
+
+    Args:
+        settings: default: the project's saved :class:`RoundSettings`.
+        progress: ``progress(fraction of the round, stage or None)``; training takes the first
+            80 %, evaluation and scoring the rest.
+        on_metrics: called with every logged training step (iteration, total, loss, lr, ...).
+        should_stop: polled between steps; True cancels the round (:class:`almdn.errors.Cancelled`).
+
+    Raises:
+        RoundError: no labeled images, no classes, or bad settings (one sentence).
+        Cancelled: ``should_stop`` said so; nothing was recorded.
+    """
+    from almdn.data.coco import CocoDetectionDataset
+    from almdn.engine.fit import train_evaluate_save
+
+    t_start = time.perf_counter()
+    settings = (settings or RoundSettings.load(store)).check()
+    classes = store.classes()
+    if not classes:
+        raise RoundError("The project has no classes; add a labeled dataset first (Projects page).")
+    labeled = store.labeled_image_ids()
+    if not labeled:
+        raise RoundError("No image is labeled yet; label some in Label Studio and import them before training.")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = store.path.parent / "models" / f"{stamp}-{os.getpid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    recorded = False
+    try:
+        progress(0.0, f"exporting {len(labeled)} labeled images")
+        train_file = store.export_coco("labeled", folder / "train.json", image_ids=labeled)
+        train_set = CocoDetectionDataset(train_file, class_names=classes)
+        model, warm_from = _initial_model(store, settings, classes)
+        previous = store.latest_model_version()
+        previous_metrics = dict(store.model_version(previous)["metrics"]) if previous is not None else {}
+        config = settings.train_config()
+        progress(0.0, f"training on {len(labeled)} images ({config.iterations} iterations"
+                      + (f", from model version {warm_from})" if warm_from is not None else ")"))
+        test_set = _test_dataset(store, folder, classes)
+
+        def callback(iteration: int, total: int, entry: dict[str, float]) -> bool:
+            if on_metrics is not None:
+                on_metrics({**entry, "total": total})
+            progress(0.8 * (iteration / total), None)
+            if iteration == total and test_set is not None:
+                progress(0.8, f"evaluating on {len(test_set)} test images")
+            return not (should_stop is not None and should_stop())
+
+        fitted = train_evaluate_save(
+            model, train_set, config, folder, test_set=test_set, device=settings.device, resume=False, progress=False, callback=callback,
+            conf_threshold=settings.conf_threshold, extra_metrics={"warm_start_from": warm_from, "settings": dataclasses.asdict(settings)},
+        )
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        n_pool = len(store.image_ids("pool"))
+        progress(0.9, f"scoring {n_pool} pool images")
+        scoring = score_pool(store, model, settings, progress=lambda f: progress(0.9 + 0.08 * f, None), should_stop=should_stop) if n_pool else None
+        progress(0.99, "recording the model version")
+        with store.transaction():
+            round_id = store.start_round(note or f"retrain on {len(labeled)} labeled images")
+            mv = store.record_model_version(
+                fitted.checkpoint.resolve(), fitted.metrics, labeled_image_ids=labeled, round_id=round_id, class_names=list(model.class_names))
+            if scoring is not None:
+                write_scoring(store, mv, scoring, settings)
+        recorded = True
+    finally:
+        if not recorded:
+            shutil.rmtree(folder, ignore_errors=True)
+    name = str(store.model_version(mv)["name"])
+    return RoundResult(
+        model_version=mv, name=name, metrics=_plain(fitted.metrics), previous_model_version=previous, previous_metrics=_plain(previous_metrics),
+        num_labeled=len(labeled), num_scored=len(scoring.images) if scoring is not None else 0,
+        unreadable=scoring.unreadable if scoring is not None else [], train_seconds=fitted.result.seconds,
+        seconds=time.perf_counter() - t_start, checkpoint=str(fitted.checkpoint),
+    )
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy (numpy scalars to floats, keys to strings)."""
+    return json.loads(json.dumps(metrics, default=float))
+
+
+def retrain_job(context, settings: dict[str, Any] | None = None, project_dir: str | None = None) -> dict[str, Any]:
+    """The app's "Retrain" as a background job (:mod:`almdn.jobs`); a cancelled round ends the
+    job as cancelled (the same :class:`almdn.errors.Cancelled`)."""
+    project_dir = Path(project_dir) if project_dir else context.folder.parent.parent
+    with Store.open(project_dir, create=False) as store:
+        chosen = RoundSettings.load(store).replace(**settings) if settings else None
+        result = run_round(store, chosen, progress=context.progress, on_metrics=context.log_metrics, should_stop=context.cancelled)
+    return {**result.to_dict(), "summary": result.summary()}

@@ -1,0 +1,56 @@
+"""Acquisition from a model version's stored scores (:mod:`almdn.acquisition.stored`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from almdn import views
+from almdn.acquisition.baselines import mean_entropy_scores
+from almdn.acquisition.stored import acquisition_scores, select_for_labeling
+from almdn.store import Store
+from tests.app_support import project  # noqa: F401
+
+
+@pytest.fixture
+def store(project):
+    with Store.open(project, create=False) as s:
+        yield s
+
+
+def test_acquisition_scores_by_method(store):
+    pool = store.image_ids("pool")
+    almdn = acquisition_scores(store, "almdn")
+    stored = store.image_scores().set_index("image_id")["score"]
+    assert almdn.reindex(stored.index).to_numpy() == pytest.approx(stored.to_numpy())
+    summed = acquisition_scores(store, "almdn:sum_all")
+    table = store.image_scores().set_index("image_id")
+    assert summed.loc[pool[0]] == pytest.approx(table.loc[pool[0], ["z_loc_aleatoric", "z_loc_epistemic", "z_cls_aleatoric", "z_cls_epistemic"]].sum())
+    entropy = acquisition_scores(store, "entropy")
+    expected = mean_entropy_scores(store.detections(), pool)
+    assert entropy.to_numpy() == pytest.approx(expected.to_numpy())
+    r1, r2 = acquisition_scores(store, "random", seed=1), acquisition_scores(store, "random", seed=2)
+    assert sorted(r1.index) == sorted(pool) and not np.allclose(r1.to_numpy(), r2.to_numpy())
+    with pytest.raises(ValueError, match="Unknown acquisition method"):
+        acquisition_scores(store, "coreset")
+
+
+def test_selection_leaves_out_images_already_sent(store):
+    first = select_for_labeling(store, 5)
+    assert first.image_ids == views.pool_table(store)["image_id"].iloc[:5].tolist()
+    row = store.ls_project("http://127.0.0.1:1", 7, "t")
+    store.record_batch(row, [(100 + i, image_id) for i, image_id in enumerate(first.image_ids[:2])], 1, 5)
+    second = select_for_labeling(store, 5)
+    assert second.image_ids[:3] == first.image_ids[2:] and not set(first.image_ids[:2]) & set(second.image_ids)
+    with pytest.raises(ValueError, match="K must be at least 1"):
+        select_for_labeling(store, 0)
+
+
+def test_by_default_the_versions_own_score_in_ranking_order(store):
+    own = acquisition_scores(store, None)
+    ranking = store.pool_ranking()
+    assert own.index.tolist() == ranking["image_id"].tolist()
+    assert own.to_numpy() == pytest.approx(ranking["score"].astype(float).to_numpy(), nan_ok=True)
+    # the paper's method is the same score (the project was scored with max_all)
+    assert acquisition_scores(store, "almdn").reindex(own.index).to_numpy() == pytest.approx(own.to_numpy(), nan_ok=True)
+    assert select_for_labeling(store, 3, None).image_ids == ranking["image_id"].iloc[:3].tolist()

@@ -1,0 +1,191 @@
+"""The use cases (:mod:`almdn.workflow`): a round, scoring the pool into the store, creating a
+project; and that the CLI and the app store the same thing for the same model and pool."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from almdn import jobs, views
+from almdn.cli import main
+from almdn.errors import Cancelled, UserError
+from almdn.rounds import RoundCancelled, RoundError, unreadable_key
+from almdn.store import STORE_FILE, UNCERTAINTY_NAMES, Z_NAMES, Store
+from almdn.workflow import create_project, document_root, rescore, run_round
+from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project  # noqa: F401
+
+
+# --------------------------------------------------------------------------- a round
+
+
+def test_round_records_a_scored_model_version_trained_on_the_labeled_set(project):
+    with Store.open(project, create=False) as store:
+        labeled = store.labeled_image_ids()
+        pool = store.image_ids("pool")
+        before = store.latest_model_version()
+        steps, stages = [], []
+        result = run_round(store, TINY_SETTINGS, progress=lambda f, s=None: stages.append((f, s)), on_metrics=steps.append)
+        assert result.model_version == before + 1
+        assert result.previous_model_version == before
+        assert store.training_set(result.model_version) == sorted(labeled)
+        assert store.latest_model_version(scored=True) == result.model_version
+        scores = store.image_scores(result.model_version)
+        assert sorted(scores["image_id"]) == sorted(pool)
+        # threshold 0 keeps every detection: every image is scored
+        assert scores["score"].notna().all()
+        info = store.model_version(result.model_version)
+        assert {"map50", "map75", "map", "voc07_map50"} <= set(info["metrics"])
+        assert info["metrics"]["warm_start_from"] is None  # the paper's retrain: from the initial weights
+        assert info["metrics"]["iterations"] == TINY_SETTINGS.iterations
+        assert len(store.rounds()) == 2
+        assert Path(result.checkpoint).exists()
+    # progress is monotone and ends at recording; one metrics entry per logged step
+    fractions = [f for f, _ in stages]
+    assert fractions == sorted(fractions) and fractions[-1] >= 0.99
+    assert [s["iteration"] for s in steps] == [1, 2, 3]
+    assert all(np.isfinite(s["loss"]) for s in steps)
+    assert "previous" in result.summary() and f"{result.num_scored} pool images scored" in result.summary()
+
+
+def test_cancelled_round_changes_nothing(project):
+    with Store.open(project, create=False) as store:
+        before = (store.counts(), len(store.rounds()))
+        models_before = set((project / "models").glob("*")) if (project / "models").exists() else set()
+        with pytest.raises(RoundCancelled):
+            run_round(store, TINY_SETTINGS.replace(iterations=50), should_stop=lambda: True)
+        assert (store.counts(), len(store.rounds())) == before
+    models_after = set((project / "models").glob("*")) if (project / "models").exists() else set()
+    assert models_after == models_before  # the partial training was removed
+
+
+def test_round_without_labels_says_so(project):
+    with Store.open(project, create=False) as store:
+        store.set_split(store.labeled_image_ids(), "pool")
+        with pytest.raises(RoundError, match="No image is labeled yet"):
+            run_round(store, TINY_SETTINGS)
+
+
+def test_corrupt_pool_image_is_listed_and_skipped(project):
+    bad = add_corrupt_pool_image(project)
+    with Store.open(project, create=False) as store:
+        result = run_round(store, TINY_SETTINGS)
+        assert [u["image_id"] for u in result.unreadable] == [bad]
+        assert "broken.png" in result.unreadable[0]["path"]
+        assert "Cannot read image" in result.unreadable[0]["error"]
+        scored = set(store.image_scores(result.model_version)["image_id"])
+        assert bad not in scored and len(scored) == len(store.image_ids("pool")) - 1
+        assert json.loads(store.meta(unreadable_key(result.model_version)))[0]["image_id"] == bad
+        # the ranking lists it last, unscored
+        ranking = store.pool_ranking()
+        assert ranking.iloc[-1]["image_id"] == bad and np.isnan(ranking.iloc[-1]["score"])
+
+
+def test_rescore_replaces_a_versions_scores(project):
+    with Store.open(project, create=False) as store:
+        mv = store.latest_model_version()
+        before = store.image_scores(mv)
+        scoring = rescore(store, mv, TINY_SETTINGS.replace(conf_threshold=0.999))
+        after = store.image_scores(mv)
+        assert len(after) == len(before)
+        assert (after["num_detections"] == 0).all()  # nothing that confident after 3 iterations
+        assert scoring.unreadable == []
+
+
+def test_new_architecture_starts_fresh(project):
+    with Store.open(project, create=False) as store:
+        result = run_round(store, TINY_SETTINGS.replace(num_components=2))
+        assert store.model_version(result.model_version)["metrics"]["warm_start_from"] is None
+
+
+def test_document_root_is_the_projects_own_media_folder_never_the_images_folders(project):
+    with Store.open(project, create=False) as store:
+        root = document_root(store)
+        assert root == store.path.parent.absolute() / "label-studio" / "media"
+        assert not any(root in Path(p).parents for p in store.images()["path"])
+        # Images under two top-level folders once made the root '/': now it does not move.
+        other = Path("/tmp") / f"almdn-top-{store.project_uuid[:8]}"
+        other.mkdir(exist_ok=True)
+        try:
+            from PIL import Image
+
+            Image.new("RGB", (16, 16), (1, 2, 3)).save(other / "x.png")
+            store.add_images([other / "x.png"], split="pool")
+            assert document_root(store) == root != Path("/")
+        finally:
+            (other / "x.png").unlink()
+            other.rmdir()
+
+
+def test_a_cancelled_round_is_the_one_cancellation_jobs_catch():
+    assert RoundCancelled is Cancelled is jobs.JobCancelled
+
+
+# --------------------------------------------------------------------------- the CLI and the app score alike
+
+
+def test_the_cli_and_the_app_store_the_same_scores_for_the_same_model_and_pool(project):
+    """The app retrains in a background job (jobs -> workflow.run_round -> score_pool); the CLI
+    records the same model's checkpoint with ``almdn project score``. Both store the same
+    per-image and per-detection scores and list the same unreadable file."""
+    bad = add_corrupt_pool_image(project)
+    job = jobs.start_job(project, "retrain", {"settings": dataclasses.asdict(TINY_SETTINGS)})
+    state = job.wait(timeout=600)
+    assert state["status"] == "done", state
+    by_app = int(state["result"]["model_version"])
+    with Store.open(project, create=False) as store:
+        checkpoint = str(store.model_version(by_app)["checkpoint"])
+    result = CliRunner().invoke(main, [
+        "project", "score", "--project", str(project), "--checkpoint", checkpoint, "--conf-threshold", str(TINY_SETTINGS.conf_threshold),
+        "--aggregation", TINY_SETTINGS.aggregation, "--batch-size", str(TINY_SETTINGS.score_batch_size),
+    ])
+    assert result.exit_code == 3, result.output  # the unreadable image was skipped and listed
+    with Store.open(project, create=False) as store:
+        by_cli = store.latest_model_version(scored=True)
+        assert by_cli == by_app + 1
+        app_images, cli_images = (store.image_scores(mv).sort_values("image_id").reset_index(drop=True) for mv in (by_app, by_cli))
+        assert app_images["image_id"].tolist() == cli_images["image_id"].tolist() and bad not in app_images["image_id"].tolist()
+        assert app_images["num_detections"].tolist() == cli_images["num_detections"].tolist()
+        for column in ("score", *UNCERTAINTY_NAMES, *Z_NAMES):
+            assert cli_images[column].to_numpy(dtype=float) == pytest.approx(app_images[column].to_numpy(dtype=float), rel=1e-5, abs=1e-6, nan_ok=True)
+        app_dets, cli_dets = (store.detections(mv).sort_values(["image_id", "detection"]).reset_index(drop=True) for mv in (by_app, by_cli))
+        assert app_dets[["image_id", "detection", "class_name"]].equals(cli_dets[["image_id", "detection", "class_name"]])
+        for column in ("score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES):
+            assert cli_dets[column].to_numpy(dtype=float) == pytest.approx(app_dets[column].to_numpy(dtype=float), rel=1e-5, abs=1e-5)
+        # both record the file they could not read (the CLI once skipped that), so the Pool page says "unreadable"
+        assert [u["image_id"] for u in views.unreadable_images(store, by_app)] == [u["image_id"] for u in views.unreadable_images(store, by_cli)] == [bad]
+        table = views.pool_table(store, by_cli).set_index("image_id")
+        assert table.at[bad, "status"] == "unreadable"
+        assert pd.Series(store.model_version(by_cli)["metrics"]).get("map50") == pytest.approx(store.model_version(by_app)["metrics"]["map50"])
+
+
+# --------------------------------------------------------------------------- creating a project
+
+
+def test_create_project_refuses_an_existing_one_and_leaves_nothing_behind_on_failure(tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (10 * i, 0, 0)).save(images / f"{i}.png")
+    store, summaries = create_project(tmp_path / "p", [("images", images, None)], classes=["cat"])
+    store.close()
+    assert summaries[0].added == 2
+    with pytest.raises(UserError, match="already holds a project"):
+        create_project(tmp_path / "p", [("images", images, None)])
+    assert (tmp_path / "p" / STORE_FILE).exists()  # the existing project is untouched
+    (images / "1.png").write_bytes(b"broken")
+    with pytest.raises(UserError, match="1.png"):
+        create_project(tmp_path / "new" / "q", [("images", images, None)])
+    assert not (tmp_path / "new" / "q").exists()  # the folder it made is gone, the retry starts clean
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError):
+        create_project(tmp_path / "kept", [("images", images, None)])
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["notes.txt"]  # a folder it did not make keeps its files
