@@ -58,11 +58,16 @@ def main() -> None:
 @friendly
 def demo_data(out: str, num_train: int, num_test: int, image_size: int, seed: int) -> None:
     """Generate the demo dataset (digits on real photographs, COCO format) deterministically."""
-    from almdn.data.demo import DemoConfig, generate_demo_dataset
+    from almdn.data.demo import DemoConfig, describe, generate_demo_dataset
 
     config = DemoConfig(num_train=num_train, num_test=num_test, image_size=image_size, seed=seed)
     info = generate_demo_dataset(out, config)
     click.echo(f"Demo dataset in {info['root']}: {info['num_train_images']} train / {info['num_test_images']} test images.")
+    for split, s in describe(info["root"])["splits"].items():
+        size = s["box_size"]
+        sizes = f", box side {size['min']:g}-{size['max']:g} px (median {size['median']:g})" if size else ""
+        click.echo(f"{split}: {s['objects']} digits{sizes}, {s['empty_images']} empty images, {s['partly_hidden']} partly hidden, "
+                   f"{s['low_contrast']} low-contrast, {s['near_duplicates']} near-duplicates.")
 
 
 _image_root_option = click.option(

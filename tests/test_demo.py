@@ -18,10 +18,17 @@ from almdn.data.demo import (
     DemoConfig,
     describe,
     generate_demo_dataset,
-    iter_demo_images,
     render_demo_image,
     split_digit_indices,
 )
+
+
+def iter_demo_images(config: DemoConfig, split: str):
+    """Every image of ``split`` in order, rendered without writing anything."""
+    count = config.num_train if split == "train" else config.num_test
+    for index in range(count):
+        yield render_demo_image(config, split, index)
+
 
 TINY = DemoConfig(
     image_size=64, num_train=40, num_test=10, min_size=8, max_size=28,
@@ -291,3 +298,16 @@ def test_invalid_config_is_rejected() -> None:
         DemoConfig(empty_fraction=1.5)
     with pytest.raises(IndexError):
         render_demo_image(TINY, "test", 10)
+
+
+def test_demo_data_command_describes_what_it_wrote(tmp_path):
+    from click.testing import CliRunner
+
+    from almdn.cli import main
+
+    result = CliRunner().invoke(main, ["demo-data", "--out", str(tmp_path / "d"), "--num-train", "6", "--num-test", "3", "--image-size", "64"])
+    assert result.exit_code == 0, result.output
+    stats = describe(tmp_path / "d")["splits"]
+    lines = result.output.strip().splitlines()
+    assert lines[-3].endswith("6 train / 3 test images.")  # after the progress bar
+    assert lines[-2].startswith(f"train: {stats['train']['objects']} digits") and lines[-1].startswith(f"test: {stats['test']['objects']} digits")

@@ -77,7 +77,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -91,7 +91,6 @@ __all__ = [
     "DemoImage",
     "describe",
     "generate_demo_dataset",
-    "iter_demo_images",
     "render_demo_image",
     "split_digit_indices",
 ]
@@ -1031,10 +1030,3 @@ def describe(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "touching_border": truncated,
         }
     return summary
-
-
-def iter_demo_images(config: DemoConfig, split: str) -> Iterator[DemoImage]:
-    """Yield every image of ``split`` in order, without writing anything."""
-    count = config.num_train if split == "train" else config.num_test
-    for index in range(count):
-        yield render_demo_image(config, split, index)
