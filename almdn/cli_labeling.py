@@ -60,8 +60,9 @@ def project() -> None:
 @_source_options
 @click.option("--classes", default=None, help="Comma-separated class names, in label order (before any dataset's own).")
 @click.option("--name", default=None, help="Project name (default: the folder's name).")
+@click.option("--init", "init", default=None, help="Where the project's models start: coco (torchvision's COCO-trained detector, for the architectures that have one), imagenet (ImageNet backbone; the default), none (random), or PATH to a torchvision state dict of the same architecture.")
 @friendly
-def project_create(project_dir, coco, voc, voc_set, yolo, images, split, classes, name) -> None:
+def project_create(project_dir, coco, voc, voc_set, yolo, images, split, classes, name, init) -> None:
     """Create a project (a folder with its store) from COCO / VOC / YOLO data or an image folder.
 
     A failed creation leaves no store behind, so the command can simply be run again."""
@@ -69,7 +70,7 @@ def project_create(project_dir, coco, voc, voc_set, yolo, images, split, classes
 
     class_list = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     sources = _sources(coco, voc, voc_set, yolo, images, split)
-    store, _ = create_project(project_dir, sources, classes=class_list, name=name, on_summary=lambda s: click.echo(str(s)))
+    store, _ = create_project(project_dir, sources, classes=class_list, name=name, on_summary=lambda s: click.echo(str(s)), init=init)
     with store:
         click.echo(f"Project '{store.name}' in {store.path.parent}: " + _counts_line(store.counts()))
 

@@ -56,6 +56,10 @@ class RoundSettings:
         hflip: whether the augmentation flips images (off for mirror-sensitive classes).
         zoom_out_max: the zoom-out's largest canvas in image sides (SSD: 4; smaller keeps
             small objects above the smallest anchor).
+        init: the initial weights' starting point: "imagenet" (an ImageNet backbone where the
+            architecture has one), "coco" (torchvision's COCO-trained detector, classes mapped
+            to COCO's), "none" (random) or the path of a torchvision state dict of the same
+            architecture (:mod:`almdn.models.pretrained`).
         start_from: "initial" (default): the seed's initial weights, as the paper retrains
             every cycle, so versions compare like with like; "previous": fine-tune the latest
             model version's weights when it has the same architecture, head, K and classes.
@@ -78,6 +82,7 @@ class RoundSettings:
     hflip: bool = True
     zoom_out_max: float = 4.0
     start_from: str = "initial"
+    init: str = "imagenet"
     conf_threshold: float = 0.5
     aggregation: str = "max_all"
     seed: int = 0
@@ -96,6 +101,7 @@ class RoundSettings:
             problems.append(f"optimizer '{self.optimizer}' is not sgd or adamw")
         if self.augment not in ("auto", "ssd", "flip", "none"):
             problems.append(f"augmentation '{self.augment}' is not one of auto, ssd, flip, none")
+        problems += _init_problems(self.init, self.arch)
         if self.start_from not in START_CHOICES:
             problems.append(f"start '{self.start_from}' is not one of {', '.join(START_CHOICES)}")
         if self.head not in HEAD_CHOICES:
@@ -179,8 +185,21 @@ class RoundResult:
         return text + "."
 
 
+def _init_problems(init: str, arch: str) -> list[str]:
+    """What is wrong with starting point ``init`` for ``arch`` (nothing: an empty list)."""
+    from pathlib import Path
+
+    from almdn.models.pretrained import INIT_CHOICES, TORCHVISION_COCO_WEIGHTS
+
+    if init not in INIT_CHOICES and not Path(init).expanduser().is_file():
+        return [f"starting point '{init}' is neither {', '.join(INIT_CHOICES)} nor a weights file"]
+    if init not in ("imagenet", "none") and arch not in TORCHVISION_COCO_WEIGHTS:
+        return [f"starting point '{init}' needs one of {', '.join(TORCHVISION_COCO_WEIGHTS)}; {arch} starts from imagenet or none"]
+    return []
+
+
 #: The settings that make two trainings the same schedule from the same starting point.
-SCHEDULE_KEYS = ("arch", "head", "num_components", "iterations", "batch_size", "lr", "optimizer", "cls_loss", "augment", "hflip", "zoom_out_max", "seed")
+SCHEDULE_KEYS = ("arch", "head", "num_components", "init", "iterations", "batch_size", "lr", "optimizer", "cls_loss", "augment", "hflip", "zoom_out_max", "seed")
 
 
 @dataclass
@@ -230,7 +249,10 @@ def describe_training(store: Store, model_version: int) -> TrainingDescription:
         sentence = (f"Model version {mv} was trained {start} for {schedule}; version {previous} was recorded from an existing checkpoint, "
                     "so whether the two compare like with like is not known.")
         return TrainingDescription(mv, previous, None, False, {}, sentence)
-    differences = {k: (prev_settings.get(k), settings.get(k)) for k in SCHEDULE_KEYS if prev_settings.get(k) != settings.get(k)}
+    # a setting a version's round did not record yet had its default then
+    default = dataclasses.asdict(RoundSettings())
+    before, after = ({k: s.get(k, default[k]) for k in SCHEDULE_KEYS} for s in (prev_settings, settings))
+    differences = {k: (before[k], after[k]) for k in SCHEDULE_KEYS if before[k] != after[k]}
     if prev_metrics.get("warm_start_from") is not None:
         differences["start"] = (f"fine-tuned from version {prev_metrics['warm_start_from']}", "initial weights")
     if not differences:

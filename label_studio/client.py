@@ -156,7 +156,7 @@ class LabelStudioClient:
     def close(self) -> None:
         self._http.close()
         with contextlib.suppress(Exception):
-            self._sdk._client_wrapper.httpx_client.httpx_client.close()
+            self._sdk._client_wrapper.httpx_client.httpx_client.close()  # the SDK has no close(): its httpx client sits in its wrapper
 
     def __enter__(self) -> LabelStudioClient:
         return self

@@ -354,12 +354,20 @@ def test_settings_save_model_and_thresholds(project):
     next(s for s in at.selectbox if s.label == "Aggregation (Tab. 2)").set_value("sum_cls")
     next(s for s in at.selectbox if s.label == "Class loss").set_value("eq5")
     next(s for s in at.selectbox if s.label == "Augmentation").set_value("none")
+    next(t for t in at.text_input if t.label == "Models start from").set_value("none")
     next(b for b in at.button if b.label == "Save").click().run()
     assert "Saved; the next retrain uses these settings." in texts(at, "success")
     with Store.open(project, create=False) as store:
         saved = RoundSettings.load(store)
     assert (saved.num_components, saved.iterations, saved.conf_threshold, saved.aggregation) == (2, 7, 0.25, "sum_cls")
-    assert (saved.cls_loss, saved.augment) == ("eq5", "none")
+    assert (saved.cls_loss, saved.augment, saved.init) == ("eq5", "none", "none")
+    # a starting point this architecture cannot take: one sentence, nothing saved
+    at = open_app(project, "views/settings.py")
+    next(t for t in at.text_input if t.label == "Models start from").set_value("coco")
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert any("starting point 'coco' needs one of" in e for e in texts(at, "error"))
+    with Store.open(project, create=False) as store:
+        assert RoundSettings.load(store).init == "none"
 
 
 def test_settings_connect_errors_are_one_sentence(project):

@@ -175,6 +175,19 @@ def test_a_failed_create_leaves_no_store_and_the_retry_works(tmp_path):
         assert "3 images added to 'pool'" in out
 
 
+def test_create_with_a_starting_point(tmp_path):
+    from almdn.rounds import RoundSettings
+
+    write_pool_images(tmp_path / "pool", 2, size=(32, 32))
+    project = tmp_path / "p"
+    run("project", "create", "--project", str(project), "--images", str(tmp_path / "pool"), "--classes", "cat", "--init", "none")
+    with Store.open(project) as store:
+        assert RoundSettings.load(store).init == "none"
+    line = one_sentence(run("project", "create", "--project", str(tmp_path / "q"), "--images", str(tmp_path / "pool"), "--init", "imagenett", ok=False))
+    assert line == "Error: Invalid settings: starting point 'imagenett' is neither coco, imagenet, none nor a weights file."
+    assert not (tmp_path / "q").exists()
+
+
 def test_duplicates_by_content_are_added_once(tmp_path):
     pool = tmp_path / "pool"
     write_pool_images(pool, 4, size=(32, 32))

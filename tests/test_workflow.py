@@ -189,3 +189,50 @@ def test_create_project_refuses_an_existing_one_and_leaves_nothing_behind_on_fai
     with pytest.raises(UserError):
         create_project(tmp_path / "kept", [("images", images, None)])
     assert [p.name for p in (tmp_path / "kept").iterdir()] == ["notes.txt"]  # a folder it did not make keeps its files
+
+
+# --------------------------------------------------------------------------- where a project's models start (issue 12)
+
+
+def test_a_project_created_with_a_starting_point_keeps_it_and_a_bad_one_leaves_nothing(tmp_path):
+    from PIL import Image
+
+    from almdn.rounds import RoundSettings
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(images / "a.png")
+    store, _ = create_project(tmp_path / "p", [("images", images, None)], classes=["cat"], init="none")
+    with store:
+        assert RoundSettings.load(store).init == "none"
+    with pytest.raises(RoundError, match="starting point 'nowhere.pt' is neither coco, imagenet, none nor a weights file"):
+        create_project(tmp_path / "q", [("images", images, None)], init="nowhere.pt")
+    with pytest.raises(RoundError, match="starting point 'coco' needs one of .*ssd_mobilenet_v2_small starts from imagenet or none"):
+        create_project(tmp_path / "r", [("images", images, None)], init="coco")  # the default architecture has no COCO detector
+    assert not (tmp_path / "q").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_rounds_initial_weights_follow_the_starting_point(project):
+    import torch
+
+    from almdn.workflow.training import _initial_model  # the round's model builder, checked without training
+
+    with Store.open(project, create=False) as store:
+        classes = store.classes()
+        imagenet, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
+        again, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
+        none, _ = _initial_model(store, TINY_SETTINGS.replace(init="none"), classes)
+    first = next(imagenet.backbone.parameters())
+    assert torch.equal(first, next(again.backbone.parameters()))  # a function of the seed and the starting point
+    assert not torch.equal(first, next(none.backbone.parameters()))  # random backbone, not ImageNet's
+
+
+def test_describe_training_names_a_changed_starting_point(project):
+    from almdn.rounds import describe_training
+
+    with Store.open(project, create=False) as store:
+        first = store.latest_model_version()
+        other = run_round(store, TINY_SETTINGS.replace(init="none"))
+        how = describe_training(store, other.model_version)
+        assert not how.comparable and how.differences["init"] == ("imagenet", "none")
+        assert how.previous == first

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from almdn.errors import UserError
 from almdn.project import ImportSummary, add_source
+from almdn.rounds import RoundSettings
 from almdn.store import STORE_FILE, Store
 
 #: A source: ``(kind, path, split or None)`` or ``(kind, path, split, VOC image set)``.
@@ -26,9 +27,12 @@ def create_project(
     classes: list[str] | None = None,
     name: str | None = None,
     on_summary: Callable[[ImportSummary], None] | None = None,
+    init: str | None = None,
 ) -> tuple[Store, list[ImportSummary]]:
     """Create a new project at ``project_dir`` from ``sources``; ``classes`` fixes the class
-    list and its order first. Returns the open store and what each source added.
+    list and its order first; ``init`` is where its models start (coco, imagenet, none or the
+    path of a torchvision state dict: :attr:`almdn.rounds.RoundSettings.init`). Returns the
+    open store and what each source added.
 
     A folder that already holds a project is refused (add sources to it instead). If the
     creation fails (a broken source, Ctrl-C), nothing it made is left behind: the store, and
@@ -41,6 +45,8 @@ def create_project(
     new_folder = not project_dir.exists()
     store = Store.open(project_dir, name=name or project_dir.resolve().name)
     try:
+        if init is not None:
+            RoundSettings.load(store).replace(init=str(init)).save(store)  # checked before any source is read
         if classes:
             store.add_classes(classes)
         summaries = add_sources(store, sources, on_summary)

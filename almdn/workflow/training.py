@@ -50,6 +50,7 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
 
     from almdn.engine.checkpoint import CheckpointError, read_checkpoint
     from almdn.models import build_model, model_from_config
+    from almdn.models.pretrained import apply_init, init_build_options
 
     wanted = {"arch": settings.arch, "head": settings.head, "num_components": int(settings.num_components), "class_names": classes, "cls_loss": settings.cls_loss}
     versions = store.model_versions()
@@ -68,8 +69,9 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
     torch.manual_seed(int(settings.seed))  # the initial weights are a function of the seed
     model = build_model(
         arch=settings.arch, num_classes=len(classes), head=settings.head, num_components=int(settings.num_components),
-        class_names=classes, pretrained=settings.arch != "ssd_small", cls_loss=settings.cls_loss,
+        class_names=classes, cls_loss=settings.cls_loss, **init_build_options(settings.arch, settings.head, settings.init),
     )
+    apply_init(model, settings.init, settings.arch)  # coco or a weights file: loaded into the new model
     return model, None
 
 

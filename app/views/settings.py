@@ -8,6 +8,7 @@ import streamlit as st
 from almdn import jobs, labeling, workflow
 from almdn.acquisition.scoring import AGGREGATIONS
 from almdn.errors import USER_ERRORS
+from almdn.models.pretrained import TORCHVISION_COCO_WEIGHTS
 from almdn.registry import ARCHITECTURES, CLASS_LOSSES, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
 from almdn.rounds import START_CHOICES, RoundSettings
 
@@ -94,9 +95,13 @@ with st.form("model"):
                             help="auto: SSD's recipe (photometric distortion, zoom-out, IoU crop, flip); none switches it off.")
     hflip = st.toggle("Flip images horizontally while training", value=bool(current.hflip),
                       help="Off for classes a mirror changes (digits, text, left/right signs).")
+    init = st.text_input("Models start from", value=current.init,
+                         help="imagenet: an ImageNet backbone (where the architecture has one); coco: torchvision's COCO-trained detector "
+                              f"(its classes mapped to yours; {', '.join(TORCHVISION_COCO_WEIGHTS)}); none: random; "
+                              "or the path of a torchvision state dict of the same architecture.")
     if st.form_submit_button("Save", type="primary"):
         with common.sentence_on_error():
             current.replace(arch=arch, head=head, num_components=int(k), iterations=int(iterations), batch_size=int(batch_size), lr=float(lr),
                             conf_threshold=float(conf), aggregation=aggregation, start_from=start_from, cls_loss=cls_loss,
-                            optimizer=optimizer, augment=augment, hflip=bool(hflip)).save(store)
+                            optimizer=optimizer, augment=augment, hflip=bool(hflip), init=init.strip()).save(store)
             st.success("Saved; the next retrain uses these settings.")
