@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from almdn.store import UNCERTAINTY_NAMES, Z_NAMES, Store  # noqa: E402
+from almdn.workflow import pull as workflow_pull, push as workflow_push  # noqa: E402
 from label_studio.client import LabelStudioClient  # noqa: E402
 from label_studio.server import LABEL_STUDIO_VERSION, LocalServer, free_port, prepare_template  # noqa: E402
 
@@ -109,18 +110,18 @@ def main() -> int:
             store = make_project(tmp / "root", tmp / "project", args.n)
             setup_s = time.perf_counter() - t0
             client = LabelStudioClient(server.url, server.credentials().token, document_root=tmp / "root")
-            push = client.push(store, args.n)
+            push = workflow_push(store, client, args.n)
             assert len(push.created) == args.n, push
             rows.append(("push (new tasks with 2 pre-annotated boxes each)", len(push.created), push.seconds))
-            again = client.push(store, args.n)
+            again = workflow_push(store, client, args.n)
             assert again.created == [] and len(again.already) == args.n
             rows.append(("push again (the same top-N: no new task)", len(again.already), again.seconds))
             annotate_s = annotate_all(server.url, server.credentials().token, push.project_id)
             rows.append(("annotator: post annotations (4 clients; not part of the goal)", args.n, annotate_s))
-            pull = client.pull(store)
+            pull = workflow_pull(store, client)
             assert pull.new_annotations == args.n and not pull.problems, pull
             rows.append(("pull (new annotations into the store)", pull.new_annotations, pull.seconds))
-            repull = client.pull(store)
+            repull = workflow_pull(store, client)
             assert repull.new_annotations == 0 and repull.duplicates == args.n
             rows.append(("pull again (all already pulled)", repull.duplicates, repull.seconds))
             assert len(store.labels()) == args.n and store.check_integrity() == []
