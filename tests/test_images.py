@@ -48,6 +48,13 @@ def test_a_large_image_is_decoded_reduced_and_its_boxes_map_back(tmp_path):
     assert ImageFolderDataset([big], sizes=[(6000, 3000)]).box_scale(0) == (6000 / MAX_DECODE_SIDE, 3000 / 1024)
     restored = restore_boxes({"boxes": torch.tensor([[500.0, 250.0, 1000.0, 500.0]]), "scores": torch.tensor([0.9])}, ds.box_scale(0))
     assert restored["boxes"].tolist() == [[3000.0, 1500.0, 6000.0, 3000.0]]
+    # the mixture's pixel-valued keys (component boxes, their sigmas, the anchor) map back too
+    mixture = {"boxes": torch.ones(1, 4), "component_boxes": torch.ones(1, 2, 4), "component_sigmas": torch.ones(1, 2, 4),
+               "anchor_boxes": torch.ones(1, 4), "component_weights": torch.ones(1, 2, 4)}
+    restored = restore_boxes(mixture, (6.0, 3.0))
+    for key in ("boxes", "component_boxes", "component_sigmas", "anchor_boxes"):
+        assert restored[key][..., 0].eq(6.0).all() and restored[key][..., 1].eq(3.0).all(), key
+    assert restored["component_weights"].eq(1.0).all()  # not a pixel value
     small_file = tmp_path / "s.png"
     Image.new("RGB", (40, 30)).save(small_file)
     assert ImageFolderDataset([small_file]).box_scale(0) == (1.0, 1.0) and ImageFolderDataset([small_file])[0][0].shape == (3, 30, 40)

@@ -30,12 +30,15 @@ def list_images(root: str | os.PathLike[str]) -> list[Path]:
 
 
 def restore_boxes(prediction: dict, box_scale: tuple[float, float] | None) -> dict:
-    """A detector's prediction on a reduced image, with its ``boxes`` in the original pixels."""
+    """A detector's prediction on a reduced image, with every pixel-valued key (boxes, component
+    boxes and sigmas, anchors: :data:`almdn.models.postprocess.BOX_KEYS`) in the original pixels."""
+    from almdn.models.postprocess import BOX_KEYS
+
     if box_scale is None or box_scale == (1.0, 1.0):
         return prediction
     sx, sy = box_scale
     scale = torch.tensor([sx, sy, sx, sy], dtype=prediction["boxes"].dtype)
-    return {**prediction, "boxes": prediction["boxes"] * scale}
+    return {**prediction, **{key: prediction[key] * scale for key in BOX_KEYS if key in prediction}}
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
