@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 # Spin-waiting OpenMP threads make torch 10-20x slower beside any other busy process on a
-# small machine (../shared/ENVIRONMENT.md); set before torch is imported.
+# small machine (measured on a 2-core CPU); set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402

@@ -193,7 +193,7 @@ def start_job(project_dir: str | os.PathLike[str], kind: str, params: dict[str, 
         _write_json(folder / "job.json", state)
         env = dict(os.environ)
         # Training beside the app and other work: spinning OpenMP threads would slow everything
-        # 10-20x on a small machine (../shared/ENVIRONMENT.md).
+        # 10-20x on a small machine (measured on a 2-core CPU).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env["PYTHONUNBUFFERED"] = "1"
         repo = str(Path(__file__).resolve().parents[1])

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 # Jobs and inference beside the app: spinning OpenMP threads slow everything 10-20x on a small
-# machine (../shared/ENVIRONMENT.md); set before torch is imported anywhere.
+# machine (measured on a 2-core CPU); set before torch is imported anywhere.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:

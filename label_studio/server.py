@@ -25,7 +25,7 @@ takes a few seconds. A copy gets a fresh admin user with the project's own crede
 template's admin is disabled in every copy (no API token, no usable password, no session), so
 no two projects' servers share a login.
 
-Traps of the server this module avoids (see ../shared/ENVIRONMENT.md): ``--internal-host`` is
+Traps of the server this module avoids: ``--internal-host`` is
 the bind address (we always bind 127.0.0.1); a busy port silently moves the server to the next
 one unless ``--debug`` is given, so we check the port ourselves and pass ``--debug``; the
 server reads un-prefixed ``HOST``/``PORT``/``USERNAME``/... from the environment, so the child

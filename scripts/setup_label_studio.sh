@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv-label-studio with the pinned Label Studio server (idempotent: a stamp skips the
 # install when nothing changed). The server gets its own environment because it resolves with
-# torch/streamlit only by downgrading pytz, pyarrow and python-dateutil (shared/ENVIRONMENT.md);
+# torch/streamlit only by downgrading pytz, pyarrow and python-dateutil;
 # the library talks to it through label-studio-sdk from .venv. About 30 s with uv.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 """Top-B selection from per-image scores: ties, images without detections, small pools.
 
 The paper selects the B highest-scoring pool images each cycle. What it leaves open is pinned
-down here (../shared/METHOD.md):
+down here:
 
 - **Ties** are broken by pool order (the order of ``scores``), so a selection is reproducible.
 - **Images without a kept detection** have no uncertainty (NaN score). The reference ranks

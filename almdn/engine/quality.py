@@ -8,7 +8,7 @@ returns (each with its mixture weights and four uncertainties):
   number of components is ``exp(H(pi))`` (1 when collapsed, K when uniform). A collapsed class
   mixture has a class epistemic uncertainty (Eq. 1) of ~0, so its z-score ranks noise.
 * :func:`uncertainty_quality`: whether each uncertainty predicts the model's errors, with the
-  definitions of ../shared/METHOD.md. Detections above the scoring threshold are matched
+  definitions below. Detections above the scoring threshold are matched
   greedily by score to same-class ground truth (IoU >= 0.5 is a true positive). Class
   uncertainties, class entropy and ``1 - score`` get the ROC AUC of telling false from true
   positives (false positive = the positive class; 0.5 = no information). Box uncertainties

@@ -9,7 +9,7 @@ inference and uncertainty code never branches on the head type:
 ``*_var_logits`` is None where the head has no such variance (the "eff" classification head,
 the plain head).
 
-Design (see ../shared/METHOD.md, "Heads"): the reference implementation uses one 3x3 conv per
+Design: the reference implementation uses one 3x3 conv per
 output type and per component, which on SSD300 adds ~26 M parameters and ~10 GMACs. Here each
 feature map has ONE small tower that emits every mixture output at once: a 3x3 conv to
 ``hidden_channels`` (ReLU) followed by a 1x1 conv to all ``A x P`` outputs. The 3x3 work is
