@@ -25,6 +25,8 @@ def unreadable_key(model_version: int) -> str:
     return f"app.unreadable.{int(model_version)}"
 
 ARCH_CHOICES = ROUND_ARCH_NAMES  # almdn.registry: what a round offers
+#: The input sizes a round accepts (px).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 64, 2048
 #: Where a retrain starts (:attr:`RoundSettings.start_from`), in words.
 START_CHOICES = {"initial": "the initial weights (like the previous version: the paper's retrain)", "previous": "the previous model version (fine-tune)"}
 HEAD_CHOICES = ROUND_HEAD_TYPES
@@ -56,6 +58,10 @@ class RoundSettings:
         hflip: whether the augmentation flips images (off for mirror-sensitive classes).
         zoom_out_max: the zoom-out's largest canvas in image sides (SSD: 4; smaller keeps
             small objects above the smallest anchor).
+        image_size: the model's input side in pixels (None: the architecture's own); larger
+            gives small objects more pixels and a finer anchor grid (the small-object warning).
+        fit_anchors: fit the SSD's anchor scales and ratios to the labeled boxes when a round
+            builds its model (:func:`almdn.models.anchors.fit_anchors`, YOLO's autoanchor).
         init: the initial weights' starting point: "imagenet" (an ImageNet backbone where the
             architecture has one), "coco" (torchvision's COCO-trained detector, classes mapped
             to COCO's), "none" (random) or the path of a torchvision state dict of the same
@@ -81,6 +87,8 @@ class RoundSettings:
     augment: str = "auto"
     hflip: bool = True
     zoom_out_max: float = 4.0
+    image_size: int | None = None
+    fit_anchors: bool = False
     start_from: str = "initial"
     init: str = "imagenet"
     conf_threshold: float = 0.5
@@ -102,6 +110,8 @@ class RoundSettings:
         if self.augment not in ("auto", "ssd", "flip", "none"):
             problems.append(f"augmentation '{self.augment}' is not one of auto, ssd, flip, none")
         problems += _init_problems(self.init, self.arch)
+        if self.image_size is not None and not MIN_IMAGE_SIZE <= int(self.image_size) <= MAX_IMAGE_SIZE:
+            problems.append(f"image size {self.image_size} is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px")
         if self.start_from not in START_CHOICES:
             problems.append(f"start '{self.start_from}' is not one of {', '.join(START_CHOICES)}")
         if self.head not in HEAD_CHOICES:
@@ -119,6 +129,34 @@ class RoundSettings:
         if problems:
             raise RoundError("Invalid settings: " + "; ".join(problems) + ".")
         return self
+
+    def model_options(self) -> dict[str, Any]:
+        """:func:`almdn.models.build_model` keywords of the rounds' architecture (the same for a
+        round's model and for the coverage check of a project's labeled boxes)."""
+        options = {"arch": self.arch, "head": self.head, "num_components": int(self.num_components), "cls_loss": self.cls_loss}
+        if self.image_size is not None:
+            options["image_size"] = int(self.image_size)
+        return options
+
+    def fit_model_anchors(self, model, data) -> str | None:
+        """With :attr:`fit_anchors`, fit ``model``'s anchors to the boxes of ``data`` in place
+        (:func:`almdn.models.anchors.fit_anchors`) and return the fit's sentence; else None."""
+        if not self.fit_anchors:
+            return None
+        from almdn.models.anchors import apply_fitted_anchors, fit_anchors
+
+        fit = fit_anchors(model, data)
+        apply_fitted_anchors(model, fit)
+        return fit.summary()
+
+    def coverage_advice(self) -> str:
+        """What a project's user can do about the small-object warning: its settings, not
+        ``almdn train``'s options (:func:`almdn.models.anchors.coverage_message`)."""
+        if self.fit_anchors:
+            return ("the anchors are already fitted to the labeled boxes, so a larger input image size is what is left "
+                    "(the app's Settings page: 'Input image size')")
+        return ("turn on 'Fit anchors to the labeled boxes' (the anchor scales and ratios fitted to these boxes), or set a larger "
+                "'Input image size' for a finer anchor grid, in the project's round settings (the app's Settings page)")
 
     def train_config(self):
         from almdn.engine.train import TrainConfig
@@ -166,6 +204,8 @@ class RoundResult:
     train_seconds: float
     seconds: float
     checkpoint: str
+    #: What the round warned about (the small-object warning), for the app to show.
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -199,7 +239,8 @@ def _init_problems(init: str, arch: str) -> list[str]:
 
 
 #: The settings that make two trainings the same schedule from the same starting point.
-SCHEDULE_KEYS = ("arch", "head", "num_components", "init", "iterations", "batch_size", "lr", "optimizer", "cls_loss", "augment", "hflip", "zoom_out_max", "seed")
+SCHEDULE_KEYS = ("arch", "head", "num_components", "init", "image_size", "fit_anchors", "iterations", "batch_size", "lr", "optimizer", "cls_loss",
+                 "augment", "hflip", "zoom_out_max", "seed")
 
 
 @dataclass

@@ -155,6 +155,13 @@ def sentence_on_error():
         st.error(user_message(exc))
 
 
+def show_warnings(messages: list[str | None]) -> None:
+    """A use case's warnings (the small-object check of the labeled boxes), one box each; None
+    (no warning) shows nothing."""
+    for message in filter(None, messages):
+        st.warning(message, icon=":material/warning:")
+
+
 # --------------------------------------------------------------------------- Label Studio
 
 
@@ -226,6 +233,7 @@ def job_panel(kinds: tuple[str, ...] | None = None, show_loss: bool = True, key:
             result = state.get("result") or {}
             if status == "done":
                 st.success(f"{job_title(state)} finished: {result.get('summary', 'done')}")
+                show_warnings(result.get("warnings") or [])  # a round's small-object warning
             elif status == "failed":
                 st.error(state.get("message") or "The job failed.")
             elif status == "cancelled":

@@ -85,6 +85,23 @@ def project(tmp_path_factory, tmp_path) -> Path:
     stop_jobs(folder)
 
 
+def write_small_box_dataset(root: Path, num_images: int = 20, sizes: tuple[float, float] = (8.0, 24.0)) -> Path:
+    """A COCO dataset folder (annotations/train.json, images/) of issue 12's kind: 300 px
+    photos, one class, 12 small boxes each (:func:`tests.test_anchors.planted_small_boxes`),
+    with plain image files so that a project can import it. At 8-24 px only 6% of its 240 boxes
+    have an anchor of the rounds' default model (128 px input) with IoU >= 0.5."""
+    from PIL import Image
+
+    from tests.test_anchors import planted_small_boxes
+
+    (root / "annotations").mkdir(parents=True)
+    (root / "images").mkdir()
+    dataset = planted_small_boxes(root / "annotations" / "train.json", num_images=num_images, sizes=sizes)
+    for i, path in enumerate(dataset.file_paths):
+        Image.new("RGB", (300, 300), (10 * i, 90, 60)).save(root / "images" / Path(path).name)  # distinct content
+    return root
+
+
 def write_corrupt_png(path: Path, width: int = 128, height: int = 128) -> Path:
     """A PNG whose header is valid (so its size can be read) but whose pixel data is cut off:
     a real-world half-copied file. Decoding it fails."""

@@ -22,7 +22,7 @@ from almdn.workflow import run_round
 from almdn.store import Store
 from label_studio.client import save_connection
 from label_studio.server import free_port
-from tests.app_support import APP, TINY_DEMO_SIZES, TINY_SETTINGS, add_corrupt_pool_image, built_project, project  # noqa: F401
+from tests.app_support import APP, TINY_DEMO_SIZES, TINY_SETTINGS, add_corrupt_pool_image, built_project, project, write_small_box_dataset  # noqa: F401
 
 
 def open_app(project_dir, page: str | None = None) -> AppTest:
@@ -408,12 +408,55 @@ def test_projects_create_from_coco_and_bad_paths(project, tmp_path, monkeypatch,
     next(b for b in at.button if b.label == "Create").click().run()
     assert not at.exception
     assert any("images added to 'labeled'" in t and "images added to 'test'" in t for t in texts(at, "success"))
+    assert texts(at, "warning") == []  # the demo's objects have anchors that fit them (issue 12's check is quiet)
     created = tmp_path / "projects" / "digits"
     assert at.session_state["project_dir"] == str(created)
     with Store.open(created, create=False) as store:
         assert store.counts()["labeled"] == 30 and store.counts()["test"] == 8
     at.switch_page("views/pool.py").run()
     assert any(t.startswith("No model yet") for t in texts(at, "info"))
+
+
+def test_small_objects_are_warned_at_creation_acted_on_in_settings_and_warned_after_a_retrain(project, tmp_path, monkeypatch):
+    """Issue 12's small objects: the Projects page shows the coverage warning of the labeled
+    boxes, the Settings page carries what it asks for and re-checks on saving, and the Train
+    page shows the warning a retrain's result carries."""
+    monkeypatch.setenv("ALMDN_PROJECTS", str(tmp_path / "projects"))
+    trees = write_small_box_dataset(tmp_path / "trees")
+    at = open_app(project, "views/projects.py")
+    at.selectbox(key="create-kind").set_value("coco").run()
+    inputs = {t.label: t for t in at.text_input}
+    inputs["Name"].set_value("trees")
+    inputs["Dataset path"].set_value(str(trees))
+    next(b for b in at.button if b.label == "Create").click().run()
+    assert not at.exception
+    assert any("20 images added to 'labeled' with 240 boxes" in t for t in texts(at, "success"))
+    warnings = texts(at, "warning")
+    assert len(warnings) == 1 and warnings[0].startswith("Only 6% of 240 boxes have an anchor with IoU >= 0.5") and "Settings page" in warnings[0]
+    created = tmp_path / "projects" / "trees"
+    at.switch_page("views/settings.py").run()
+    next(n for n in at.number_input if n.label.startswith("Input image size")).set_value(256)
+    next(b for b in at.button if b.label == "Save").click().run()
+    assert "Saved; the next retrain uses these settings." in texts(at, "success")
+    # checked again for what was saved: a 256 px input alone covers 15% of the boxes
+    after = [w for w in texts(at, "warning") if w.startswith("Only ")]
+    assert len(after) == 1 and after[0].startswith("Only 15% of 240 boxes") and "at the model's 256x256 input" in after[0]
+    jobs.start_job(created, "retrain", {"project_dir": str(created), "settings": {"iterations": 3, "batch_size": 4, "conf_threshold": 0.0}})
+    state = wait_done(created)
+    assert state["status"] == "done" and state["result"]["warnings"] == after
+    at.switch_page("views/train.py").run()
+    assert not at.exception
+    assert any("finished: Model version 1" in t for t in texts(at, "success"))
+    assert after[0] in texts(at, "warning")
+    # anchors fitted to the boxes at 256 px cover 69% of them: saved, and the warning is gone
+    at.switch_page("views/settings.py").run()
+    next(t for t in at.toggle if t.label == "Fit anchors to the labeled boxes").set_value(True)
+    next(b for b in at.button if b.label == "Save").click().run()
+    with Store.open(created, create=False) as store:
+        saved = RoundSettings.load(store)
+    assert (saved.image_size, saved.fit_anchors) == (256, True)
+    assert "Saved; the next retrain uses these settings." in texts(at, "success")
+    assert not [w for w in texts(at, "warning") if w.startswith("Only ")]
 
 
 def test_projects_open_and_add_images(project, tmp_path, monkeypatch, tmp_path_factory):

@@ -15,6 +15,7 @@ from almdn.store import Store
 from label_studio.client import IMAGE_KEY
 from label_studio.server import LocalServer, free_port
 from tests.label_studio_support import TEMPLATE, Annotator, ls_server, write_pool_images  # noqa: F401  (fixtures)
+from tests.app_support import write_small_box_dataset
 from tests.test_project import make_coco_dataset
 
 
@@ -288,8 +289,27 @@ def test_clipped_and_dropped_boxes_are_one_note_not_warnings(tmp_path):
     result = run("project", "create", "--project", str(tmp_path / "p"), "--coco", str(data))
     notes = [line for line in result.output.splitlines() if line.startswith("Note: ")]
     assert notes == [f"Note: In '{data}': 4 boxes clipped to their image and 2 empty boxes (zero width or height, or outside the image) dropped, in 4 images (im0.png, im1.png, im2.png, ...)."]
-    assert "Warning" not in result.output and "warnings.warn" not in result.output
+    # no Python warning; the anchor coverage of these 6 corner boxes (issue 12) is a line of its own
+    assert "warnings.warn" not in result.output and "UserWarning" not in result.output
+    assert [line[:14] for line in result.output.splitlines() if "Warning" in line] == ["Warning: Only "]
     assert "4 images added to 'labeled' with 6 boxes" in result.output
+
+
+def test_create_and_add_warn_in_one_line_when_few_labeled_boxes_have_an_anchor(tmp_path):
+    """Small objects (issue 12): the labeled boxes are checked for the project's rounds when
+    they come in, before anyone trains."""
+    trees = write_small_box_dataset(tmp_path / "trees")
+    result = run("project", "create", "--project", str(tmp_path / "p"), "--coco", str(trees))
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith("Warning: Only 6% of 240 boxes have an anchor with IoU >= 0.5 (median best IoU 0.28); ")
+    assert "the app's Settings page" in warnings[0] and "warnings.warn" not in result.output
+    assert "20 images (20 labeled, 0 pool, 0 test)" in result.output  # created all the same
+    # adding more labeled boxes checks again; a dataset whose boxes fit the anchors is quiet
+    run("project", "create", "--project", str(tmp_path / "q"), "--classes", "car")
+    added = run("project", "add", "--project", str(tmp_path / "q"), "--coco", str(trees)).output
+    assert sum(line.startswith("Warning: Only 6% of 240 boxes") for line in added.splitlines()) == 1
+    quiet = run("project", "create", "--project", str(tmp_path / "r"), "--coco", str(make_coco_dataset(tmp_path / "coco"))).output
+    assert "Warning" not in quiet
 
 
 def test_almdn_app_listens_on_loopback_only_from_any_folder(tmp_path):

@@ -18,7 +18,7 @@ from almdn.errors import Cancelled, UserError
 from almdn.rounds import RoundCancelled, RoundError, unreadable_key
 from almdn.store import STORE_FILE, UNCERTAINTY_NAMES, Z_NAMES, Store
 from almdn.workflow import create_project, document_root, rescore, run_round
-from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project  # noqa: F401
+from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project, write_small_box_dataset  # noqa: F401
 
 
 # --------------------------------------------------------------------------- a round
@@ -189,6 +189,96 @@ def test_create_project_refuses_an_existing_one_and_leaves_nothing_behind_on_fai
     with pytest.raises(UserError):
         create_project(tmp_path / "kept", [("images", images, None)])
     assert [p.name for p in (tmp_path / "kept").iterdir()] == ["notes.txt"]  # a folder it did not make keeps its files
+
+
+# --------------------------------------------------------------------------- small objects (issue 12)
+
+
+def test_creating_or_adding_labeled_boxes_warns_when_few_have_an_anchor(tmp_path, tmp_path_factory):
+    from almdn.models.anchors import AnchorCoverageWarning
+    from almdn.workflow import add_sources
+
+    trees = write_small_box_dataset(tmp_path / "trees")
+    found = []
+    store, _ = create_project(tmp_path / "p", [("coco", trees, None)], on_warning=found.append)
+    store.close()
+    # 8-24 px boxes in 300 px photos, at the rounds' default 128 px input: the numbers, and what
+    # to change in the round settings (not almdn train's options)
+    assert len(found) == 1 and found[0].startswith("Only 6% of 240 boxes have an anchor with IoU >= 0.5 (median best IoU 0.28)")
+    assert "Fit anchors to the labeled boxes" in found[0] and "Input image size" in found[0] and "--fit-anchors" not in found[0]
+    # without a callback it is an AnchorCoverageWarning (what the CLI prints)
+    with pytest.warns(AnchorCoverageWarning, match="Only 6% of 240 boxes"):
+        create_project(tmp_path / "q", [("coco", trees, None)])[0].close()
+    # a demo-like dataset (objects of 10-60 px in 128 px images) is covered: no warning
+    demo = tmp_path_factory.getbasetemp() / "demo-like"
+    if not demo.exists():
+        from almdn.data.demo import DemoConfig, generate_demo_dataset
+
+        generate_demo_dataset(demo, DemoConfig(num_train=20, num_test=4, seed=1), progress=False)
+    quiet = []
+    store, _ = create_project(tmp_path / "demo", [("coco", demo, None)], on_warning=quiet.append)
+    assert quiet == []
+    # adding labeled boxes checks the project's labeled boxes again; images for the pool do not
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (trees / "images" / "000.jpg").rename(pool / "000.jpg")
+    add_sources(store, [("images", pool, None)], on_warning=quiet.append)
+    assert quiet == []
+    store.close()
+
+
+def test_the_coverage_check_follows_the_round_settings_and_never_fails_an_import(tmp_path, monkeypatch):
+    from almdn.rounds import RoundSettings
+    from almdn.workflow.project import anchor_coverage_warning, labeled_boxes
+
+    trees = write_small_box_dataset(tmp_path / "trees")
+    store, _ = create_project(tmp_path / "p", [("coco", trees, None)], min_anchor_coverage=None)  # None: no check
+    with store:
+        boxes = labeled_boxes(store)
+        assert len(boxes) == 240 and boxes.image_hw.unique().tolist() == [300.0]
+        default = anchor_coverage_warning(store)
+        larger = anchor_coverage_warning(store, RoundSettings(image_size=256))
+        fitted = anchor_coverage_warning(store, RoundSettings(fit_anchors=True))
+        assert "Only 6% of 240" in default and "at the model's 128x128 input" in default
+        assert "Only 15% of 240" in larger and "at the model's 256x256 input" in larger
+        # fitted as a round fits them: more boxes covered, and only the input size is left to advise
+        assert "Only 27% of 240" in fitted and "already fitted" in fitted and "Fit anchors to" not in fitted
+        assert anchor_coverage_warning(store, min_coverage=0.05) is None  # the threshold is a parameter
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("no model today")
+
+        monkeypatch.setattr("almdn.models.build_model", broken)
+        assert anchor_coverage_warning(store) == "Anchor coverage was not checked (RuntimeError: no model today)."
+    found = []
+    store, summaries = create_project(tmp_path / "q", [("coco", trees, None)], on_warning=found.append)
+    store.close()
+    assert summaries[0].labels == 240 and found == ["Anchor coverage was not checked (RuntimeError: no model today)."]
+
+
+def test_a_rounds_result_carries_the_coverage_warning_and_the_settings_act_on_it(tmp_path):
+    from almdn.jobs import JobContext
+    from almdn.models.anchors import AnchorCoverageWarning
+    from almdn.rounds import RoundSettings
+    from almdn.workflow import retrain_job
+
+    trees = write_small_box_dataset(tmp_path / "trees")
+    store, _ = create_project(tmp_path / "p", [("coco", trees, None)], min_anchor_coverage=None)
+    with store:
+        TINY_SETTINGS.save(store)
+        found = []
+        plain = run_round(store, TINY_SETTINGS, on_warning=found.append)
+        assert plain.warnings == found and len(found) == 1 and found[0].startswith("Only 6% of 240 boxes")
+        fitted = run_round(store, TINY_SETTINGS.replace(fit_anchors=True, image_size=160), on_warning=found.append)
+        assert len(fitted.warnings) == 1 and "already fitted" in fitted.warnings[0] and "160x160 input" in fitted.warnings[0]
+        info = store.model_version(fitted.model_version)
+        assert info["metrics"]["anchor_fit"].startswith("Anchors fitted to 240 boxes: coverage ")
+        assert info["metrics"]["settings"]["image_size"] == 160
+        assert RoundSettings.load(store).fit_anchors is False  # the saved settings were not touched
+    # the app's retrain job: the warning is in the job's result (the Train page shows it)
+    with pytest.warns(AnchorCoverageWarning):  # and in the job's log
+        result = retrain_job(JobContext(), project_dir=str(tmp_path / "p"))
+    assert result["warnings"] == [plain.warnings[0]]
 
 
 # --------------------------------------------------------------------------- where a project's models start (issue 12)

@@ -21,6 +21,7 @@ from almdn.engine.checkpoint import save_checkpoint
 from almdn.engine.inference import evaluate
 from almdn.engine.train import TrainConfig, TrainResult, train
 from almdn.errors import Cancelled
+from almdn.models.anchors import DEFAULT_MIN_COVERAGE
 
 
 @dataclass
@@ -51,6 +52,7 @@ def train_evaluate_save(
     extra_metrics: dict[str, Any] | None = None,
     checkpoint_extra: dict[str, Any] | None = None,
     keep_resume_state: bool = False,
+    min_anchor_coverage: float | None = DEFAULT_MIN_COVERAGE,
 ) -> Fitted:
     """Train ``model`` on ``train_set`` (:func:`almdn.engine.train.train`), evaluate it on
     ``test_set`` and save ``out_dir/model.pt`` and ``out_dir/metrics.json``.
@@ -63,12 +65,15 @@ def train_evaluate_save(
         checkpoint_extra: more entries of ``model.pt`` (e.g. the training config).
         keep_resume_state: keep ``checkpoint.pt`` (the resumable training state) instead of
             deleting it once the model is saved.
+        min_anchor_coverage: the training's small-object warning threshold; None for a caller
+            that checks the coverage itself (a project's round, whose advice names its settings).
 
     The metrics always carry ``train_seconds``, ``iterations``, ``skipped_steps`` and
     ``parameters``; with a test split also ``eval_s_per_image``.
     """
     out_dir = Path(out_dir)
-    result = train(model, train_set, config, out_dir=out_dir, device=device, resume=resume, progress=progress, callback=callback)
+    result = train(model, train_set, config, out_dir=out_dir, device=device, resume=resume, progress=progress, callback=callback,
+                   min_anchor_coverage=min_anchor_coverage)
     if result.stopped_early:
         raise Cancelled()
     if not distributed.is_main_process():

@@ -35,7 +35,7 @@ from almdn.engine.checkpoint import read_checkpoint, resolve_device, save_checkp
 from almdn.errors import UserError
 from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
 from almdn.models import MixtureFasterRCNN, MixtureSSD
-from almdn.models.anchors import DEFAULT_MIN_COVERAGE, check_anchor_coverage
+from almdn.models.anchors import DEFAULT_MIN_COVERAGE, AnchorCoverageWarning, coverage_warning
 
 
 @dataclass
@@ -340,10 +340,9 @@ def _warn_anchor_coverage(model: torch.nn.Module, dataset: Dataset, min_coverage
     """The small-object check at the start of a run: a warning with the numbers and the options
     when the anchors cover too few training boxes. A diagnostic, so a failure to measure is
     reported as such and never stops the training."""
-    try:
-        check_anchor_coverage(model, dataset, min_coverage=min_coverage)
-    except Exception as exc:  # noqa: BLE001 - never let the check break a run
-        warnings.warn(f"Anchor coverage was not checked ({type(exc).__name__}: {exc}).", stacklevel=3)
+    message = coverage_warning(model, dataset, min_coverage=min_coverage)
+    if message:
+        warnings.warn(AnchorCoverageWarning(message), stacklevel=3)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:

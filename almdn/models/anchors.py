@@ -14,6 +14,8 @@ box's best anchor). When the dataset's objects are much smaller than the smalles
   and the median best IoU.
 * :func:`check_anchor_coverage` warns (:class:`AnchorCoverageWarning`, with the numbers and
   the options to use) below a coverage threshold; training calls it when a run starts.
+  :func:`coverage_warning` returns that sentence instead, and never raises, for callers that
+  show it their own way (a project's import and rounds: :mod:`almdn.workflow`, the app).
 * :func:`fit_anchors` fits an SSD's anchor scales (one per feature level, plus the last
   level's upper scale, kept increasing) and aspect ratios (as many per level as the model has,
   so the head keeps its shape) to the boxes, as YOLO's autoanchor does: a data-driven start
@@ -358,10 +360,14 @@ def anchor_coverage(
     return _coverage(best, inputs, boxes, smallest, threshold, "ssd" if is_ssd(model) else "frcnn")
 
 
-def coverage_message(coverage: AnchorCoverage, min_coverage: float = DEFAULT_MIN_COVERAGE, anchors_set: bool = False) -> str | None:
+def coverage_message(
+    coverage: AnchorCoverage, min_coverage: float = DEFAULT_MIN_COVERAGE, anchors_set: bool = False, advice: str | None = None,
+) -> str | None:
     """The warning sentence for a coverage below ``min_coverage`` (None otherwise);
     ``anchors_set``: the model's anchors were already chosen or fitted (so only the input
-    size is left to advise)."""
+    size is left to advise); ``advice``: what the user can do, in the words of where the model
+    is set up (a project's rounds have settings, not command-line options), instead of the
+    command-line options."""
     if coverage.num_boxes == 0 or coverage.fraction >= min_coverage:
         return None
     h, w = coverage.input_size
@@ -369,23 +375,38 @@ def coverage_message(coverage: AnchorCoverage, min_coverage: float = DEFAULT_MIN
         f"Only {coverage.summary()}; the median box is {coverage.median_box:.0f} px at the model's {w}x{h} input "
         f"and its smallest anchor {coverage.smallest_anchor:.0f} px"
     )
+    if advice is None:
+        advice = _option_advice(coverage.family, anchors_set)
+    return f"{what}. Objects this small are matched poorly and will be missed: {advice}."
+
+
+def _option_advice(family: str, anchors_set: bool) -> str:
+    """What to do, in ``almdn train``'s options and the experiment config's keys."""
     if anchors_set:
-        advice = (
+        return (
             "its anchors are already set or fitted, so a larger --image-size (a finer anchor grid, larger objects in pixels) "
             "is what is left (experiment config: image_size in the model section)"
         )
-    elif coverage.family == "ssd":
-        advice = (
+    if family == "ssd":
+        return (
             "train with --fit-anchors (fits the anchor scales and ratios to these boxes), or set --anchor-scales / "
             "--anchor-ratios yourself, and a larger --image-size for a finer anchor grid (experiment config: "
             "fit_anchors, anchor_scales, anchor_ratios, image_size in the model section)"
         )
-    else:
-        advice = (
-            "set smaller --anchor-scales (RPN anchor sizes as fractions of the input's shorter side, one per level) or a "
-            "larger --image-size (experiment config: anchor_scales, image_size in the model section)"
-        )
-    return f"{what}. Objects this small are matched poorly and will be missed: {advice}."
+    return (
+        "set smaller --anchor-scales (RPN anchor sizes as fractions of the input's shorter side, one per level) or a "
+        "larger --image-size (experiment config: anchor_scales, image_size in the model section)"
+    )
+
+
+def _measure(model: nn.Module, data: Any, min_coverage: float, threshold: float, advice: str | None) -> tuple[AnchorCoverage | None, str | None]:
+    """The coverage and its warning sentence (None, None for a model without anchors)."""
+    if not (is_ssd(model) or is_faster_rcnn(model)):
+        return None, None
+    coverage = anchor_coverage(model, data, threshold=threshold)
+    config = getattr(model, "config", None) or {}
+    anchors_set = any(config.get(k) is not None for k in ("anchor_scales", "anchor_ratios", "anchor_sizes"))
+    return coverage, coverage_message(coverage, min_coverage, anchors_set, advice) if coverage is not None else None
 
 
 def check_anchor_coverage(
@@ -393,18 +414,36 @@ def check_anchor_coverage(
     data: Any,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     threshold: float = DEFAULT_IOU_THRESHOLD,
+    advice: str | None = None,
 ) -> AnchorCoverage | None:
     """Measure the anchor coverage and warn (:class:`AnchorCoverageWarning`) below
     ``min_coverage``; returns the coverage (None where it cannot be measured)."""
-    if not (is_ssd(model) or is_faster_rcnn(model)):
-        return None
-    coverage = anchor_coverage(model, data, threshold=threshold)
-    config = getattr(model, "config", None) or {}
-    anchors_set = any(config.get(k) is not None for k in ("anchor_scales", "anchor_ratios", "anchor_sizes"))
-    message = coverage_message(coverage, min_coverage, anchors_set) if coverage is not None else None
+    coverage, message = _measure(model, data, min_coverage, threshold, advice)
     if message:
         warnings.warn(AnchorCoverageWarning(message), stacklevel=2)
     return coverage
+
+
+def not_checked(exc: BaseException) -> str:
+    """The sentence for a coverage check that failed (a diagnostic never stops what it checks)."""
+    return f"Anchor coverage was not checked ({type(exc).__name__}: {exc})."
+
+
+def coverage_warning(
+    model: nn.Module,
+    data: Any,
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
+    threshold: float = DEFAULT_IOU_THRESHOLD,
+    advice: str | None = None,
+) -> str | None:
+    """The warning sentence of :func:`check_anchor_coverage`, returned instead of issued, for
+    callers that must go on whatever happens and show it their own way (a training run, a
+    project's import or round, the app). Never raises: a failure to measure is itself the
+    sentence (:func:`not_checked`)."""
+    try:
+        return _measure(model, data, min_coverage, threshold, advice)[1]
+    except Exception as exc:  # noqa: BLE001 - a diagnostic never breaks what it checks
+        return not_checked(exc)
 
 
 # ------------------------------------------------------------------------- fitting

@@ -4,7 +4,8 @@ are thin callers of these, so they cannot drift apart.
 
 ================================  =============================================================
 create a project                  :func:`create_project` (nothing left behind on failure)
-add images (and labels)           :func:`add_sources`
+add images (and labels)           :func:`add_sources`; both check the labeled boxes for small
+                                  objects (:func:`anchor_coverage_warning`)
 export a split as COCO            :func:`export_split`
 score the pool into the store     :func:`score_pool` + :func:`write_scoring`; :func:`rescore`,
                                   :func:`score_checkpoint` (a model trained elsewhere)
@@ -35,12 +36,12 @@ from almdn.workflow.labeling import (
     start_label_studio_job,
     stop_label_studio,
 )
-from almdn.workflow.project import add_sources, create_project, export_split
+from almdn.workflow.project import add_sources, anchor_coverage_warning, create_project, export_split
 from almdn.workflow.scoring import PoolScoring, rescore, score_checkpoint, score_pool, write_scoring
 from almdn.workflow.training import retrain_job, run_round
 
 __all__ = [
-    "PoolScoring", "PullReport", "PushReport", "add_sources", "connect_label_studio", "create_project", "document_root", "export_split",
+    "PoolScoring", "PullReport", "PushReport", "add_sources", "anchor_coverage_warning", "connect_label_studio", "create_project", "document_root", "export_split",
     "label_studio_job", "pull", "push", "rescore", "resend_skipped", "retrain_job", "return_skipped_to_pool", "run_round", "score_checkpoint",
     "score_pool", "start_label_studio", "start_label_studio_job", "stop_label_studio", "write_scoring",
 ]

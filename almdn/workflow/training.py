@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from almdn.errors import Cancelled
+from almdn.models.anchors import DEFAULT_MIN_COVERAGE
 from almdn.rounds import RoundError, RoundResult, RoundSettings
 from almdn.store import Store
+from almdn.workflow.project import anchor_coverage_warning, report_warning
 from almdn.workflow.scoring import score_pool, write_scoring
 
 
@@ -52,7 +54,8 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
     from almdn.models import build_model, model_from_config
     from almdn.models.pretrained import apply_init, init_build_options
 
-    wanted = {"arch": settings.arch, "head": settings.head, "num_components": int(settings.num_components), "class_names": classes, "cls_loss": settings.cls_loss}
+    options = settings.model_options()
+    wanted = {**options, "image_size": options.get("image_size"), "class_names": classes}
     versions = store.model_versions()
     if settings.start_from == "previous" and not versions.empty:
         checkpoint = str(versions.iloc[-1]["checkpoint"])
@@ -67,10 +70,10 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
                 model.load_state_dict(payload["state_dict"])
                 return model, int(versions.iloc[-1]["model_version_id"])
     torch.manual_seed(int(settings.seed))  # the initial weights are a function of the seed
-    model = build_model(
-        arch=settings.arch, num_classes=len(classes), head=settings.head, num_components=int(settings.num_components),
-        class_names=classes, cls_loss=settings.cls_loss, **init_build_options(settings.arch, settings.head, settings.init),
-    )
+    try:
+        model = build_model(num_classes=len(classes), class_names=classes, **options, **init_build_options(settings.arch, settings.head, settings.init))
+    except ValueError as exc:  # an input size the architecture cannot take
+        raise RoundError(f"The round settings do not build a model: {exc}") from None
     apply_init(model, settings.init, settings.arch)  # coco or a weights file: loaded into the new model
     return model, None
 
@@ -82,6 +85,8 @@ def run_round(
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     note: str = "",
+    on_warning: Callable[[str], None] | None = None,
+    min_anchor_coverage: float | None = DEFAULT_MIN_COVERAGE,
 ) -> RoundResult:
     """Train a new model version on the store's labeled split, evaluate it on the test split,
     score the pool and record everything (one transaction at the end).
@@ -92,6 +97,11 @@ def run_round(
             80 %, evaluation and scoring the rest.
         on_metrics: called with every logged training step (iteration, total, loss, lr, ...).
         should_stop: polled between steps; True cancels the round (:class:`almdn.errors.Cancelled`).
+        on_warning, min_anchor_coverage: the small-object check of the labeled boxes for the
+            round's model as built (anchors fitted when the settings say so), before training
+            (:func:`almdn.workflow.project.anchor_coverage_warning`; None skips it). The warning
+            is kept in :attr:`RoundResult.warnings` (the app's Train page shows it) and goes to
+            ``on_warning``, else it is issued as an ``AnchorCoverageWarning``.
 
     Raises:
         RoundError: no labeled images, no classes, or bad settings (one sentence).
@@ -117,6 +127,15 @@ def run_round(
         train_file = store.export_coco("labeled", folder / "train.json", image_ids=labeled)
         train_set = CocoDetectionDataset(train_file, class_names=classes)
         model, warm_from = _initial_model(store, settings, classes)
+        extra: dict[str, Any] = {"warm_start_from": warm_from, "settings": dataclasses.asdict(settings)}
+        if warm_from is None and settings.fit_anchors:  # a fine-tuned model keeps the anchors it was trained with
+            progress(0.0, f"fitting the anchors to the boxes of {len(labeled)} labeled images")
+            try:
+                extra["anchor_fit"] = settings.fit_model_anchors(model, train_set)
+            except ValueError as exc:  # no boxes to fit to
+                raise RoundError(f"{exc} Turn off 'Fit anchors to the labeled boxes' or label some boxes.") from None
+        warning = anchor_coverage_warning(store, settings, model=model, data=train_set, min_coverage=min_anchor_coverage) if min_anchor_coverage is not None else None
+        report_warning(warning, on_warning)
         previous = store.latest_model_version()
         previous_metrics = dict(store.model_version(previous)["metrics"]) if previous is not None else {}
         config = settings.train_config()
@@ -134,7 +153,7 @@ def run_round(
 
         fitted = train_evaluate_save(
             model, train_set, config, folder, test_set=test_set, device=settings.device, resume=False, progress=False, callback=callback,
-            conf_threshold=settings.conf_threshold, extra_metrics={"warm_start_from": warm_from, "settings": dataclasses.asdict(settings)},
+            conf_threshold=settings.conf_threshold, extra_metrics=extra, min_anchor_coverage=None,  # checked above, with the settings' advice
         )
         if should_stop is not None and should_stop():
             raise Cancelled()
@@ -157,7 +176,7 @@ def run_round(
         model_version=mv, name=name, metrics=_plain(fitted.metrics), previous_model_version=previous, previous_metrics=_plain(previous_metrics),
         num_labeled=len(labeled), num_scored=len(scoring.images) if scoring is not None else 0,
         unreadable=scoring.unreadable if scoring is not None else [], train_seconds=fitted.result.seconds,
-        seconds=time.perf_counter() - t_start, checkpoint=str(fitted.checkpoint),
+        seconds=time.perf_counter() - t_start, checkpoint=str(fitted.checkpoint), warnings=[warning] if warning else [],
     )
 
 
@@ -168,7 +187,8 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def retrain_job(context, settings: dict[str, Any] | None = None, project_dir: str | None = None) -> dict[str, Any]:
     """The app's "Retrain" as a background job (:mod:`almdn.jobs`); a cancelled round ends the
-    job as cancelled (the same :class:`almdn.errors.Cancelled`)."""
+    job as cancelled (the same :class:`almdn.errors.Cancelled`). The result carries the round's
+    ``warnings``, which the app's job panel shows."""
     project_dir = Path(project_dir) if project_dir else context.folder.parent.parent
     with Store.open(project_dir, create=False) as store:
         chosen = RoundSettings.load(store).replace(**settings) if settings else None

@@ -62,12 +62,16 @@ with st.form("create"):
             st.error(f"'{source.strip()}' does not exist; give the path of the dataset on this machine.")
         else:
             # A project that could not be filled is not left behind half-made (create_project).
+            # The labeled boxes are checked for the rounds' model: a small-object warning shows below.
+            warnings: list[str] = []
             with common.sentence_on_error(), st.spinner("Reading the dataset (every file is checked and hashed)..."):
                 store, summaries = create_project(folder, [(kind, Path(source.strip()).expanduser(), split)],
-                                                  classes=[c.strip() for c in classes.split(",") if c.strip()] or None, name=name.strip())
+                                                  classes=[c.strip() for c in classes.split(",") if c.strip()] or None, name=name.strip(),
+                                                  on_warning=warnings.append)
                 store.close()
                 common.open_project(folder)
                 st.success(" ".join(str(s) for s in summaries) + " Train its first model on the Train page.")
+                common.show_warnings(warnings)
 
 if common.has_store(current):
     st.subheader(f"Add images to '{common.store().name}'")
@@ -80,6 +84,8 @@ if common.has_store(current):
             if not Path(source.strip()).expanduser().exists():
                 st.error(f"'{source.strip()}' does not exist; give the path of the images on this machine.")
             else:
+                warnings = []
                 with common.sentence_on_error(), st.spinner("Adding images..."):
-                    summaries = add_sources(common.store(), [(kind, Path(source.strip()).expanduser(), split)])
+                    summaries = add_sources(common.store(), [(kind, Path(source.strip()).expanduser(), split)], on_warning=warnings.append)
                     st.success(" ".join(str(s) for s in summaries) + " New pool images are ranked after the next retrain.")
+                    common.show_warnings(warnings)

@@ -10,7 +10,7 @@ from almdn.acquisition.scoring import AGGREGATIONS
 from almdn.errors import USER_ERRORS
 from almdn.models.pretrained import TORCHVISION_COCO_WEIGHTS
 from almdn.registry import ARCHITECTURES, CLASS_LOSSES, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
-from almdn.rounds import START_CHOICES, RoundSettings
+from almdn.rounds import MAX_IMAGE_SIZE, START_CHOICES, RoundSettings
 
 st.title("Settings")
 store = common.store()
@@ -95,6 +95,15 @@ with st.form("model"):
                             help="auto: SSD's recipe (photometric distortion, zoom-out, IoU crop, flip); none switches it off.")
     hflip = st.toggle("Flip images horizontally while training", value=bool(current.hflip),
                       help="Off for classes a mirror changes (digits, text, left/right signs).")
+    # Small objects: what the coverage warning (project creation, a round) asks to change.
+    c13, c14 = st.columns(2)
+    image_size = c13.number_input("Input image size (px; 0: the architecture's own)", min_value=0, max_value=MAX_IMAGE_SIZE, step=32,
+                                  value=int(current.image_size or 0),
+                                  help="The side images are resized to. Larger gives small objects more pixels and a finer anchor grid, "
+                                       "at a higher cost per image (ssd300_vgg16 is fixed at 300).")
+    fit_anchors = c14.toggle("Fit anchors to the labeled boxes", value=bool(current.fit_anchors),
+                             help="Each retrain fits the anchor scales and aspect ratios to the labeled boxes (as YOLO's autoanchor), "
+                                  "for objects much smaller or more elongated than the architecture's anchors.")
     init = st.text_input("Models start from", value=current.init,
                          help="imagenet: an ImageNet backbone (where the architecture has one); coco: torchvision's COCO-trained detector "
                               f"(its classes mapped to yours; {', '.join(TORCHVISION_COCO_WEIGHTS)}); none: random; "
@@ -103,5 +112,8 @@ with st.form("model"):
         with common.sentence_on_error():
             current.replace(arch=arch, head=head, num_components=int(k), iterations=int(iterations), batch_size=int(batch_size), lr=float(lr),
                             conf_threshold=float(conf), aggregation=aggregation, start_from=start_from, cls_loss=cls_loss,
-                            optimizer=optimizer, augment=augment, hflip=bool(hflip), init=init.strip()).save(store)
+                            optimizer=optimizer, augment=augment, hflip=bool(hflip), init=init.strip(),
+                            image_size=int(image_size) or None, fit_anchors=bool(fit_anchors)).save(store)
             st.success("Saved; the next retrain uses these settings.")
+            # the labeled boxes checked for the saved settings: the user sees at once whether they helped
+            common.show_warnings([workflow.anchor_coverage_warning(store)])
