@@ -42,6 +42,8 @@ FRCNN_ARCHITECTURES: dict[str, str] = {
     "frcnn_mobilenet_v3_large_fpn": "torchvision's Faster R-CNN, MobileNetV3-Large FPN, 800 px",
     "frcnn_mobilenet_v3_large_320_fpn": "torchvision's Faster R-CNN, MobileNetV3-Large FPN, 320 px (CPU)",
 }
+#: Architectures whose input side cannot change (their extra layers end at 1x1 for this size).
+FIXED_IMAGE_SIZES: dict[str, int] = {"ssd300_vgg16": 300}
 #: Every architecture :func:`almdn.models.build_model` builds, with a line on each.
 ARCHITECTURES: dict[str, str] = {**SSD_ARCHITECTURES, **FRCNN_ARCHITECTURES}
 ARCH_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from almdn.errors import Cancelled, UserError
-from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
+from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS, FIXED_IMAGE_SIZES, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
 from almdn.store import Store
 
 #: Store meta key of a project's round settings (JSON).
@@ -112,6 +112,9 @@ class RoundSettings:
         problems += _init_problems(self.init, self.arch)
         if self.image_size is not None and not MIN_IMAGE_SIZE <= int(self.image_size) <= MAX_IMAGE_SIZE:
             problems.append(f"image size {self.image_size} is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px")
+        fixed = FIXED_IMAGE_SIZES.get(self.arch)
+        if self.image_size is not None and fixed is not None and int(self.image_size) != fixed:
+            problems.append(f"{self.arch} takes only {fixed} px images (leave the image size empty)")
         if self.start_from not in START_CHOICES:
             problems.append(f"start '{self.start_from}' is not one of {', '.join(START_CHOICES)}")
         if self.head not in HEAD_CHOICES:

@@ -21,6 +21,9 @@ def test_settings_round_trip_and_checks(project):
             RoundSettings(num_components=0).save(store)
         with pytest.raises(RoundError, match="aggregation 'best'"):
             RoundSettings(aggregation="best").check()
+        with pytest.raises(RoundError, match="ssd300_vgg16 takes only 300 px"):
+            RoundSettings(arch="ssd300_vgg16", image_size=256).check()
+        RoundSettings(arch="ssd300_vgg16", image_size=300).check()
         assert RoundSettings.load(store).iterations == 123  # the bad save wrote nothing
 
 

@@ -20,10 +20,10 @@ from almdn.models.backbones import (
 from almdn.models.anchors import frcnn_anchor_options, normalized_ratios, ssd_anchor_generator
 from almdn.models.heads import HEAD_TYPES, build_head
 from almdn.models.loss_prediction import LossPredictionModule
-from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
 from almdn.models.detector import Detector
+from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
 from almdn.models.frcnn import FRCNN_ARCHITECTURES, MixtureFasterRCNN, build_frcnn
-from almdn.registry import ARCH_NAMES
+from almdn.registry import ARCH_NAMES, FIXED_IMAGE_SIZES
 
 __all__ = [
     "ARCHITECTURES", "ARCH_NAMES", "FRCNN_ARCHITECTURES", "HEAD_TYPES", "UNCERTAINTY_NAMES",
@@ -57,8 +57,8 @@ def _mobilenet_v2_small(pretrained: bool, extras_dropout: float, image_size: int
 
 
 def _vgg16(pretrained: bool, extras_dropout: float, image_size: int):
-    if image_size != 300:
-        raise ValueError("ssd300_vgg16 has a fixed input size of 300")
+    if image_size != FIXED_IMAGE_SIZES["ssd300_vgg16"]:
+        raise ValueError(f"ssd300_vgg16 has a fixed input size of {FIXED_IMAGE_SIZES['ssd300_vgg16']}")
     backbone = vgg16_backbone(pretrained, extras_dropout=extras_dropout)
     # torchvision's SSD300 defaults (Liu et al.).
     anchors = DefaultBoxGenerator(
