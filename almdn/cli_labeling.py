@@ -146,10 +146,6 @@ def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_si
 # --------------------------------------------------------------------------- Label Studio server
 
 
-def _home(project_dir: str) -> Path:
-    return Path(project_dir) / "label-studio"
-
-
 @click.group("ls")
 def ls() -> None:
     """A local Label Studio server for the project, or a connection to a remote one."""
@@ -164,6 +160,7 @@ def ls_start(project_dir, port, template) -> None:
     """Start the project's Label Studio on 127.0.0.1 (credentials stay in the project folder)."""
     from label_studio.server import LocalServer
 
+    from almdn.labeling import label_studio_home
     from almdn.workflow import start_label_studio
 
     def say(fraction: float, stage: str | None) -> None:
@@ -171,7 +168,7 @@ def ls_start(project_dir, port, template) -> None:
             click.echo(stage[0].upper() + stage[1:] + "...")
 
     started = start_label_studio(project_dir, port, template, progress=say)
-    server = LocalServer(_home(project_dir))
+    server = LocalServer(label_studio_home(project_dir))
     login = server.credentials()
     click.echo(f"Label Studio runs at {started.url} (ready in {started.seconds:.1f} s).")
     # The login is this project's own admin on a loopback server: the user needs it to open the
@@ -195,20 +192,16 @@ def ls_stop(project_dir) -> None:
 @friendly
 def ls_status(project_dir) -> None:
     """Is the project's server running, and what is out for labeling."""
-    from label_studio.client import load_connection
-    from label_studio.server import LocalServer, health
+    from almdn.labeling import local_server_running, server_status
 
-    state = LocalServer(_home(project_dir)).status()
+    state = local_server_running(project_dir)
     if state["running"]:
         click.echo(f"Local Label Studio: running at {state['url']} (pid {state['pid']}, {'healthy' if state['healthy'] else 'not answering'}).")
     else:
         click.echo("Local Label Studio: not running.")
-    try:
-        conn = load_connection(project_dir)
-    except Exception:
-        conn = None
-    if conn and not conn.get("local"):
-        click.echo(f"Connected to {conn['url']}: {'answering' if health(conn['url']) else 'not answering'}.")
+    connection = server_status(project_dir)
+    if connection.connected and not connection.local:
+        click.echo(f"Connected to {connection.url}: {'answering' if connection.reachable else 'not answering'}.")
     with _open(project_dir) as store:
         for b in store.batches().itertuples(index=False):
             click.echo(f"Batch {b.batch_id}: {b.status}, {b.open} open / {b.tasks} tasks.")
@@ -221,10 +214,11 @@ def ls_status(project_dir) -> None:
 @friendly
 def ls_connect(project_dir, url, token) -> None:
     """Use a Label Studio server at URL (images are uploaded with their tasks)."""
+    from almdn.labeling import label_studio_home
     from almdn.workflow import connect_label_studio
 
     version = connect_label_studio(project_dir, url, token)
-    click.echo(f"Connected to Label Studio {version} at {url.rstrip('/')}; the token is stored in {Path(project_dir) / 'label-studio' / 'connection.json'} (mode 0600).")
+    click.echo(f"Connected to Label Studio {version} at {url.rstrip('/')}; the token is stored in {label_studio_home(project_dir) / 'connection.json'} (mode 0600).")
 
 
 # --------------------------------------------------------------------------- push and pull

@@ -50,6 +50,12 @@ class ServerStatus:
         return f"ServerStatus(connected={self.connected}, url={self.url!r}, local={self.local}, reachable={self.reachable}, username={self.username!r}, password=***)"
 
 
+def label_studio_home(project_dir: str | os.PathLike[str]) -> Path:
+    """The folder of a project's Label Studio state: its local server's data, the admin login
+    and the connection (which server the project talks to)."""
+    return Path(project_dir) / "label-studio"
+
+
 def server_status(project_dir: str | os.PathLike[str], timeout: float = 2.0) -> ServerStatus:
     """The project's Label Studio connection, a quick health check of it, and the login of a
     local server (the admin user almdn created for this project)."""
@@ -59,7 +65,7 @@ def server_status(project_dir: str | os.PathLike[str], timeout: float = 2.0) -> 
     try:
         connection = load_connection(project_dir)
     except LabelStudioError as exc:
-        path = Path(project_dir) / "label-studio" / "connection.json"
+        path = label_studio_home(project_dir) / "connection.json"
         if not path.exists():
             return ServerStatus(False, problem="Not connected to Label Studio", action="start a local one or connect to a server")
         return ServerStatus(False, problem=str(exc))
@@ -68,7 +74,7 @@ def server_status(project_dir: str | os.PathLike[str], timeout: float = 2.0) -> 
     username = password = None
     if local:
         try:
-            login = Credentials.load(Path(project_dir) / "label-studio" / "credentials.json")
+            login = Credentials.load(label_studio_home(project_dir) / "credentials.json")
             username, password = login.username, login.password
         except ServerError:
             pass  # load_connection read the same file: only a race can get here
@@ -83,7 +89,7 @@ def local_server_running(project_dir: str | os.PathLike[str]) -> dict[str, Any]:
     (:meth:`label_studio.server.LocalServer.status`)."""
     from label_studio.server import LocalServer
 
-    return LocalServer(Path(project_dir) / "label-studio").status()
+    return LocalServer(label_studio_home(project_dir)).status()
 
 
 #: Task data fields of the ranking, as Label Studio's data manager shows them (``data.rank`` ...).

@@ -35,6 +35,7 @@ from typing import Any
 
 from almdn.data.records import BoxRecord
 from almdn.errors import InvalidChoice
+from almdn.labeling import label_studio_home, local_server_running
 from almdn.rounds import plural
 from almdn.store import Store
 from label_studio.client import LabelStudioClient, annotation_boxes, prediction_region, save_connection, task_payload
@@ -125,16 +126,10 @@ def document_root(store: Store) -> Path:
     return media_root(store.path.parent)
 
 
-def _home(project_dir: str | os.PathLike[str]) -> Path:
-    return Path(project_dir) / "label-studio"
-
-
 def reconnect_running(project_dir: str | os.PathLike[str]) -> str | None:
     """When the project's own local server runs (serving the project's images), connect the
     project to it again and return its URL; else None."""
-    from label_studio.server import LocalServer
-
-    state = LocalServer(_home(project_dir)).status()
+    state = local_server_running(project_dir)
     if not state["running"]:
         return None
     with Store.open(project_dir, create=False) as store:
@@ -177,7 +172,7 @@ def start_label_studio(
         return ServerStart(url, 0.0, True)
     with Store.open(project_dir, create=False) as store:
         root = document_root(store)
-    home = _home(project_dir)
+    home = label_studio_home(project_dir)
     template_dir = None
     if template and not (home / "data").exists():
         template_dir = default_template_dir()
@@ -213,7 +208,7 @@ def stop_label_studio(project_dir: str | os.PathLike[str]) -> bool:
     """Stop the project's local Label Studio; False when it was not running."""
     from label_studio.server import LocalServer
 
-    return LocalServer(_home(project_dir)).stop()
+    return LocalServer(label_studio_home(project_dir)).stop()
 
 
 def connect_label_studio(project_dir: str | os.PathLike[str], url: str, token: str) -> str:
