@@ -85,6 +85,13 @@ def project(tmp_path_factory, tmp_path) -> Path:
     stop_jobs(folder)
 
 
+@pytest.fixture
+def store(project):
+    """The open store of :func:`project`, for tests that only read and write it."""
+    with Store.open(project, create=False) as s:
+        yield s
+
+
 def write_small_box_dataset(root: Path, num_images: int = 20, sizes: tuple[float, float] = (8.0, 24.0)) -> Path:
     """A COCO dataset folder (annotations/train.json, images/) of issue 12's kind: 300 px
     photos, one class, 12 small boxes each (:func:`tests.test_anchors.planted_small_boxes`),

@@ -5,20 +5,11 @@ from __future__ import annotations
 import io
 import sys
 
-import pytest
-
 from almdn import views
-from almdn.store import Store
-from tests.app_support import REPO, project  # noqa: F401
+from tests.app_support import REPO, project, store  # noqa: F401
 
 sys.path.insert(0, str(REPO / "app"))
 from presentation import data_url, page_of, thumbnail  # noqa: E402
-
-
-@pytest.fixture
-def store(project):
-    with Store.open(project, create=False) as s:
-        yield s
 
 
 def test_page_of(store):

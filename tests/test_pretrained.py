@@ -61,6 +61,16 @@ def _ssdlite_with_full_tail() -> SSD:
     return model
 
 
+def _assert_same_detections(ours, theirs):
+    """almdn's detections (classes NAMES) equal torchvision's (COCO indices), image by image."""
+    for o, t in zip(ours, theirs):
+        assert len(t["boxes"]) > 0
+        torch.testing.assert_close(o["boxes"], t["boxes"])
+        torch.testing.assert_close(o["scores"], t["scores"])
+        # almdn's label i is NAMES[i-1]; torchvision's is the COCO index.
+        assert [NAMES[i - 1] for i in o["labels"].tolist()] == [COCO[i] for i in t["labels"].tolist()]
+
+
 def _images():
     g = torch.Generator().manual_seed(1)
     return [torch.rand(3, 90, 120, generator=g), torch.rand(3, 64, 64, generator=g)]
@@ -91,12 +101,7 @@ def test_plain_head_from_a_torchvision_file_detects_exactly_as_torchvision(tmp_p
     assert "person -> person" in message and "starting fresh" not in message
     with torch.no_grad():
         ours, theirs = model(_images()), tv(_images())
-    for o, t in zip(ours, theirs):
-        assert len(t["boxes"]) > 0
-        torch.testing.assert_close(o["boxes"], t["boxes"])
-        torch.testing.assert_close(o["scores"], t["scores"])
-        # almdn's label i is NAMES[i-1]; torchvision's is the COCO index.
-        assert [NAMES[i - 1] for i in o["labels"].tolist()] == [COCO[i] for i in t["labels"].tolist()]
+    _assert_same_detections(ours, theirs)
 
 
 # Small images and few proposals keep the ResNet-50 Faster R-CNN fast on a CPU.
@@ -142,11 +147,7 @@ def test_faster_rcnn_plain_from_a_torchvision_file_detects_exactly_as_torchvisio
     assert "person -> person" in apply_init(model, str(path), arch)
     with torch.no_grad():
         ours, theirs = model(_images()), tv(_images())
-    for o, t in zip(ours, theirs):
-        assert len(t["boxes"]) > 0
-        torch.testing.assert_close(o["boxes"], t["boxes"])
-        torch.testing.assert_close(o["scores"], t["scores"])
-        assert [NAMES[i - 1] for i in o["labels"].tolist()] == [COCO[i] for i in t["labels"].tolist()]
+    _assert_same_detections(ours, theirs)
 
 
 @pytest.mark.parametrize("arch", ["frcnn_resnet50_fpn", "frcnn_mobilenet_v3_large_320_fpn"])

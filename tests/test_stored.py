@@ -8,14 +8,7 @@ import pytest
 from almdn import views
 from almdn.acquisition.baselines import mean_entropy_scores
 from almdn.acquisition.stored import acquisition_scores, select_for_labeling
-from almdn.store import Store
-from tests.app_support import project  # noqa: F401
-
-
-@pytest.fixture
-def store(project):
-    with Store.open(project, create=False) as s:
-        yield s
+from tests.app_support import project, store  # noqa: F401
 
 
 def test_acquisition_scores_by_method(store):

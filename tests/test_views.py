@@ -10,13 +10,7 @@ from PIL import Image
 from almdn import views
 from almdn.store import UNCERTAINTY_NAMES, Store
 from almdn.workflow import rescore, run_round
-from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project  # noqa: F401
-
-
-@pytest.fixture
-def store(project):
-    with Store.open(project, create=False) as s:
-        yield s
+from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project, store  # noqa: F401
 
 
 def test_pool_table_ranks_every_pool_image_with_its_classes(store):
