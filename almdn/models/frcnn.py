@@ -34,6 +34,7 @@ acquisition code works with either detector unchanged.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import torch
@@ -419,18 +420,22 @@ def _norm_and_trainable(state: dict | None, frozen_batchnorm: bool | None, train
     return frozen, (3 if loaded else all_layers) if trainable is None else trainable
 
 
-def _resnet50_fpn(pretrained: bool, frozen_batchnorm: bool | None, trainable: int | None, fpn_channels: int):
+def _resnet50_fpn(pretrained: bool, frozen_batchnorm: bool | None, trainable: int | None, fpn_channels: int, v2: bool = False):
+    """torchvision's ResNet-50 FPN backbone. ``v2`` (fasterrcnn_resnet50_fpn_v2): trainable
+    BatchNorm in the ResNet and in the FPN (its COCO weights carry BatchNorm statistics, so
+    BatchNorm is never frozen)."""
     from torchvision.models import ResNet50_Weights, resnet50
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # no public FPN-extractor builder
 
     state = load_imagenet_state_dict(ResNet50_Weights.IMAGENET1K_V1, "ResNet-50") if pretrained else None
     frozen, trainable = _norm_and_trainable(state, frozen_batchnorm, trainable, 5)
+    frozen = frozen and not v2
     net = resnet50(weights=None, norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d)
     if state is not None:
         net.load_state_dict(state)
-    backbone = _resnet_fpn_extractor(net, trainable)
+    backbone = _resnet_fpn_extractor(net, trainable, norm_layer=nn.BatchNorm2d if v2 else None)
     if fpn_channels != backbone.out_channels:
-        raise ValueError("frcnn_resnet50_fpn uses torchvision's 256-channel FPN")
+        raise ValueError("torchvision's ResNet-50 FPN has 256 channels")
     return backbone, ["0", "1", "2", "3"], frozen, trainable
 
 
@@ -459,23 +464,6 @@ def _mobilenet_v2_fpn(pretrained: bool, frozen_batchnorm: bool | None, trainable
     return_layers = {str(i): str(level) for level, i in enumerate(ends)}
     backbone = BackboneWithFPN(features, return_layers, channels, fpn_channels, extra_blocks=LastLevelMaxPool())
     return backbone, ["0", "1", "2"], frozen, trainable
-
-
-def _resnet50_fpn_v2(pretrained: bool, frozen_batchnorm: bool | None, trainable: int | None, fpn_channels: int):
-    """torchvision's fasterrcnn_resnet50_fpn_v2 backbone: trainable BatchNorm in the ResNet and
-    in the FPN (its COCO weights carry BatchNorm statistics, so BatchNorm is never frozen)."""
-    from torchvision.models import ResNet50_Weights, resnet50
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # no public FPN-extractor builder
-
-    state = load_imagenet_state_dict(ResNet50_Weights.IMAGENET1K_V1, "ResNet-50") if pretrained else None
-    _, trainable = _norm_and_trainable(state, frozen_batchnorm, trainable, 5)
-    net = resnet50(weights=None)
-    if state is not None:
-        net.load_state_dict(state)
-    backbone = _resnet_fpn_extractor(net, trainable, norm_layer=nn.BatchNorm2d)
-    if fpn_channels != backbone.out_channels:
-        raise ValueError("frcnn_resnet50_fpn_v2 uses torchvision's 256-channel FPN")
-    return backbone, ["0", "1", "2", "3"], False, trainable
 
 
 def _mobilenet_v3_large_fpn(pretrained: bool, frozen_batchnorm: bool | None, trainable: int | None, fpn_channels: int):
@@ -523,7 +511,7 @@ FRCNN_ARCHITECTURES: dict[str, dict[str, Any]] = {
         ),
     ),
     "frcnn_resnet50_fpn_v2": dict(  # torchvision's fasterrcnn_resnet50_fpn_v2 (COCO box mAP 46.7)
-        backbone=_resnet50_fpn_v2,
+        backbone=functools.partial(_resnet50_fpn, v2=True),
         image_size=800,
         max_size_ratio=1333 / 800,
         hidden_channels=1024,
