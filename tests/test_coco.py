@@ -136,7 +136,7 @@ def test_corrupt_image_raises_dataset_error(dataset_dir) -> None:
     with pytest.raises(DatasetError) as err:
         ds[1]
     _assert_one_clear_sentence(err.value, "000002.png")
-    assert "cannot identify image file" in str(err.value)
+    assert "not an image file" in str(err.value)
 
 
 def test_truncated_image_raises_dataset_error(dataset_dir) -> None:

@@ -61,3 +61,67 @@ def test_a_truncated_jpeg_is_found_by_the_check_but_not_by_the_header(tmp_path):
     whole = tmp_path / "whole.jpg"
     Image.new("RGB", (64, 32), (10, 20, 30)).save(whole)
     assert check_image(whole) == (64, 32)
+
+
+def exif_jpeg(path: Path, size=(200, 100), orientation: int = 6) -> Path:
+    """A JPEG stored ``size`` (width, height) with EXIF orientation ``orientation`` (6: how
+    phones save portrait photos), with a red block in the stored top-left corner."""
+    im = Image.new("RGB", size, (40, 90, 160))
+    im.paste((250, 10, 10), (0, 0, size[0] // 4, size[1] // 4))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    im.save(path, quality=95, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation, shown", [(1, (200, 100)), (3, (200, 100)), (6, (100, 200)), (8, (100, 200))])
+def test_exif_orientation_is_applied_to_the_size_and_to_every_decode(tmp_path, orientation, shown):
+    from PIL import ImageOps
+
+    from almdn.data.coco import decode_image, read_image
+    from almdn.data.records import decode
+
+    path = exif_jpeg(tmp_path / f"o{orientation}.jpg", orientation=orientation)
+    assert image_size(path) == shown  # what a browser (and so Label Studio) shows
+    assert check_image(path) == shown
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    full = read_image(path)
+    assert full.shape == (shown[1], shown[0], 3)
+    assert np.array_equal(full, expected)
+    small = decode_image(path, max_side=50)
+    assert small.shape[:2] == ((50, 25) if shown[1] > shown[0] else (25, 50))
+    thumb = decode(path, max_side=40)
+    assert thumb.size == ((20, 40) if shown[1] > shown[0] else (40, 20))
+    # The red block stays in the same displayed corner at every size.
+    red = np.argwhere((full[..., 0] > 200) & (full[..., 2] < 60))
+    y, x = red.mean(axis=0) / full.shape[:2]
+    ys, xs = np.argwhere((small[..., 0] > 200) & (small[..., 2] < 60)).mean(axis=0) / small.shape[:2]
+    assert abs(y - ys) < 0.1 and abs(x - xs) < 0.1
+
+
+def test_opening_never_changes_pillows_process_wide_pixel_limit(tmp_path, monkeypatch):
+    """Pillow's ``MAX_IMAGE_PIXELS`` is a module global shared by every thread of the app's
+    server: toggling it for a moment lets another thread decode a bomb unchecked."""
+    from PIL import PngImagePlugin
+
+    seen = []
+    original = PngImagePlugin.PngImageFile._open
+
+    def spy(self):
+        seen.append(Image.MAX_IMAGE_PIXELS)
+        return original(self)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "_open", spy)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    path = tmp_path / "a.png"
+    Image.new("RGB", (30, 20)).save(path)
+    assert image_size(path) == (30, 20)
+    assert check_image(path) == (30, 20)
+    assert seen and set(seen) == {1_000_000}
+    # Our own limit is a parameter, checked from the header: a 30x20 image is over a 500-pixel limit.
+    from almdn.data.records import open_image
+
+    with pytest.raises(DatasetError, match="above the limit of 500 pixels"):
+        open_image(path, limit=500)
+    assert Image.MAX_IMAGE_PIXELS == 1_000_000

@@ -24,9 +24,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from almdn.data.records import open_image
+from almdn.data.records import decode, image_size, reduced_size
 from almdn.errors import DatasetError  # defined with the other user errors; importable from here as before
 
 __all__ = ["BoxesAdjusted", "CocoDetectionDataset", "DatasetError", "collate_detection", "read_image", "write_coco"]
@@ -56,76 +55,24 @@ def _annotation_error(path: Path, reason: str) -> DatasetError:
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file to a uint8 RGB array (H, W, 3).
+    """Decode an image file to a uint8 RGB array (H, W, 3), EXIF orientation applied
+    (:func:`almdn.data.records.decode`, full size).
 
     Grey, palette, RGBA (alpha dropped) and 16-bit images are converted. Any failure raises
     :class:`DatasetError` naming the file.
     """
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file fails here, not later
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                # 16-bit / float grey: scale to 8 bits by the file's own range.
-                arr = np.asarray(im, dtype=np.float64)
-                top = arr.max()
-                arr = np.zeros_like(arr) if top <= 0 else arr * (255.0 / top)
-                arr = np.clip(arr + 0.5, 0, 255).astype(np.uint8)
-                return np.ascontiguousarray(np.stack([arr] * 3, axis=-1))
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise DatasetError(
-            f"Cannot read image '{path}' (file not found); put the file back or remove the image "
-            "from the annotation file, then try again."
-        ) from None
-    except UnidentifiedImageError:
-        reason = "cannot identify image file"
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = _short_reason(exc)
-    raise DatasetError(f"Cannot read image '{path}' ({reason}); remove it or replace it, then try again.")
+    return decode(path, None, array=True)
 
 
 #: Longest side an image is decoded at for scoring (larger ones are reduced to it).
 MAX_DECODE_SIDE = 2048
 
 
-def reduced_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
-    """The size an image of ``width x height`` is decoded at: unchanged up to ``max_side``,
-    else scaled so that its longer side is ``max_side``."""
-    if not max_side or max(width, height) <= max_side:
-        return width, height
-    f = max_side / max(width, height)
-    return max(1, round(width * f)), max(1, round(height * f))
-
-
 def decode_image(path: str | os.PathLike[str], max_side: int | None = MAX_DECODE_SIDE) -> np.ndarray:
-    """A uint8 RGB array (H, W, 3) of the image, at :func:`reduced_size`; one
-    :class:`DatasetError` sentence if the file is unreadable or above the pixel limit."""
-    path = Path(path)
-    im = open_image(path)  # checks the pixel limit from the header before any decoding
-    try:
-        width, height = im.size
-        target = reduced_size(width, height, max_side)
-        if target == (width, height):
-            im.close()
-            return read_image(path)
-        if im.format == "JPEG":
-            im.draft("RGB", target)  # decode at the smallest DCT scale still >= target
-        im.load()
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-        factor = min(im.width // target[0], im.height // target[1])
-        if factor > 1:
-            im = im.reduce(factor)  # cheap integer box filter before the exact resize
-        im = im.resize(target, Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
-        raise DatasetError(f"Cannot read image '{path}' ({reason}); remove it or replace it, then try again.") from None
-    finally:
-        im.close()
+    """A uint8 RGB array (H, W, 3) of the image, at :func:`reduced_size` of its oriented size;
+    one :class:`DatasetError` sentence if the file is unreadable or above the pixel limit
+    (:func:`almdn.data.records.decode`)."""
+    return decode(path, max_side, array=True)
 
 
 def default_image_root(annotation_file: Path, images: list) -> Path:
@@ -327,9 +274,9 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
             size = self.image_sizes[index]
             if size is None:
                 try:
-                    with Image.open(path) as im:
-                        size = (im.height, im.width)
-                except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
+                    width, height = image_size(path)  # EXIF orientation applied, as decoded
+                    size = (height, width)
+                except DatasetError:
                     size = (0, 0)  # unreadable: load_image says so in one sentence
             h, w = size
             tw, th = reduced_size(w, h, self.max_side) if w and h else (w, h)

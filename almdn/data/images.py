@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from almdn.data.coco import MAX_DECODE_SIDE, DatasetError, decode_image, reduced_size  # noqa: F401  (decoding lives with read_image in coco.py)
-from almdn.data.records import open_image
+from almdn.data.records import image_size
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -83,8 +83,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             width, height = (int(v) for v in self.sizes[index])
         else:
             try:
-                with open_image(self.file_paths[index]) as im:
-                    width, height = im.size
+                width, height = image_size(self.file_paths[index])  # EXIF orientation applied, as decoded
             except DatasetError:
                 return 1.0, 1.0
         tw, th = reduced_size(width, height, self.max_side)

@@ -9,10 +9,11 @@ at the top-left corner of the top-left pixel (so a box covering the whole W x H 
 from __future__ import annotations
 
 import os
-import warnings
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from almdn.errors import DatasetError
@@ -31,25 +32,44 @@ def max_image_pixels() -> int:
         return DEFAULT_MAX_IMAGE_PIXELS
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Open an image (header only) and check it against the pixel limit; one
-    :class:`DatasetError` sentence for any problem. The caller closes it."""
-    path = Path(path)
-    limit = max_image_pixels()
-    try:
-        with warnings.catch_warnings():
-            # Pillow's own limit is replaced by ours (checked next, with a sentence).
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+def _identify(path: Path) -> Image.Image:
+    """``Image.open`` without Pillow's process-wide ``MAX_IMAGE_PIXELS`` check (the caller
+    checks the header size against its own limit): the same plugin search as
+    ``Image.open``, so nothing global is changed and threads never race on the limit."""
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+    Image.preinit()
+    tried: set[str] = set()
+    for loader in (None, Image.init):
+        if loader is not None:
+            loader()
+        for fmt in [f for f in Image.ID if f not in tried]:
+            tried.add(fmt)
+            factory, accept = Image.OPEN[fmt]
+            result = not accept or accept(prefix)
+            if not result or isinstance(result, str):
+                continue
             try:
-                im = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous
+                return factory(os.fspath(path))  # a path: the image owns (and closes) its file
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}")
+
+
+def open_image(path: str | Path, limit: int | None = None) -> Image.Image:
+    """Open an image (header only) and check it against the pixel limit (``limit``, default
+    :func:`max_image_pixels`); one :class:`DatasetError` sentence for any problem. The caller
+    closes it. The image is in the file's stored orientation: :func:`oriented_size` gives the
+    size a browser shows, :func:`decode` the pixels."""
+    path = Path(path)
+    limit = max_image_pixels() if limit is None else int(limit)
+    try:
+        im = _identify(path)
     except FileNotFoundError:
         raise DatasetError(f"Cannot read image '{path}' (file not found); put the file back or leave it out, then try again.") from None
     except UnidentifiedImageError:
         raise DatasetError(f"Cannot read image '{path}' (not an image file); remove or replace it, then try again.") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc).splitlines() or [type(exc).__name__])[0]
         raise DatasetError(f"Cannot read image '{path}' ({reason}); remove or replace it, then try again.") from None
     if im.width * im.height > limit:
@@ -65,23 +85,99 @@ def _pixels(n: int) -> str:
     return f"{n / 1e6:.0f} megapixels" if n >= 10**6 else f"{n} pixels"
 
 
+#: EXIF orientations (tag 0x0112) that swap width and height: the photo is shown turned by 90 degrees.
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation of an opened image, 1..8 (1 when it has none or a bad one)."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: shown as stored, like browsers do
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def oriented_size(im: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of an opened image as browsers (and Label Studio) show it: its EXIF
+    orientation applied."""
+    width, height = int(im.width), int(im.height)
+    return (height, width) if exif_orientation(im) in _SWAPPING_ORIENTATIONS else (width, height)
+
+
 def check_image(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of an image that decodes completely (a truncated or damaged file
-    raises :class:`DatasetError`). JPEGs are decoded at 1/8 scale, which reads every byte of
-    the file at a fraction of the cost."""
+    raises :class:`DatasetError`), EXIF orientation applied. JPEGs are decoded at 1/8 scale,
+    which reads every byte of the file at a fraction of the cost."""
     path = Path(path)
     im = open_image(path)
     try:
-        size = (int(im.width), int(im.height))
+        size = oriented_size(im)
         if im.format == "JPEG":
-            im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
         im.load()
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
         raise DatasetError(f"Cannot read image '{path}' ({reason}: the file is truncated or damaged); remove or replace it, then try again.") from None
     finally:
         im.close()
     return size
+
+
+def reduced_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """The size an image of ``width x height`` is decoded at: unchanged up to ``max_side``,
+    else scaled so that its longer side is ``max_side``."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    f = max_side / max(width, height)
+    return max(1, round(width * f)), max(1, round(height * f))
+
+
+def decode(path: str | Path, max_side: int | None = None, limit: int | None = None, array: bool = False) -> Image.Image | np.ndarray:
+    """The one way almdn decodes an image: an RGB :class:`PIL.Image.Image` in the orientation
+    browsers show (EXIF orientation applied with :func:`PIL.ImageOps.exif_transpose`), at
+    :func:`reduced_size` of its :func:`oriented_size` (JPEGs decoded reduced inside the DCT with
+    ``draft``), checked against the pixel limit from the header before any pixel is decoded.
+
+    Grey, palette, RGBA (alpha dropped) and 16-bit images (scaled by the file's own range) are
+    converted. With ``array`` the result is a uint8 array (H, W, 3) instead. Any failure is one
+    :class:`DatasetError` sentence naming the file. Imports,
+    training, scoring, thumbnails and the app all decode through here, so the store's
+    width/height, the boxes and what Label Studio shows are in the same frame.
+    """
+    from PIL import ImageOps
+
+    path = Path(path)
+    im = open_image(path, limit)
+    try:
+        orientation = exif_orientation(im)
+        width, height = oriented_size(im)
+        target = reduced_size(width, height, max_side)
+        swap = orientation in _SWAPPING_ORIENTATIONS
+        if target != (width, height) and im.format == "JPEG":
+            im.draft("RGB", (target[1], target[0]) if swap else target)  # the smallest DCT scale still >= target
+        im.load()
+        out: Image.Image = ImageOps.exif_transpose(im) if orientation != 1 else im  # once, here, for everyone
+        if out.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(out, dtype=np.float64)  # 16-bit / float grey: scale to 8 bits by the file's own range
+            top = arr.max() if arr.size else 0.0
+            arr = np.zeros_like(arr) if top <= 0 else arr * (255.0 / top)
+            out = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L")
+        if out.mode != "RGB":
+            out = out.convert("RGB")
+        if out.size != target:
+            factor = min(out.width // target[0], out.height // target[1])
+            if factor > 1:
+                out = out.reduce(factor)  # cheap integer box filter before the exact resize
+            out = out.resize(target, Image.Resampling.BILINEAR)
+        if array:
+            return np.array(out, dtype=np.uint8)  # a writeable copy: the caller owns it
+        return im.copy() if out is im else out
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+        raise DatasetError(f"Cannot read image '{path}' ({reason}); remove it or replace it, then try again.") from None
+    finally:
+        im.close()
 
 
 @dataclass(frozen=True)
@@ -117,6 +213,7 @@ class ImageRecord:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` from the file's header, without decoding the pixels."""
+    """``(width, height)`` from the file's header, without decoding the pixels; EXIF
+    orientation applied (the size browsers show)."""
     with open_image(path) as im:
-        return int(im.width), int(im.height)
+        return oriented_size(im)
