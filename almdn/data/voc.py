@@ -12,17 +12,35 @@ almdn (:mod:`almdn.data.records`) that box is ``(xmin - 1, ymin - 1, xmax, ymax)
 conversion detectron2 makes; a box of the whole image becomes ``(0, 0, W, H)``.
 ``<difficult>1</difficult>`` is kept as :attr:`BoxRecord.difficult`.
 
-Every problem surfaces as a :class:`~almdn.data.coco.DatasetError` naming the file.
+Checked, each refused with one :class:`~almdn.data.coco.DatasetError` sentence naming the file:
+
+- the XML is parsed with :mod:`defusedxml` and no DTD is allowed, so external entities, the
+  "billion laughs" and quadratic blow-up (entities expanded over and over) never expand, and
+  a file above :data:`MAX_XML_BYTES` is not read at all;
+- every number is finite (``nan``, ``inf``, ``1e309`` are refused);
+- every box lies inside the image, checked against ``<size>`` or, when ``<size>`` is missing or
+  says 0 x 0, against the size of the image file (its header, EXIF orientation applied). VOC
+  boxes outside their image are refused, not clipped: a VOC box is drawn in whole pixels of
+  the image, so one past the border is a mistake in the file (the COCO reader, whose
+  boxes are continuous, clips a box spilling over the border instead);
+- ``<filename>`` is a path inside the image folder: absolute paths and ``..`` are refused.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import defusedxml
+import defusedxml.ElementTree as DefusedET
 
 from almdn.data.coco import DatasetError
-from almdn.data.records import BoxRecord, ImageRecord
+from almdn.data.records import BoxRecord, ImageRecord, image_size
+
+#: A VOC annotation is a few kilobytes; a larger file is refused before it is parsed.
+MAX_XML_BYTES = 4 * 1024 * 1024
 
 #: The 20 classes of PASCAL VOC 2007/2012, in the usual order.
 VOC_CLASSES = (
@@ -39,10 +57,23 @@ def _number(node: ET.Element, tag: str, path: Path, what: str) -> float:
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
         raise _error(path, f"{what} has no <{tag}>")
+    text = child.text.strip()
     try:
-        return float(child.text.strip())
+        value = float(text)
     except ValueError:
-        raise _error(path, f"{what} has <{tag}>{child.text.strip()}</{tag}>, not a number") from None
+        raise _error(path, f"{what} has <{tag}>{text[:40]}</{tag}>, not a number") from None
+    if not math.isfinite(value):
+        raise _error(path, f"{what} has <{tag}>{text[:40]}</{tag}>, not a finite number")
+    return value
+
+
+def _image_name(text: str | None, xml_path: Path) -> str:
+    """``<filename>`` as a relative path inside the image folder (absolute paths and ``..`` refused)."""
+    name = (text or "").strip() or f"{xml_path.stem}.jpg"
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts or ".." in windows.parts or "\x00" in name:
+        raise _error(xml_path, f"<filename>{name[:80]}</filename> points outside the image folder; give the image's file name only")
+    return name
 
 
 def read_voc_annotation(xml_path: str | os.PathLike[str], image_dir: str | os.PathLike[str] | None = None) -> ImageRecord:
@@ -50,24 +81,30 @@ def read_voc_annotation(xml_path: str | os.PathLike[str], image_dir: str | os.Pa
     ``image_dir``, default ``../JPEGImages`` next to the ``Annotations`` folder)."""
     xml_path = Path(xml_path)
     try:
-        root = ET.parse(xml_path).getroot()
+        if xml_path.stat().st_size > MAX_XML_BYTES:
+            raise _error(xml_path, f"{xml_path.stat().st_size / 2**20:.0f} MB, larger than any VOC annotation ({MAX_XML_BYTES // 2**20} MB at most)")
+        root = DefusedET.parse(xml_path, forbid_dtd=True).getroot()
     except FileNotFoundError:
         raise _error(xml_path, "file not found") from None
     except ET.ParseError as exc:
         raise _error(xml_path, f"not well-formed XML: {exc}") from None
+    except defusedxml.DefusedXmlException:
+        raise _error(xml_path, "it declares a DTD or entities, which VOC annotations never need and which are not expanded") from None
     except OSError as exc:
         raise _error(xml_path, exc.strerror or type(exc).__name__) from None
     if root.tag != "annotation":
         raise _error(xml_path, f"the root element is <{root.tag}>, not <annotation>")
-    filename = (root.findtext("filename") or "").strip() or f"{xml_path.stem}.jpg"
+    filename = _image_name(root.findtext("filename"), xml_path)
     image_dir = Path(image_dir) if image_dir is not None else xml_path.parent.parent / "JPEGImages"
     width = height = None
     size = root.find("size")
     if size is not None and size.find("width") is not None:
-        width = int(_number(size, "width", xml_path, "<size>"))
-        height = int(_number(size, "height", xml_path, "<size>"))
-        if width <= 0 or height <= 0:
-            width = height = None  # some VOC files say 0 x 0: read the size from the image instead
+        w, h = _number(size, "width", xml_path, "<size>"), _number(size, "height", xml_path, "<size>")
+        if w != int(w) or h != int(h) or w < 0 or h < 0:
+            raise _error(xml_path, f"<size> says {w:g} x {h:g}, not a size in whole pixels")
+        width, height = int(w), int(h)
+        if width == 0 or height == 0:
+            width = height = None  # some VOC files say 0 x 0: the image's own size is used instead
     boxes = []
     for k, obj in enumerate(root.findall("object"), start=1):
         name = (obj.findtext("name") or "").strip()
@@ -83,11 +120,17 @@ def read_voc_annotation(xml_path: str | os.PathLike[str], image_dir: str | os.Pa
             raise _error(xml_path, f"{what} has an empty box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g})")
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
         boxes.append(BoxRecord(name, x1, y1, x2, y2, difficult))
+    image_path = image_dir / filename
+    if width is None and boxes:
+        width, height = image_size(image_path)  # no <size> (or 0 x 0): the boxes are checked against the image itself
+        where = f"image '{image_path}'"
+    else:
+        where = "image"
     if width is not None:
         for b in boxes:
             if b.x1 < 0 or b.y1 < 0 or b.x2 > width or b.y2 > height:
-                raise _error(xml_path, f"a '{b.class_name}' box ({b.x1 + 1:g}, {b.y1 + 1:g}, {b.x2:g}, {b.y2:g}) lies outside the {width}x{height} image")
-    return ImageRecord(image_dir / filename, width, height, boxes, source_id=xml_path.stem)
+                raise _error(xml_path, f"a '{b.class_name}' box ({b.x1 + 1:g}, {b.y1 + 1:g}, {b.x2:g}, {b.y2:g}) lies outside the {width}x{height} {where}")
+    return ImageRecord(image_path, width, height, boxes, source_id=xml_path.stem)
 
 
 def read_voc(root: str | os.PathLike[str], image_set: str | None = None) -> list[ImageRecord]:
