@@ -293,3 +293,64 @@ def test_images_beside_the_annotation_file_are_found_as_well(dataset_dir) -> Non
     assert torch.equal(image, torch.from_numpy(pixels[1]).permute(2, 0, 1).float() / 255)
     # an explicit root is kept as given
     assert CocoDetectionDataset(export / "instances.json", image_root=root).image_root == root
+
+
+def _one_image_file(tmp_path: Path, annotations: list[dict], images: list[dict] | None = None, size=(40, 30)) -> Path:
+    (tmp_path / "images").mkdir(exist_ok=True)
+    Image.new("RGB", size).save(tmp_path / "images" / "a.png")
+    images = images if images is not None else [{"id": 1, "file_name": "a.png", "width": size[0], "height": size[1]}]
+    return write_coco(tmp_path / "annotations" / "a.json", images, annotations, [{"id": 1, "name": "cat"}])
+
+
+@pytest.mark.parametrize("value", [[1], True, 1.0, "1", None])
+@pytest.mark.parametrize("key", ["image_id", "category_id"])
+def test_annotation_ids_must_be_integers(tmp_path: Path, key, value) -> None:
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0, key: value}
+    path = _one_image_file(tmp_path, [ann])
+    with pytest.raises(DatasetError) as err:
+        CocoDetectionDataset(path)
+    assert str(err.value) == (
+        f"Cannot read annotation file '{path}' (annotation #0 needs an integer '{key}', not {json.dumps(value)}); fix or regenerate it, then try again."
+    )
+
+
+@pytest.mark.parametrize("crowd, kept", [(0, 1), ("0", 1), (False, 1), (1, 0), ("1", 0), (True, 0)])
+def test_iscrowd_written_as_a_string_or_boolean(tmp_path: Path, crowd, kept) -> None:
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": crowd}
+    assert len(CocoDetectionDataset(_one_image_file(tmp_path, [ann])).target(0)["boxes"]) == kept
+
+
+@pytest.mark.parametrize("crowd", ["yes", 2, 0.5, [0]])
+def test_any_other_iscrowd_is_refused(tmp_path: Path, crowd) -> None:
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": crowd}
+    with pytest.raises(DatasetError, match=r"annotation #0 has 'iscrowd' .*; use 0 or 1"):
+        CocoDetectionDataset(_one_image_file(tmp_path, [ann]))
+
+
+def test_a_file_name_under_two_ids_is_refused(tmp_path: Path) -> None:
+    images = [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}, {"id": 2, "file_name": "./a.png", "width": 40, "height": 30}]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}, {"id": 2, "image_id": 2, "category_id": 1, "bbox": [9, 9, 5, 5]}]
+    with pytest.raises(DatasetError, match=r"file_name './a.png' is listed under image ids 1 and 2; list each image once, with all its annotations"):
+        CocoDetectionDataset(_one_image_file(tmp_path, anns, images))
+
+
+def test_images_without_sizes_have_their_boxes_checked_against_the_image(tmp_path: Path) -> None:
+    images = [{"id": 1, "file_name": "a.png"}]
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 20, 20, 20]},  # spills over: clipped to (30, 20, 40, 30)
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [100, 100, 5, 5]},  # outside: dropped
+    ]
+    path = _one_image_file(tmp_path, anns, images, size=(40, 30))
+    with pytest.warns(BoxesAdjusted, match=r"1 boxes clipped to their image and 1 empty boxes"):
+        ds = CocoDetectionDataset(path, cache_images=False)
+    assert ds.image_sizes == [(30, 40)]
+    assert ds.target(0)["boxes"].tolist() == [[30.0, 20.0, 40.0, 30.0]]
+
+
+def test_sizes_must_be_positive_integers_or_absent(tmp_path: Path) -> None:
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}]
+    ok = [{"id": 1, "file_name": "a.png", "width": 40.0, "height": 30.0}]  # some tools write floats
+    assert CocoDetectionDataset(_one_image_file(tmp_path, anns, ok)).image_sizes == [(30, 40)]
+    for bad in ({"width": "40", "height": 30}, {"width": 40}, {"width": float("nan"), "height": 30}, {"width": 0, "height": 30}):
+        with pytest.raises(DatasetError, match=r"image #0 has 'width' .* give both as positive integers, or neither"):
+            CocoDetectionDataset(_one_image_file(tmp_path, anns, [{"id": 1, "file_name": "a.png", **bad}]))

@@ -9,7 +9,21 @@ to labels ``1..C`` in the order of the category list sorted by id (or in the ord
 background, as in torchvision's detectors.
 
 Every problem with the files on disk surfaces as a :class:`DatasetError` whose message is one
-sentence naming the file and what to do, never a decoder traceback.
+sentence naming the file and what to do, never a decoder traceback. In particular:
+
+- ids (``id``, ``image_id``, ``category_id``) are JSON integers: ``[1]``, ``true``, ``1.0`` and
+  ``"1"`` are refused, so no annotation silently lands on another image;
+- ``iscrowd`` is 0 or 1 (also written ``"0"``/``"1"`` or ``false``/``true``); crowd regions
+  are left out, as COCO evaluation does; any other value is refused;
+- a ``file_name`` listed under two image ids is refused (its labels would be split between
+  two records, one of them dropped on import);
+- boxes are kept inside their image: a box spilling over the border keeps only its part in
+  the image and a box with nothing left (or zero size) is dropped, both summed up in one
+  :class:`BoxesAdjusted` warning per file. The image's size is the file's ``width`` and
+  ``height``, or, for an image without them, the image file's own (header, EXIF orientation
+  applied), so boxes of such images are checked too. (The VOC reader refuses such boxes
+  instead: VOC boxes are whole pixels, so one past the border is a mistake in the file; COCO's
+  are continuous and tools commonly write them a fraction past the border.)
 """
 
 from __future__ import annotations
@@ -202,17 +216,24 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         self.file_paths: list[Path] = []
         self.image_sizes: list[tuple[int, int] | None] = []
         index_of: dict[int, int] = {}
+        id_of_file: dict[str, int] = {}
         for k, im in enumerate(coco["images"]):
             if not isinstance(im, dict) or not _is_int(im.get("id")) or not isinstance(im.get("file_name"), str):
                 raise _annotation_error(path, f"image #{k} needs an integer 'id' and a string 'file_name'")
             image_id = int(im["id"])
             if image_id in index_of:
                 raise _annotation_error(path, f"image id {image_id} appears twice")
+            file_path = self.image_root / im["file_name"]
+            key = os.path.normpath(file_path)
+            if key in id_of_file:
+                raise _annotation_error(
+                    path, f"file_name '{im['file_name']}' is listed under image ids {id_of_file[key]} and {image_id}; list each image once, with all its annotations"
+                )
+            id_of_file[key] = image_id
             index_of[image_id] = len(self.image_ids)
             self.image_ids.append(image_id)
-            self.file_paths.append(self.image_root / im["file_name"])
-            w, h = im.get("width"), im.get("height")
-            self.image_sizes.append((int(h), int(w)) if _is_int(w) and _is_int(h) else None)
+            self.file_paths.append(file_path)
+            self.image_sizes.append(self._image_size(im, k, file_path))
 
         # Annotations, grouped per image.
         boxes: list[list[list[float]]] = [[] for _ in self.image_ids]
@@ -222,12 +243,18 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
         for k, ann in enumerate(coco.get("annotations", [])):
             if not isinstance(ann, dict):
                 raise _annotation_error(path, f"annotation #{k} is not an object")
-            if ann.get("iscrowd", 0):
+            crowd = ann.get("iscrowd", 0)
+            if crowd not in (0, 1, "0", "1") or isinstance(crowd, float):
+                raise _annotation_error(path, f"annotation #{k} has 'iscrowd' {json.dumps(crowd)[:40]}; use 0 or 1")
+            if crowd in (1, "1"):
                 continue  # crowd regions are not single objects: COCO evaluation ignores them too
             bbox = ann.get("bbox")
             if (not isinstance(bbox, list) or len(bbox) != 4
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
                 raise _annotation_error(path, f"annotation #{k} needs a 'bbox' of four finite numbers")
+            for key in ("image_id", "category_id"):
+                if not _is_int(ann.get(key)):
+                    raise _annotation_error(path, f"annotation #{k} needs an integer '{key}', not {json.dumps(ann.get(key))[:40]}")
             if ann.get("image_id") not in index_of:
                 raise _annotation_error(path, f"annotation #{k} refers to image id {ann.get('image_id')!r}, which is not in 'images'")
             if ann.get("category_id") not in label_of_cat:
@@ -254,6 +281,20 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
             warnings.warn(BoxesAdjusted(self.box_summary), stacklevel=3)
         self._boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
         self._labels = [torch.tensor(lb, dtype=torch.int64) for lb in labels]
+
+    def _image_size(self, im: dict[str, Any], k: int, file_path: Path) -> tuple[int, int] | None:
+        """``(height, width)`` of image entry #k: the file's ``width``/``height``, else the image
+        file's own (header, EXIF orientation applied; None when unreadable: decoding says so)."""
+        w, h = im.get("width"), im.get("height")
+        if w is None and h is None:
+            try:
+                width, height = image_size(file_path)
+            except DatasetError:
+                return None
+            return height, width
+        if not (_whole(w) and _whole(h) and w > 0 and h > 0):
+            raise _annotation_error(self.annotation_file, f"image #{k} has 'width' {json.dumps(w)[:20]} and 'height' {json.dumps(h)[:20]}; give both as positive integers, or neither")
+        return int(h), int(w)
 
     # ---------------------------------------------------------------- access
 
@@ -361,6 +402,11 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> bool:
+    """An integer, or a float with an integral value (some tools write sizes as 640.0)."""
+    return _is_int(value) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
 
 
 def collate_detection(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
