@@ -87,3 +87,87 @@ def test_split_folders(tmp_path):
         read_yolo(root, "test")
     with pytest.raises(DatasetError, match="not a YOLO dataset folder"):
         read_yolo(tmp_path)
+
+
+def alias_bomb(levels: int) -> str:
+    """The YAML "billion laughs": each level a list of 9 aliases of the level below (9**levels strings once expanded)."""
+    return "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, levels)
+    ) + f"names: *a{levels - 1}\n"
+
+
+@pytest.mark.parametrize(("levels", "message"), [(13, "uses more than 100 YAML aliases, which a names file never needs"), (9, "Class 0 of .* is a list, not a name")])
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, levels, message):
+    import time
+
+    root = make_yolo(tmp_path / "y", {}, names_file="none")
+    (root / "data.yaml").write_text(alias_bomb(levels))
+    start = time.perf_counter()
+    with pytest.raises(DatasetError, match=message):
+        read_yolo_names(root)
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ("names: &n [cat, dog]\nother: [*n, *n]\nnames2: *n\n", None),  # a few aliases are fine
+        ("names:\n  - [cat, dog]\n  - bird\n", "Class 0 of .* is a list, not a name"),
+        ("names:\n  0: {a: 1}\n", "Class 0 of .* is a dict, not a name"),
+        ("names: [cat, '" + "x" * 300 + "']\n", "Class 1 of .* is not a usable name"),
+        ('names: [cat, "red\\e[31m"]\n', r"Class 1 of .*'red\\x1b\[31m'.* with control characters"),
+        ("names: [cat, cat]\n", r"Class names \['cat'\] appear twice"),
+        ("names: [cat, true]\n", "Class 1 of .* is a bool, not a name"),
+    ],
+)
+def test_names_must_be_short_strings(tmp_path, names, message):
+    root = make_yolo(tmp_path / "y", {}, names_file="none")
+    (root / "data.yaml").write_text(names)
+    if message is None:
+        assert read_yolo_names(root) == ["cat", "dog"]
+        return
+    with pytest.raises(DatasetError, match=message):
+        read_yolo_names(root)
+
+
+def test_crlf_and_a_byte_order_mark_are_read(tmp_path):
+    root = make_yolo(tmp_path / "y", {"a": None}, names_file="none")
+    (root / "data.yaml").write_bytes(b"\xef\xbb\xbfnames:\r\n  - cat\r\n  - dog\r\n")
+    (root / "labels" / "a.txt").write_bytes(b"\xef\xbb\xbf1 0.5 0.5 0.2 0.4\r\n0 0.1 0.1 0.2 0.2\r\n\r\n")
+    [record] = read_yolo(root)
+    assert [(b.class_name, b.x1, b.y2) for b in record.boxes] == [("dog", 80.0, 70.0), ("cat", 0.0, 20.0)]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("0 nan 0.5 0.2 0.2", "has a number that is not finite"),
+        ("0 0.5 0.5 inf 0.2", "has a number that is not finite"),
+        ("0 0.5 0.5 1e309 0.2", "has a number that is not finite"),
+        ("\x00\x01garbage\xff", "has 1 fields, not 5|is not a class index"),
+        ("0 0.5 0.5 0.2 0.2 0 0.5 0.5", "has 8 fields, not 5"),
+    ],
+)
+def test_garbage_lines_are_one_sentence(tmp_path, line, message):
+    path = tmp_path / "a.txt"
+    path.write_bytes(("0 0.5 0.5 0.1 0.1\r\n" + line + "\r\n").encode("utf-8", "surrogateescape"))
+    with pytest.raises(DatasetError, match=message) as info:
+        read_yolo_labels(path, 200, 100, ["cat", "dog"])
+    assert f"Line 2 of YOLO label file '{path}'" in str(info.value)
+
+
+def test_binary_label_file_is_one_sentence(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DatasetError, match=r"Cannot read YOLO label file '.*a.txt' \(UnicodeDecodeError\)"):
+        read_yolo_labels(path, 200, 100, ["cat"])
+
+
+def test_a_label_file_without_an_image_is_refused(tmp_path):
+    root = make_yolo(tmp_path / "y", {"a": "0 0.5 0.5 0.2 0.2\n"})
+    (root / "labels" / "lost.txt").write_text("1 0.5 0.5 0.2 0.2\n")
+    (root / "labels" / "empty.txt").write_text("")  # nothing would be lost
+    with pytest.raises(DatasetError, match=r"YOLO label file '.*lost.txt' has no image in '.*images'; add the image or remove the label file"):
+        read_yolo(root)
+    (root / "labels" / "lost.txt").unlink()
+    assert len(read_yolo(root)) == 1
