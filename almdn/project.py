@@ -116,18 +116,26 @@ def read_source(kind: str, path: str | os.PathLike[str], split: str | None = Non
 
 def add_source(store: Store, kind: str, path: str | os.PathLike[str], split: str | None = None, image_set: str | None = None) -> list[ImportSummary]:
     """Add a dataset (or an image folder) to ``store`` in one transaction: its classes, its
-    images and, outside the pool, their boxes. All or nothing."""
+    images and, outside the pool, their boxes. All or nothing.
+
+    Every file is read, hashed and decoded before the write transaction begins
+    (:meth:`~almdn.store.Store.prepare_images`): the store's write lock is held only for the
+    inserts, so the app stays responsive during a large import and a retrain that finishes
+    meanwhile records its model without waiting."""
     if split is not None and split not in SPLITS:
         raise StoreError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
     parts = read_source(kind, path, split, image_set)
+    ready = []
+    for source, records, classes, target in parts:  # no lock taken: reading and decoding only
+        dropped = 0
+        if target == "pool":
+            dropped = sum(len(r.boxes or []) for r in records)
+            records = [ImageRecord(r.path, r.width, r.height, None, r.source_id) for r in records]
+        ready.append((source, classes, target, dropped, store.prepare_images(records, target)))
     summaries = []
     with store.transaction():
-        for source, records, classes, target in parts:
+        for source, classes, target, dropped, prepared in ready:
             store.add_classes(classes)
-            dropped = 0
-            if target == "pool":
-                dropped = sum(len(r.boxes or []) for r in records)
-                records = [ImageRecord(r.path, r.width, r.height, None, r.source_id) for r in records]
-            result = store.add_images(records, split=target, source=source)
+            result = store.add_images(prepared, split=target, source=source)
             summaries.append(ImportSummary(source, target, len(result["added"]), len(result["existing"]), result["labels"], dropped, len(result["duplicates"])))
     return summaries

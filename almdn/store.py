@@ -36,6 +36,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,12 +191,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX tasks_image ON tasks (image_id);
     CREATE INDEX tasks_batch ON tasks (batch_id);
     """,
+    # 3 -> 4: an annotation deleted in Label Studio after it was pulled is marked, never silently kept.
+    """
+    ALTER TABLE annotations ADD COLUMN deleted_on_server_at TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class StoreError(UserError, RuntimeError):
     """The store cannot do what was asked; the message says what to do instead."""
+
+
+#: Longest class name accepted (a class name is shown on every box, table and task).
+MAX_CLASS_NAME = 200
 
 
 def now() -> str:
@@ -220,6 +229,23 @@ def _finite(value: Any) -> float | None:
         return None
     value = float(value)
     return None if math.isnan(value) else value
+
+
+@dataclass(frozen=True)
+class PreparedImages:
+    """Records whose files :meth:`Store.prepare_images` has read, hashed and decoded, for
+    :meth:`Store.add_images` (split they were checked for, and one tuple per record)."""
+
+    split: str
+    items: list[tuple]
+
+
+def _box_key(boxes: Sequence[Any] | None) -> list[tuple] | None:
+    """Boxes as a sorted list of ``(class, x1, y1, x2, y2)`` (rounded), to compare labelings."""
+    if boxes is None:
+        return None
+    rows = [b if isinstance(b, tuple) else (b.class_name, b.x1, b.y1, b.x2, b.y2) for b in boxes]
+    return sorted((str(name), *(round(float(v), 3) for v in coords)) for name, *coords in rows)
 
 
 class Store:
@@ -413,6 +439,9 @@ class Store:
         for n in names:
             if not n.strip():
                 raise StoreError("A class name cannot be empty; give every class a name.")
+            if len(n) > MAX_CLASS_NAME or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in n):
+                shown = n[:40].encode("unicode_escape").decode("ascii")
+                raise StoreError(f"Class name '{shown}' is over {MAX_CLASS_NAME} characters or holds control characters (such as terminal escapes); rename the class, then try again.")
         with self.transaction() as conn:
             known = {row[0] for row in conn.execute("SELECT name FROM classes")}
             for n in dict.fromkeys(names):
@@ -425,20 +454,38 @@ class Store:
 
     # ------------------------------------------------------------------ images
 
-    def add_images(self, records: Iterable[ImageRecord | str | os.PathLike[str]], split: str = "pool", source: str | None = None) -> dict[str, Any]:
+    def add_images(self, records: Iterable[ImageRecord | str | os.PathLike[str]] | PreparedImages, split: str = "pool", source: str | None = None) -> dict[str, Any]:
         """Add images (and the labels of records that carry boxes) in one transaction.
 
-        Every file is read and decoded (size, content hash, pixels) before anything is written, so a
-        broken, truncated or oversized file stops the import with a :class:`~almdn.data.coco.DatasetError` naming it
-        and the store unchanged. An image already in the store, by path or by content (the
-        same bytes reached through ``..``, a symlink or a copy), is left as it is: adding a
-        dataset twice adds nothing. Class names of the boxes must be in the class list
-        (:meth:`add_classes`).
+        Every file is read and decoded (size, content hash, pixels) by :meth:`prepare_images`
+        before the write transaction begins, so a broken, truncated or oversized file stops
+        the import with a :class:`~almdn.data.coco.DatasetError` naming it and the store
+        unchanged, and the store's write lock is held only for the inserts (the app and a
+        retrain finishing meanwhile never wait on the decoding). Pass what
+        :meth:`prepare_images` returned to do the decoding earlier still (outside an enclosing
+        transaction, as :func:`almdn.project.add_source` does).
+
+        An image already in the store, by path or by content (the same bytes reached through
+        ``..``, a symlink or a copy), is left as it is: adding a dataset twice adds nothing.
+        But labels are never dropped unseen: a copy (same bytes under another path) whose
+        labels differ from the stored image's, or a file listed twice in one import with
+        different labels, stops the import with one sentence naming both. Class names of the
+        boxes must be in the class list (:meth:`add_classes`).
 
         Returns ``{"added": [ids], "existing": [ids], "duplicates": [paths], "labels": n}``:
         ``existing`` are the store's ids of records already there (same path or content),
         ``duplicates`` the paths among them that are new copies of stored content.
         """
+        prepared = records if isinstance(records, PreparedImages) else self.prepare_images(records, split)
+        if prepared.split != split:
+            raise StoreError(f"Images prepared for the '{prepared.split}' split cannot go to '{split}'.")
+        with self.transaction() as conn:
+            return self._insert_images(conn, prepared.items, split, source)
+
+    def prepare_images(self, records: Iterable[ImageRecord | str | os.PathLike[str]], split: str = "pool") -> PreparedImages:
+        """Read, hash and decode every file of ``records`` (no store access, no lock): the
+        first half of :meth:`add_images`. Checks each image's size against its record's and
+        each box against its image (finite, inside, not empty)."""
         from almdn.data.coco import DatasetError
         from almdn.data.records import ImageRecord, check_image
 
@@ -458,40 +505,75 @@ class Store:
             except OSError as exc:
                 raise DatasetError(f"Cannot read image '{path}' ({exc.strerror or type(exc).__name__}); fix or remove it, then try again.") from None
             # Decoded once here (cheaply: JPEGs at 1/8 scale), so a truncated file fails now, not in training.
-            width, height = check_image(path)
+            width, height = check_image(path)  # EXIF orientation applied: the size browsers show
             if record.width is not None and record.height is not None and (record.width, record.height) != (width, height):
+                turned = " (its EXIF orientation turns it; almdn uses the image as browsers show it)" if (record.width, record.height) == (height, width) else ""
                 raise DatasetError(
-                    f"Image '{path}' is {width}x{height} pixels but its annotations say {record.width}x{record.height}; "
+                    f"Image '{path}' is {width}x{height} pixels{turned} but its annotations say {record.width}x{record.height}; "
                     "fix the annotation file or the image, then try again."
                 )
+            if record.boxes:
+                self._check_boxes(record.boxes, {"path": str(path), "width": width, "height": height})
             prepared.append((record, str(path), digest, size, int(width), int(height)))
+        return PreparedImages(split, prepared)
+
+    def _insert_images(self, conn: sqlite3.Connection, prepared: Sequence[tuple], split: str, source: str | None) -> dict[str, Any]:
+        from almdn.data.coco import DatasetError
+
         added: list[int] = []
         existing: list[int] = []
         duplicates: list[str] = []
         n_labels = 0
         stamp = now()
-        with self.transaction() as conn:
-            class_ids = self._class_ids(conn)
-            for record, path, digest, size, width, height in prepared:
-                row = conn.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
-                if row is None:
-                    row = conn.execute("SELECT id FROM images WHERE sha256 = ? AND size_bytes = ? ORDER BY id LIMIT 1", (digest, size)).fetchone()
-                    if row is not None:
-                        duplicates.append(path)
-                if row is not None:
-                    existing.append(int(row[0]))
-                    continue
-                cursor = conn.execute(
-                    "INSERT INTO images (path, width, height, size_bytes, sha256, split, source, source_id, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (path, width, height, size, digest, split, source, record.source_id, stamp),
-                )
-                image_id = int(cursor.lastrowid)
-                added.append(image_id)
+        class_ids = self._class_ids(conn)
+        labels_of: dict[int, tuple[str, list | None]] = {}  # image id -> (path, boxes) of this import's records
+        for record, path, digest, size, width, height in prepared:
+            row = conn.execute("SELECT id, path FROM images WHERE path = ?", (path,)).fetchone()
+            copy = False
+            if row is None:
+                row = conn.execute("SELECT id, path FROM images WHERE sha256 = ? AND size_bytes = ? ORDER BY id LIMIT 1", (digest, size)).fetchone()
+                copy = row is not None
+            if row is not None:
+                image_id, stored_path = int(row[0]), str(row[1])
                 if record.boxes is not None:
-                    n_labels += self._insert_annotation(
-                        conn, class_ids, image_id, record.boxes, origin="import", source=source, imported_at=stamp, where=path
-                    )
+                    seen = labels_of.get(image_id)
+                    if seen is not None:  # listed twice in this import (under one name or two)
+                        if _box_key(seen[1]) != _box_key(record.boxes):
+                            same = f"'{path}' is listed twice" if seen[0] == path else f"'{path}' and '{seen[0]}' are the same image (identical bytes)"
+                            raise DatasetError(f"{same} in {source or 'the import'} with different labels; keep one of them or make their labels agree, then try again.")
+                    elif copy and _box_key(self._current_boxes(conn, image_id)) != _box_key(record.boxes):
+                        raise DatasetError(
+                            f"'{path}' and '{stored_path}' (image {image_id}, already in the project) are the same image (identical bytes) but their labels differ; "
+                            "keep one of them or make their labels agree, then try again."
+                        )
+                    labels_of.setdefault(image_id, (path, record.boxes))
+                if copy:
+                    duplicates.append(path)
+                existing.append(image_id)
+                continue
+            cursor = conn.execute(
+                "INSERT INTO images (path, width, height, size_bytes, sha256, split, source, source_id, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (path, width, height, size, digest, split, source, record.source_id, stamp),
+            )
+            image_id = int(cursor.lastrowid)
+            added.append(image_id)
+            labels_of[image_id] = (path, record.boxes)
+            if record.boxes is not None:
+                n_labels += self._insert_annotation(
+                    conn, class_ids, image_id, record.boxes, origin="import", source=source, imported_at=stamp, where=path
+                )
         return {"added": added, "existing": existing, "duplicates": duplicates, "labels": n_labels}
+
+    @staticmethod
+    def _current_boxes(conn: sqlite3.Connection, image_id: int) -> list[tuple] | None:
+        """The current labels of a stored image as ``(class, x1, y1, x2, y2)``; None when unlabeled."""
+        if conn.execute("SELECT 1 FROM annotations WHERE image_id = ? AND is_current = 1", (image_id,)).fetchone() is None:
+            return None
+        return conn.execute(
+            "SELECT c.name, l.x1, l.y1, l.x2, l.y2 FROM labels l JOIN annotations a ON a.id = l.annotation_id JOIN classes c ON c.id = l.class_id "
+            "WHERE a.image_id = ? AND a.is_current = 1",
+            (image_id,),
+        ).fetchall()
 
     def _insert_annotation(self, conn: sqlite3.Connection, class_ids: dict[str, int], image_id: int, boxes: Sequence[Any], *, origin: str, where: str, **provenance: Any) -> int:
         """Insert one annotation (made current) and its boxes; returns the number of boxes."""
@@ -622,6 +704,7 @@ class Store:
         return self._frame(
             f"""SELECT a.id AS annotation_id, a.image_id, a.origin, a.source, a.ls_project, p.url AS ls_url, p.project_id AS ls_project_id,
                        a.ls_task_id, a.ls_annotation_id, a.annotator, a.created_at, a.updated_at, a.lead_time, a.imported_at, a.is_current,
+                       a.deleted_on_server_at,
                        (SELECT COUNT(*) FROM labels l WHERE l.annotation_id = a.id) AS num_labels
                 FROM annotations a LEFT JOIN ls_projects p ON p.id = a.ls_project {where} ORDER BY a.id""",
             (int(image_id),) if image_id is not None else (),
@@ -887,7 +970,7 @@ class Store:
             ).lastrowid)
             conn.executemany(
                 "INSERT INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, 'open', ?, ?)",
-                [(int(ls_project), int(t), int(i), batch, stamp, stamp) for t, i in [*tasks, *adopted]],
+                [(int(ls_project), int(t), int(i), batch, stamp, stamp) for t, i in dict.fromkeys((int(t), int(i)) for t, i in [*tasks, *adopted])],
             )
             self.refresh_batch_status(conn)
         return batch
@@ -937,6 +1020,7 @@ class Store:
         task_status: dict[tuple[int, int] | int, str],
         deleted_tasks: Sequence[tuple[int, int] | int],
         adopted: Sequence[tuple[int, int]] = (),
+        deleted_annotations: Sequence[int] = (),
     ) -> dict[str, Any]:
         """Record what a pull read from Label Studio, in one transaction.
 
@@ -945,19 +1029,25 @@ class Store:
 
         Args:
             annotations: oldest first, each ``{"image_id", "task_id", "annotation_id",
-                "boxes", "annotator", "created_at", "updated_at", "lead_time", "update"}``;
+                "boxes", "annotator", "created_at", "updated_at", "lead_time"}``;
                 each becomes its image's current annotation (so the newest wins) and moves a
                 pool image to ``labeled``.
             task_status: the new status of live tasks, by ``(task id, image id)`` (or by a
                 bare task id, meaning the live task with that id).
             deleted_tasks: live tasks gone from the server (pairs or bare ids, likewise).
             adopted: tasks found on the server but not recorded (an interrupted push).
+            deleted_annotations: Label Studio ids of pulled annotations deleted on the server
+                since: marked (``deleted_on_server_at``), their labels kept.
 
-        Returns ``{"new", "updated", "labeled_images", "skipped_tasks", "deleted_tasks"}``
-        (task lists hold task ids).
+        Idempotent: a task already live or an annotation version already stored (another
+        pull committed it first) inserts nothing and counts as a duplicate.
+
+        Returns ``{"new", "updated", "duplicates", "labeled_images", "skipped_tasks",
+        "deleted_tasks", "deleted_annotations"}`` (task lists hold task ids; the last, the
+        annotations newly marked).
         """
         stamp = now()
-        out: dict[str, Any] = {"new": 0, "updated": 0, "labeled_images": [], "skipped_tasks": [], "deleted_tasks": []}
+        out: dict[str, Any] = {"new": 0, "updated": 0, "duplicates": 0, "labeled_images": [], "skipped_tasks": [], "deleted_tasks": [], "deleted_annotations": []}
         labeled: set[int] = set()
         def live(task: int | tuple[int, int]) -> tuple[str, tuple[int, ...]]:
             """WHERE clause and parameters of one live task."""
@@ -971,11 +1061,24 @@ class Store:
                 where, params = live(task)
                 conn.execute(f"UPDATE tasks SET status = 'deleted', updated_at = ? WHERE {where}", (stamp, *params))
                 out["deleted_tasks"].append(int(task[0] if isinstance(task, tuple) else task))
-            conn.executemany(
-                "INSERT INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at) VALUES (?, ?, ?, NULL, 'open', ?, ?)",
-                [(int(ls_project), int(t), int(i), stamp, stamp) for t, i in adopted],
-            )
+            # Idempotent inside the transaction: a task already live, or an annotation version
+            # already stored (another pull committed it meanwhile), inserts nothing.
+            for t, i in dict.fromkeys((int(t), int(i)) for t, i in adopted):
+                if conn.execute("SELECT 1 FROM tasks WHERE ls_project = ? AND task_id = ? AND status != 'deleted'", (int(ls_project), t)).fetchone() is None:
+                    conn.execute(
+                        "INSERT INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at) VALUES (?, ?, ?, NULL, 'open', ?, ?)",
+                        (int(ls_project), t, i, stamp, stamp),
+                    )
             for a in annotations:
+                version = (int(ls_project), int(a["annotation_id"]), a.get("updated_at"))
+                if conn.execute(
+                    "SELECT 1 FROM annotations WHERE origin = 'label_studio' AND ls_project = ? AND ls_annotation_id = ? AND updated_at IS ?", version
+                ).fetchone() is not None:
+                    out["duplicates"] += 1
+                    continue
+                earlier = conn.execute(
+                    "SELECT 1 FROM annotations WHERE origin = 'label_studio' AND ls_project = ? AND ls_annotation_id = ?", version[:2]
+                ).fetchone() is not None
                 self._insert_annotation(
                     conn, class_ids, int(a["image_id"]), a["boxes"], origin="label_studio", where=f"task {a['task_id']}",
                     source=source, ls_project=int(ls_project), ls_task_id=int(a["task_id"]), ls_annotation_id=int(a["annotation_id"]),
@@ -983,7 +1086,14 @@ class Store:
                 )
                 conn.execute("UPDATE images SET split = 'labeled' WHERE id = ? AND split = 'pool'", (int(a["image_id"]),))
                 labeled.add(int(a["image_id"]))
-                out["updated" if a.get("update") else "new"] += 1
+                out["updated" if earlier else "new"] += 1
+            for annotation_id in dict.fromkeys(int(a) for a in deleted_annotations):
+                changed = conn.execute(
+                    "UPDATE annotations SET deleted_on_server_at = ? WHERE origin = 'label_studio' AND ls_project = ? AND ls_annotation_id = ? AND deleted_on_server_at IS NULL",
+                    (stamp, int(ls_project), annotation_id),
+                ).rowcount
+                if changed:
+                    out["deleted_annotations"].append(annotation_id)
             for task, status in task_status.items():
                 if status not in TASK_STATUSES:
                     raise StoreError(f"Unknown task status '{status}'.")

@@ -78,3 +78,57 @@ def test_broken_image_in_a_source_adds_nothing_from_it(tmp_path):
         add_source(store, "coco", data)
     assert store.counts()["images"] == 0 and store.classes() == []  # classes rolled back too
     store.close()
+
+
+def test_files_are_read_and_decoded_before_the_write_transaction_begins(tmp_path, monkeypatch):
+    """While an import decodes its files, another connection (the app, a retrain recording its
+    model) can write: the store's write lock is taken only for the inserts."""
+    import sqlite3
+
+    import almdn.data.records as records
+
+    data = make_coco_dataset(tmp_path / "coco", n_train=3, n_test=0)
+    store = Store.open(tmp_path / "p")
+    original = records.check_image
+    writes = []
+
+    def decode_and_write(path):
+        other = sqlite3.connect(store.path, timeout=0)  # no waiting: a held write lock fails at once
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"probe-{len(writes)}", "x"))
+            other.execute("COMMIT")
+            writes.append(path)
+        finally:
+            other.close()
+        return original(path)
+
+    monkeypatch.setattr(records, "check_image", decode_and_write)
+    [summary] = add_source(store, "coco", data / "annotations" / "train.json")
+    assert summary.added == 3 and len(writes) == 3
+    assert store.meta("probe-2") == "x"
+    store.close()
+
+
+def test_a_voc_image_named_by_two_annotation_files_with_different_labels_is_reported(tmp_path):
+    voc = make_voc(tmp_path / "VOC", {"a": [("cat", 1, 1, 20, 20, 0)], "b": [("dog", 5, 5, 30, 30, 0)]})
+    (voc / "Annotations" / "b.xml").write_text((voc / "Annotations" / "b.xml").read_text().replace("<filename>b.jpg", "<filename>a.jpg"))
+    store = Store.open(tmp_path / "p")
+    with pytest.raises(DatasetError, match=r"'.*a.jpg' is listed twice in .*VOC with different labels"):
+        add_source(store, "voc", voc)
+    assert store.counts()["images"] == 0 and store.classes() == []
+    store.close()
+
+
+def test_a_phone_portrait_is_stored_as_browsers_show_it(tmp_path):
+    from tests.test_records import exif_jpeg
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for orientation in (1, 3, 6, 8):
+        exif_jpeg(folder / f"o{orientation}.jpg", size=(200, 100), orientation=orientation)
+    exif_jpeg(folder / "square6.jpg", size=(120, 120), orientation=6)
+    store, _ = create_project(tmp_path / "p", [("images", folder, None)])
+    sizes = {Path(r.path).name: (r.width, r.height) for r in store.images().itertuples()}
+    assert sizes == {"o1.jpg": (200, 100), "o3.jpg": (200, 100), "o6.jpg": (100, 200), "o8.jpg": (100, 200), "square6.jpg": (120, 120)}
+    store.close()

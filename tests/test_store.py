@@ -21,6 +21,7 @@ from PIL import Image
 
 from almdn.data.coco import CocoDetectionDataset, DatasetError
 from almdn.data.records import BoxRecord, ImageRecord
+from almdn.errors import UserError
 from almdn.store import MIGRATIONS, SCHEMA_VERSION, UNCERTAINTY_NAMES, Z_NAMES, Store, StoreError, _statements, file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,7 +258,7 @@ def test_batches_tasks_and_pull_records(store, tmp_path):
     assert store.batches()[["batch_id", "status", "tasks", "open", "round_id"]].values.tolist() == [[batch, "sent", 3, 3, 1]]
     annotation = {"image_id": 1, "task_id": 11, "annotation_id": 7, "boxes": [BoxRecord("cat", 1, 1, 5, 5)], "annotator": "a@b", "created_at": "c", "updated_at": "u1", "lead_time": 2.0}
     out = store.record_pull(row, "http://127.0.0.1:1", [annotation], {(11, 1): "annotated", (12, 2): "skipped"}, [])
-    assert out == {"new": 1, "updated": 0, "labeled_images": [1], "skipped_tasks": [12], "deleted_tasks": []}
+    assert out == {"new": 1, "updated": 0, "duplicates": 0, "labeled_images": [1], "skipped_tasks": [12], "deleted_tasks": [], "deleted_annotations": []}
     assert store.batches()[["status", "open", "annotated", "skipped"]].values.tolist() == [["partial", 1, 1, 1]]
     assert store.image_ids("labeled") == [1]
     labels = store.labels()
@@ -268,12 +269,20 @@ def test_batches_tasks_and_pull_records(store, tmp_path):
     # Label Studio reuses a deleted task's id: the new task (another image) is a new row.
     store.record_pull(row, "http://127.0.0.1:1", [], {}, [], adopted=[(13, 2)])
     assert store.tasks()[["task_id", "image_id", "status"]].values.tolist()[-2:] == [[13, 3, "deleted"], [13, 2, "open"]]
-    with pytest.raises(sqlite3.IntegrityError):  # but two live tasks never share an id
-        store.record_pull(row, "x", [], {}, [], adopted=[(13, 1)])
-    # The same annotation version twice is refused by the database itself.
-    with pytest.raises(sqlite3.IntegrityError):
-        store.record_pull(row, "x", [annotation], {}, [])
+    # Idempotent inside the transaction (issue 20): two live tasks never share an id, and the
+    # same annotation version twice (a second pull that read before the first committed)
+    # inserts nothing, with no IntegrityError.
+    store.record_pull(row, "x", [], {}, [], adopted=[(13, 1)])
+    assert store.tasks()[["task_id", "image_id", "status"]].values.tolist()[-1] == [13, 2, "open"]
+    again = store.record_pull(row, "x", [annotation], {}, [])
+    assert (again["new"], again["updated"], again["duplicates"], again["labeled_images"]) == (0, 0, 1, [])
     assert len(store.annotations()) == 1
+    edited = store.record_pull(row, "x", [{**annotation, "updated_at": "u2"}], {}, [])
+    assert (edited["new"], edited["updated"]) == (0, 1)
+    # An annotation deleted on the server is marked once; its labels stay current.
+    marked = store.record_pull(row, "x", [], {}, [], deleted_annotations=[7, 7])
+    assert marked["deleted_annotations"] == [7] and store.record_pull(row, "x", [], {}, [], deleted_annotations=[7])["deleted_annotations"] == []
+    assert store.annotations()["deleted_on_server_at"].notna().all() and len(store.labels()) == 1
     assert store.check_integrity() == []
 
 
@@ -464,3 +473,57 @@ def test_read_only_and_immutable_stores_are_one_sentence(tmp_path):
     finally:
         subprocess.run(["chattr", "-i", str(path)])
     assert Store.open(path, create=False).classes() == ["a"]
+
+
+def test_the_same_bytes_with_different_labels_are_reported_not_dropped(store, tmp_path):
+    [a] = write_images(tmp_path / "a", 1)
+    (tmp_path / "b").mkdir()
+    b = tmp_path / "b" / "copy.png"
+    b.write_bytes(a.read_bytes())
+    cat, dog = BoxRecord("cat", 1, 1, 10, 10), BoxRecord("dog", 5, 5, 20, 20)
+    # Two files with the same bytes in one import: the second one's labels would be dropped.
+    with pytest.raises(DatasetError, match=rf"'{b}' and '{a}' are the same image \(identical bytes\) in test with different labels; keep one of them"):
+        store.add_images([ImageRecord(a, boxes=[cat]), ImageRecord(b, boxes=[dog])], split="labeled", source="test")
+    assert store.counts()["images"] == 0
+    # The same file listed twice (two VOC files naming one image, say) with different labels.
+    with pytest.raises(DatasetError, match=rf"'{a}' is listed twice in test with different labels"):
+        store.add_images([ImageRecord(a, boxes=[cat]), ImageRecord(tmp_path / "a" / ".." / "a" / a.name, boxes=[dog])], split="labeled", source="test")
+    assert store.counts()["images"] == 0
+    # With the same labels it is one image, added once.
+    result = store.add_images([ImageRecord(a, boxes=[cat]), ImageRecord(b, boxes=[BoxRecord("cat", 1.0, 1.0, 10.0, 10.0)])], split="labeled", source="test")
+    assert len(result["added"]) == 1 and result["duplicates"] == [str(b)]
+    # A copy arriving later with other labels than the stored image's: reported as well.
+    (tmp_path / "c").mkdir()
+    c = tmp_path / "c" / "again.png"
+    c.write_bytes(a.read_bytes())
+    with pytest.raises(DatasetError, match=rf"'{c}' and '{a}' \(image {result['added'][0]}, already in the project\) are the same image \(identical bytes\) but their labels differ"):
+        store.add_images([ImageRecord(c, boxes=[dog])], split="labeled")
+    assert store.counts() == {**store.counts(), "images": 1, "labels": 1}
+    # Re-importing the same path is still a no-op (its stored labels may be newer, from Label Studio).
+    assert store.add_images([ImageRecord(a, boxes=[dog])], split="labeled")["existing"] == result["added"]
+
+
+@pytest.mark.parametrize("box", [(float("nan"), 1, 5, 5), (1, 1, float("inf"), 5), (1, 1, 70, 5), (-1, 1, 5, 5), (5, 5, 5, 9)])
+def test_every_box_is_checked_against_its_decoded_image_before_anything_is_written(store, tmp_path, box):
+    [a] = write_images(tmp_path / "a", 1, size=(64, 48))
+    with pytest.raises(UserError, match=r"is empty or outside the 64x48 image; fix the box"):
+        store.add_images([ImageRecord(a, boxes=[BoxRecord("cat", *box)])], split="labeled")
+    assert store.counts()["images"] == 0
+
+
+def test_the_stored_size_is_the_size_browsers_show(store, tmp_path):
+    from tests.test_records import exif_jpeg
+
+    path = exif_jpeg(tmp_path / "portrait.jpg", size=(200, 100), orientation=6)
+    [image_id] = store.add_images([path])["added"]
+    assert (store.image(image_id)["width"], store.image(image_id)["height"]) == (100, 200)
+    with pytest.raises(DatasetError, match=r"is 100x200 pixels \(its EXIF orientation turns it; .*\) but its annotations say 200x100"):
+        store.add_images([ImageRecord(tmp_path / "portrait.jpg", 200, 100, [])], split="labeled")
+
+
+@pytest.mark.parametrize("name", ["red\x1b[31m", "tab\there", "x" * 201, "bell\x07"])
+def test_class_names_with_control_characters_are_refused(store, name):
+    with pytest.raises(StoreError, match="over 200 characters or holds control characters"):
+        store.add_classes([name])
+    # Markdown is just text: stored as written (the app shows it literally).
+    assert store.add_classes(["[link](http://x) ![img](http://x/a.png) **b**"])[-1] == "[link](http://x) ![img](http://x/a.png) **b**"
