@@ -150,10 +150,10 @@ def train(data, test_data, image_root, out, arch, head, components, loc_density,
     from almdn.engine import distributed
 
     from almdn.data.coco import CocoDetectionDataset
-    from almdn.engine.checkpoint import read_checkpoint
+    from almdn.engine.checkpoint import checkpoint_model, read_checkpoint
     from almdn.engine.fit import train_evaluate_save
     from almdn.engine.train import TrainConfig
-    from almdn.models import build_model, model_from_config
+    from almdn.models import build_model
 
     train_set = CocoDetectionDataset(_resolve_annotations(data, "train"), image_root=image_root)
     config = TrainConfig.demo(iterations or 900) if preset == "demo" else TrainConfig.paper()
@@ -170,7 +170,7 @@ def train(data, test_data, image_root, out, arch, head, components, loc_density,
     out_dir = Path(out)
     ckpt = out_dir / "checkpoint.pt"
     if resume and ckpt.exists():
-        model = model_from_config(read_checkpoint(ckpt)["model_config"])
+        model = checkpoint_model(read_checkpoint(ckpt), ckpt, weights=False)
         if ctx.is_main:
             click.echo(f"Resuming from {ckpt}.")
     else:

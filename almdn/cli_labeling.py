@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from almdn.cli_errors import UserError, friendly, skipped_exit
+from almdn.errors import InvalidChoice
 from almdn.store import SPLITS
 
 
@@ -210,15 +211,32 @@ def ls_status(project_dir) -> None:
 @ls.command("connect")
 @_project_option
 @click.argument("url")
-@click.option("--token", envvar="LABEL_STUDIO_API_KEY", prompt="API token", hide_input=True, help="Read from $LABEL_STUDIO_API_KEY or asked for (never put it on the command line).")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Read the API token from this file (else from $LABEL_STUDIO_API_KEY, else a hidden prompt); a token is never taken on the command line, where `ps` shows it.")
 @friendly
-def ls_connect(project_dir, url, token) -> None:
+def ls_connect(project_dir, url, token_file) -> None:
     """Use a Label Studio server at URL (images are uploaded with their tasks)."""
     from almdn.labeling import label_studio_home
     from almdn.workflow import connect_label_studio
 
+    token = _api_token(token_file)
     version = connect_label_studio(project_dir, url, token)
     click.echo(f"Connected to Label Studio {version} at {url.rstrip('/')}; the token is stored in {label_studio_home(project_dir) / 'connection.json'} (mode 0600).")
+
+
+def _api_token(token_file: Path | None) -> str:
+    """The API token of ``almdn ls connect``: from ``token_file``, ``$LABEL_STUDIO_API_KEY`` or
+    a hidden prompt (never an argument: the command line is visible to every local user)."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise InvalidChoice(f"Cannot read the token file '{token_file}' ({exc.strerror or type(exc).__name__}); give a readable file.") from None
+    else:
+        token = os.environ.get("LABEL_STUDIO_API_KEY", "").strip() or click.prompt("API token", hide_input=True).strip()
+    if not token:
+        raise InvalidChoice("The API token is empty; set $LABEL_STUDIO_API_KEY, give --token-file, or type it at the prompt.")
+    return token
 
 
 # --------------------------------------------------------------------------- push and pull

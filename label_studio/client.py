@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 
 from label_studio.errors import LabelStudioError, LabelStudioUnavailable
-from label_studio.config import FROM_NAME, IMAGE_FIELD, TO_NAME, build_label_config, config_labels
+from label_studio.config import FROM_NAME, IMAGE_FIELD, TO_NAME, LabelStudioConfigError, build_label_config, config_labels
 from label_studio.server import read_secret_json, write_secret_json
 
 #: Task data keys that tie a task to our project and image.
@@ -230,7 +230,8 @@ class LabelStudioClient:
                         break
             if project is None:
                 project = self._sdk.projects.create(title=title, description=description, label_config=config, request_options={"max_retries": 0})
-            elif config_labels(project.label_config or "") != list(classes):
+            elif _config_labels_or_none(project.label_config) != list(classes):
+                # ours to manage: a config that lost our classes, or an empty or malformed one, is rewritten
                 self._sdk.projects.update(int(project.id), label_config=config, request_options={"max_retries": 0})
         return int(project.id), gone
 
@@ -249,7 +250,16 @@ class LabelStudioClient:
         return out
 
     def _list_tasks(self, project_id: int, include: str | None, doing: str) -> list[dict[str, Any]]:
-        tasks: list[dict[str, Any]] = []
+        """Every task of the project, page by page until the server's ``total`` is read.
+
+        A server may cap the page size below :attr:`page_size` (Label Studio's
+        ``TASK_API_PAGE_SIZE_MAX``), so a short page is no end: only ``total`` (or an empty
+        page, or the 404 Label Studio answers past the last page) is. The SDK's own task
+        pager does not fit: it asks for pages until one is empty, which Label Studio answers
+        with 404 (an error), and it never reads ``total``. A task listed twice (pages shifted
+        by a deletion during the listing) is kept once.
+        """
+        tasks: dict[int, dict[str, Any]] = {}
         page = 1
         with self._talking(doing):
             while True:
@@ -258,16 +268,31 @@ class LabelStudioClient:
                     params["include"] = include
                 response = self._http.get("/api/tasks", params=params)
                 if response.status_code == 404 and page > 1:
-                    break  # past the last page
+                    break  # past the last page (tasks deleted during the listing)
                 response.raise_for_status()
                 body = response.json()
                 chunk = body["tasks"] if isinstance(body, dict) else body
-                tasks.extend(chunk)
+                for task in chunk:
+                    tasks.setdefault(int(task["id"]), task)
                 total = body.get("total") if isinstance(body, dict) else None
-                if not chunk or len(chunk) < self.page_size or (total is not None and len(tasks) >= total):
+                if not chunk or not isinstance(body, dict):
+                    break  # an empty page, or a server that lists everything at once
+                if total is None:
+                    if len(chunk) < self.page_size:
+                        break  # no total to go by: a short page is the last
+                elif len(tasks) >= int(total):
                     break
                 page += 1
-        return tasks
+        return list(tasks.values())
+
+    def task(self, task_id: int, doing: str = "checking a task") -> dict[str, Any] | None:
+        """A task with its annotations (None: no such task)."""
+        with self._talking(doing):
+            response = self._http.get(f"/api/tasks/{int(task_id)}")
+            if response.status_code == 404:
+                return None
+            response.raise_for_status()
+        return response.json()
 
     def task_image(self, task_id: int, doing: str = "checking a task") -> int | None:
         """The image id in a task's data (None: no such task, or not one of ours)."""
@@ -320,13 +345,22 @@ class LabelStudioClient:
                     if response.status_code != 404:  # already gone: the same result
                         response.raise_for_status()
 
-    def delete_task(self, task_id: int, image_id: int) -> None:
-        """Delete a task, unless it now holds another image (a deleted task's id is reused)."""
-        if self.task_image(task_id, f"deleting task {task_id}") == image_id:
-            with self._talking(f"deleting task {task_id}"):
-                response = self._http.delete(f"/api/tasks/{task_id}/")
-                if response.status_code != 404:
-                    response.raise_for_status()
+    def delete_task(self, task_id: int, image_id: int, keep_submitted: bool = True) -> None:
+        """Delete a task, unless it now holds another image (a deleted task's id is reused);
+        with ``keep_submitted`` (the default) a task holding a submitted (not cancelled)
+        annotation is refused with one sentence: deleting it would delete the annotation."""
+        task = self.task(task_id, f"deleting task {task_id}")
+        if task is None or (task.get("data") or {}).get(IMAGE_KEY) != image_id:
+            return
+        if keep_submitted and submitted_annotations(task):
+            raise LabelStudioError(
+                f"Task {task_id} (image {image_id}) has a submitted annotation in Label Studio; import it first (almdn pull), "
+                "then the image is labeled and stays out of the pool."
+            )
+        with self._talking(f"deleting task {task_id}"):
+            response = self._http.delete(f"/api/tasks/{task_id}/")
+            if response.status_code != 404:
+                response.raise_for_status()
 
     # ------------------------------------------------------------------ images
 
@@ -457,6 +491,11 @@ def annotation_boxes(ann: dict[str, Any], task_id: int, path: str, width: int, h
     return boxes, None
 
 
+def submitted_annotations(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """A task's annotations that are labels: submitted, not cancelled (skipped)."""
+    return [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+
+
 def _json_safe(value: Any) -> Any:
     """A task data value as JSON takes it: NaN becomes null, numpy scalars plain numbers."""
     if hasattr(value, "item"):
@@ -464,6 +503,14 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _config_labels_or_none(config: Any) -> list[str] | None:
+    """The labels of a project's config as the server sent it; None when it is empty or malformed."""
+    try:
+        return config_labels(config)
+    except LabelStudioConfigError:
+        return None
 
 
 def _reason(exc: BaseException) -> str:

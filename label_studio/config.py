@@ -11,6 +11,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from xml.sax.saxutils import quoteattr
 
+from label_studio.errors import LabelStudioError
+
+
+class LabelStudioConfigError(LabelStudioError):
+    """A labeling config from the server that is empty or not XML."""
+
 #: ``from_name`` / ``to_name`` of every result our interface produces.
 FROM_NAME = "label"
 TO_NAME = "image"
@@ -33,9 +39,15 @@ def build_label_config(classes: Sequence[str]) -> str:
     )
 
 
-def config_labels(config: str) -> list[str]:
-    """The label values of the rectangle labels named :data:`FROM_NAME` in ``config``."""
-    root = ET.fromstring(config)
+def config_labels(config: str | None) -> list[str]:
+    """The label values of the rectangle labels named :data:`FROM_NAME` in ``config``; an
+    empty or malformed config (not XML) is one :class:`LabelStudioConfigError` sentence."""
+    if not isinstance(config, str) or not config.strip():
+        raise LabelStudioConfigError("The Label Studio project has an empty labeling config; push again to restore almdn's (or set it in the project's settings).")
+    try:
+        root = ET.fromstring(config)
+    except ET.ParseError as exc:
+        raise LabelStudioConfigError(f"The Label Studio project's labeling config is not valid XML ({exc}); push again to restore almdn's (or fix it in the project's settings).") from None
     for node in root.iter("RectangleLabels"):
         if node.get("name") == FROM_NAME:
             return [label.get("value", "") for label in node.iter("Label")]

@@ -28,8 +28,8 @@ no two projects' servers share a login.
 Traps of the server this module avoids: ``--internal-host`` is
 the bind address (we always bind 127.0.0.1); a busy port silently moves the server to the next
 one unless ``--debug`` is given, so we check the port ourselves and pass ``--debug``; the
-server reads un-prefixed ``HOST``/``PORT``/``USERNAME``/... from the environment, so the child
-gets a cleaned environment.
+server reads un-prefixed ``HOST``/``PORT``/``USERNAME``/... from the environment, so the child's
+environment is built from an allow-list (:func:`server_env`), never inherited.
 """
 
 from __future__ import annotations
@@ -55,12 +55,11 @@ LABEL_STUDIO_VERSION = "1.23.2"
 DEFAULT_PORT = 8080
 HOST = "127.0.0.1"
 
-#: Environment variables the server would pick up from our environment and must not.
-_INHERITED_TRAPS = (
-    "HOST", "PORT", "USERNAME", "PASSWORD", "USER_TOKEN", "BASE_DATA_DIR", "DEBUG", "LOG_LEVEL",
-    "DJANGO_DB", "DJANGO_SETTINGS_MODULE", "LOCAL_FILES_SERVING_ENABLED", "LOCAL_FILES_DOCUMENT_ROOT",
-    "SSRF_PROTECTION_ENABLED", "DATABASE_URL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV",
-)
+#: The only variables of our environment the server's process inherits (plus ``LC_*``): an
+#: allow-list, so nothing else of the user's environment (secrets, ``HOST``/``PORT``/
+#: ``USERNAME``/``DATABASE_URL``... that Django settings read, ``PYTHONPATH``) reaches it. The
+#: ``LABEL_STUDIO_*`` it needs are set by :func:`server_env` itself, never inherited.
+ENV_ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 
@@ -214,11 +213,11 @@ def _is_label_studio(pid: int) -> bool:
         return True
 
 
-def _server_env(data_dir: Path, credentials: Credentials, document_root: Path | None) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("LABEL_STUDIO_", "HEARTEX_")) and k not in _INHERITED_TRAPS
-    }
+def server_env(data_dir: Path, credentials: Credentials, document_root: Path | None, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The server process's whole environment: :data:`ENV_ALLOWED` and ``LC_*`` taken from
+    ``environ`` (default: ours), then the settings the server needs."""
+    environ = os.environ if environ is None else environ
+    env = {k: v for k, v in environ.items() if k in ENV_ALLOWED or k.startswith("LC_")}
     env.update(
         LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
         LABEL_STUDIO_USERNAME=credentials.username,
@@ -300,6 +299,8 @@ class LocalServer:
         template: a data folder made by :func:`prepare_template`; copied when ``home`` has no
             data yet, so a new project starts in seconds instead of a minute.
         executable: the ``label-studio`` program (default: :func:`find_executable`).
+        settings: extra ``LABEL_STUDIO_*`` variables of the server's environment (e.g.
+            ``LABEL_STUDIO_TASK_API_PAGE_SIZE_MAX``); nothing is inherited from ours.
     """
 
     def __init__(
@@ -309,7 +310,12 @@ class LocalServer:
         document_root: str | os.PathLike[str] | None = None,
         template: str | os.PathLike[str] | None = None,
         executable: str | os.PathLike[str] | None = None,
+        settings: dict[str, str] | None = None,
     ) -> None:
+        bad = [k for k in (settings or {}) if not k.startswith("LABEL_STUDIO_")]
+        if bad:
+            raise ValueError(f"server settings must be LABEL_STUDIO_* variables, not {bad}")
+        self.settings = dict(settings or {})
         self.home = Path(home).absolute()
         self.port = int(port)
         self.document_root = Path(document_root).resolve() if document_root is not None else None
@@ -409,7 +415,7 @@ class LocalServer:
             self._process = subprocess.Popen(
                 [str(executable), "start", "--no-browser", "--internal-host", HOST, "--port", str(self.port), "--debug"],
                 cwd=self.home,
-                env=_server_env(self.data_dir, credentials, self.document_root),
+                env={**server_env(self.data_dir, credentials, self.document_root), **self.settings},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -72,3 +72,29 @@ def test_numpy_metrics_are_saved_as_plain_values_and_old_numpy_files_still_load(
     old = tmp_path / "old.pt"  # written as earlier versions did: numpy scalars pickled as such
     torch.save({"format": "almdn-checkpoint", "version": 1, "model_config": model.config, "state_dict": model.state_dict(), "metrics": {"map50": np.float64(0.25)}}, old)
     assert float(read_checkpoint(old)["metrics"]["map50"]) == 0.25
+
+
+def test_a_bad_model_config_is_one_sentence(tmp_path):
+    """A checkpoint whose model_config builds no model, or whose weights do not fit it, is one
+    CheckpointError naming the file (issue 20), read with weights_only as always."""
+    model = build_model("ssd_small", 2, class_names=["a", "b"], pretrained=False)
+    good = model.config
+    cases = {
+        "none": None,
+        "list": [1, 2],
+        "unknown arch": {**good, "arch": "no_such_arch"},
+        "wrong type": {**good, "num_classes": "two"},
+        "unknown setting": {**good, "bogus": 1},
+        "other shapes": {**good, "num_classes": 5, "class_names": list("abcde")},
+    }
+    for name, config in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.pt"
+        torch.save({"format": "almdn-checkpoint", "version": 1, "model_config": config, "state_dict": model.state_dict()}, path)
+        with pytest.raises(CheckpointError) as info:
+            load_model(path)
+        message = str(info.value)
+        assert message.startswith(f"Checkpoint '{path}'") and "\n" not in message, (name, message)
+    missing = tmp_path / "no_weights.pt"
+    torch.save({"format": "almdn-checkpoint", "version": 1, "model_config": good}, missing)
+    with pytest.raises(CheckpointError, match="weights that do not fit"):
+        load_model(missing)

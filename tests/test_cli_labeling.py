@@ -347,3 +347,22 @@ def test_almdn_app_listens_on_loopback_only_from_any_folder(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_ls_connect_takes_no_token_on_the_command_line(tmp_path, ls_server):
+    """A token in argv shows in `ps` to every local user: --token is no option (issue 20);
+    the token comes from a file, $LABEL_STUDIO_API_KEY or a hidden prompt."""
+    project = str(tmp_path / "p")
+    run("project", "create", "--project", project, "--images", str(write_pool_images(tmp_path / "imgs", 1)[0].parent), "--classes", "cat")
+    refused = run("ls", "connect", "--project", project, "--token", ls_server.token, ls_server.url, ok=False)
+    assert refused.exit_code == 2 and "No such option '--token'" in refused.output
+    assert not os.path.exists(os.path.join(project, "label-studio", "connection.json"))
+    token_file = tmp_path / "token"
+    token_file.write_text(ls_server.token + "\n")
+    out = run("ls", "connect", "--project", project, "--token-file", str(token_file), ls_server.url, env={"LABEL_STUDIO_API_KEY": ""}).output
+    assert "Connected to Label Studio" in out and ls_server.token not in out
+    token_file.write_text("\n")
+    empty = run("ls", "connect", "--project", project, "--token-file", str(token_file), ls_server.url, ok=False)
+    assert empty.exit_code == 1 and "The API token is empty" in empty.output and "Traceback" not in empty.output
+    prompted = CliRunner().invoke(main, ["ls", "connect", "--project", project, ls_server.url], input=ls_server.token + "\n", env={"LABEL_STUDIO_API_KEY": ""})
+    assert prompted.exit_code == 0 and "Connected to Label Studio" in prompted.output and ls_server.token not in prompted.output

@@ -28,3 +28,13 @@ def test_no_classes_is_refused_and_foreign_configs_have_no_labels():
     with pytest.raises(ValueError, match="at least one class"):
         build_label_config([])
     assert config_labels('<View><Image name="i" value="$img"/><RectangleLabels name="other" toName="i"><Label value="x"/></RectangleLabels></View>') == []
+
+
+def test_an_empty_or_malformed_config_is_one_sentence():
+    from label_studio.config import LabelStudioConfigError
+    from label_studio.errors import LabelStudioError
+
+    for bad in ("", "   ", None, "<View><Image", "not xml at all", "<View></Other>"):
+        with pytest.raises(LabelStudioConfigError) as info:
+            config_labels(bad)
+        assert isinstance(info.value, LabelStudioError) and "\n" not in str(info.value) and str(info.value).endswith(".")

@@ -158,3 +158,28 @@ def test_a_template_made_by_an_older_almdn_gives_its_token_to_no_copy(tmp_path):
         assert whoami(server.credentials().token) == 200
     finally:
         server.stop()
+
+
+def test_server_environment_is_an_allow_list(ls_server, tmp_path):
+    """The child gets PATH, HOME, the locale... and the settings it needs, nothing else of the
+    user's environment (issue 20): no secrets, no HOST/PORT/DATABASE_URL Django would read."""
+    from label_studio.server import ENV_ALLOWED, server_env
+
+    credentials = Credentials.generate()
+    user = {"PATH": "/usr/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TMPDIR": "/tmp",
+            "AWS_SECRET_ACCESS_KEY": "s3cr3t", "DATABASE_URL": "postgres://x", "HOST": "0.0.0.0", "PORT": "80",
+            "PYTHONPATH": "/evil", "LABEL_STUDIO_PASSWORD": "theirs", "DJANGO_SETTINGS_MODULE": "evil", "HTTPS_PROXY": "http://proxy"}
+    env = server_env(tmp_path / "data", credentials, tmp_path / "root", environ=user)
+    assert {k: env[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")} == {k: user[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    for name in ("AWS_SECRET_ACCESS_KEY", "DATABASE_URL", "HOST", "PORT", "PYTHONPATH", "DJANGO_SETTINGS_MODULE", "HTTPS_PROXY"):
+        assert name not in env
+    assert env["LABEL_STUDIO_PASSWORD"] == credentials.password and env["LABEL_STUDIO_BASE_DATA_DIR"] == str(tmp_path / "data")
+    # The running server's own environment holds nothing beyond the allow-list and those settings.
+    pid = int(ls_server.server.status()["pid"])
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        names = {item.split(b"=", 1)[0].decode() for item in f.read().split(b"\0") if item}
+    ours = set(server_env(tmp_path, credentials, tmp_path, environ={}))
+    # the server program itself may add variables of its own once running (Django's settings module)
+    extra = names - ours - set(ENV_ALLOWED) - {n for n in names if n.startswith("LC_")}
+    assert extra <= {"DJANGO_SETTINGS_MODULE"}, extra
+    assert not any(os.environ.get(n) and n not in ENV_ALLOWED for n in ("VIRTUAL_ENV", "PYTHONPATH") if n in names)

@@ -260,12 +260,10 @@ def test_server_down_during_push_leaves_the_store_untouched_and_the_retry_adopts
 
 def test_server_down_during_pull_writes_nothing_and_the_retry_succeeds(ls_project, proxy, annotator):
     p = ls_project
-    report = push(p.store, p.client, 3)
+    client = LabelStudioClient(proxy.url, p.server.token, document_root=p.server.root, page_size=1)
+    report = push(p.store, client, 3)  # through the proxy: a pull takes only the tasks pushed to that server
     for task_id, _ in report.created:
         annotator.submit(report.project_id, task_id, [("dog", (4.0, 4.0, 40.0, 40.0))])
-    client = LabelStudioClient(proxy.url, p.server.token, document_root=p.server.root, page_size=1)
-    # The proxy URL is another address of the same server: record it as the same project.
-    p.store.ls_project(proxy.url, report.project_id, "via proxy")
     before = store_state(p.store)
     proxy.cut_on = b"page=2"  # the connection drops on the second page of tasks
     with pytest.raises(LabelStudioUnavailable, match="stopped answering while reading the annotations .*Nothing was written"):
@@ -396,3 +394,211 @@ def test_file_names_with_url_characters_are_percent_encoded(ls_project, annotato
         assert response.status_code == 200, (name, url)
         assert response.content == (p.folder / name).read_bytes()
     api.close()
+
+
+# --------------------------------------------------------------------------- issue 20: nothing lost, only our tasks
+
+
+def test_put_back_refuses_when_the_skipped_task_has_a_submitted_annotation(ls_project, annotator):
+    """An annotator skips, then labels the image after all: putting it back in the pool would
+    delete that annotation unimported, so it is refused and nothing is deleted."""
+    from almdn.workflow.labeling import return_skipped_to_pool
+
+    p = ls_project
+    report = push(p.store, p.client, 2)
+    (task_id, image_id), (other_task, other_image) = report.created
+    annotator.skip(report.project_id, task_id)
+    annotator.skip(report.project_id, other_task)
+    assert sorted(pull(p.store, p.client).skipped_tasks) == sorted([task_id, other_task])
+    annotation = annotator.submit(report.project_id, task_id, [("cat", (2.0, 3.0, 40.0, 50.0))])  # after the pull
+    before = store_state(p.store)
+    with pytest.raises(LabelStudioError) as info:
+        return_skipped_to_pool(p.store, p.client, [image_id, other_image])
+    message = str(info.value)
+    assert message.startswith(f"task {task_id} (image {image_id}) has a submitted annotation in Label Studio since the last pull") and "\n" not in message
+    assert "almdn pull" in message
+    assert store_state(p.store) == before  # nothing put back, not even the other image
+    assert sorted(t["id"] for t in annotator.tasks(report.project_id)) == sorted([task_id, other_task])
+    # The client refuses on its own as well.
+    with pytest.raises(LabelStudioError, match="has a submitted annotation"):
+        p.client.delete_task(task_id, image_id)
+    pulled = pull(p.store, p.client)
+    assert pulled.labeled_images == [image_id]
+    assert p.store.labels()["ls_annotation_id"].tolist() == [annotation["id"]]
+    assert return_skipped_to_pool(p.store, p.client, [other_image]) == 1
+    assert [t["id"] for t in annotator.tasks(report.project_id)] == [task_id]
+
+
+def _in_threads(*calls):
+    """Run the calls at the same moment in threads; their results (or exceptions)."""
+    import threading
+
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def run(k, call):
+        barrier.wait()
+        try:
+            results[k] = call()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            results[k] = exc
+
+    threads = [threading.Thread(target=run, args=(k, c)) for k, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def test_two_pushes_at_once_create_no_duplicate_tasks(ls_project, annotator):
+    """Two tabs (or the app and the CLI) push the same top 3 at once: one labeling lock per
+    project around the whole push, so the second finds the first's tasks."""
+    p = ls_project
+    stores = [Store.open(p.store.path) for _ in range(2)]
+    clients = [LabelStudioClient(p.server.url, p.server.token, document_root=p.server.root) for _ in range(2)]
+    ensure_project(p.store, p.client)
+    try:
+        results = _in_threads(*(lambda s=s, c=c: push(s, c, 3) for s, c in zip(stores, clients)))
+    finally:
+        for s, c in zip(stores, clients):
+            s.close()
+            c.close()
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    project_id = results[0].project_id
+    images = [t["data"][IMAGE_KEY] for t in annotator.tasks(project_id)]
+    assert sorted(images) == sorted(p.ranked()[:3])  # three tasks, no duplicates
+    assert sorted(len(r.created) for r in results) == [0, 3]
+    assert len(p.store.tasks()) == 3 and len(p.store.batches()) == 1
+
+
+def test_two_pulls_at_once_store_each_label_once(ls_project, annotator):
+    p = ls_project
+    report = push(p.store, p.client, 3)
+    for k, (task_id, _) in enumerate(report.created):
+        annotator.submit(report.project_id, task_id, [("dog", (4.0 + k, 4.0, 40.0, 40.0))])
+    stores = [Store.open(p.store.path) for _ in range(2)]
+    clients = [LabelStudioClient(p.server.url, p.server.token, document_root=p.server.root) for _ in range(2)]
+    try:
+        results = _in_threads(*(lambda s=s, c=c: pull(s, c) for s, c in zip(stores, clients)))
+    finally:
+        for s, c in zip(stores, clients):
+            s.close()
+            c.close()
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert sorted(r.new_annotations for r in results) == [0, 3]
+    assert sorted(r.duplicates for r in results) == [0, 3]
+    assert len(p.store.annotations()) == 3 and len(p.store.labels()) == 3
+    assert p.store.check_integrity() == []
+
+
+def test_the_lock_is_one_file_in_the_project_folder_across_processes(ls_project):
+    """Another process holding the project's labeling lock (the CLI while the app pulls) makes
+    a push wait, and a push that waits too long is one sentence."""
+    import subprocess
+    import sys
+    import time
+
+    from almdn.workflow.labeling import LOCK_FILE, project_lock
+
+    p = ls_project
+    lock = p.store.path.parent / LOCK_FILE
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT, 0o600)\nfcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(3)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LabelStudioError, match="has held its labeling lock for over 1 s; wait for it to finish"):
+            with project_lock(p.store, timeout=1.0):
+                pass
+        t0 = time.monotonic()
+        report = push(p.store, p.client, 1)  # waits for the other process, then pushes
+        assert time.monotonic() - t0 > 0.5 and len(report.created) == 1
+    finally:
+        holder.wait(10)
+    assert oct(lock.stat().st_mode & 0o777) == "0o600"
+
+
+def test_pull_takes_only_tasks_this_project_pushed(ls_project, annotator):
+    """Anyone who can write to the Label Studio project can create tasks that carry our
+    project's id: one for a test image, one for a pool image never pushed, one for an image
+    id the store does not have. None is imported; the pull names them."""
+    from almdn.data.records import BoxRecord
+    from label_studio.client import PROJECT_KEY
+
+    p = ls_project
+    test_image = p.image_ids[-2]
+    p.store.add_labels(test_image, [BoxRecord("cat", 1.0, 1.0, 20.0, 20.0)], split="test")
+    report = push(p.store, p.client, 1)
+    [(our_task, our_image)] = report.created
+    never_pushed = next(i for i in p.ranked() if i != our_image)
+    image_url = annotator.tasks(report.project_id)[0]["data"]["image"]
+    forged = []
+    for image_id in (test_image, never_pushed, 10_000):
+        body = [{"data": {"image": image_url, PROJECT_KEY: p.store.project_uuid, IMAGE_KEY: image_id}}]
+        response = annotator.api.post(f"/api/projects/{report.project_id}/import", params={"return_task_ids": "true"}, json=body)
+        assert response.status_code == 201, response.text
+        [task_id] = response.json()["task_ids"]
+        annotator.submit(report.project_id, task_id, [("dog", (0.0, 0.0, 128.0, 96.0))])
+        forged.append((task_id, image_id))
+    annotator.submit(report.project_id, our_task, [("bird", (5.0, 5.0, 30.0, 30.0))])
+    labels_before = p.store.labels(image_ids=[test_image])[["class_name", "x1", "y1", "x2", "y2"]].values.tolist()
+
+    pulled = pull(p.store, p.client)
+    assert pulled.labeled_images == [our_image] and pulled.new_annotations == 1 and pulled.problems == []
+    assert sorted((t, i) for t, i, _ in pulled.foreign_tasks) == sorted(forged)
+    reasons = {i: why for _, i, why in pulled.foreign_tasks}
+    assert reasons[test_image] == f"image {test_image} is a test image"
+    assert reasons[never_pushed] == f"image {never_pushed} was never pushed as this task"
+    assert reasons[10_000] == "image 10000 is not in the project"
+    text = str(pulled)
+    assert "3 tasks almdn did not push ignored" in text and all(str(t) in text for t, _ in forged)
+    assert any("nothing of them imported" in n for n in pulled.notices)
+    # ground truth of the test split untouched; the never-pushed image still in the pool
+    assert p.store.labels(image_ids=[test_image])[["class_name", "x1", "y1", "x2", "y2"]].values.tolist() == labels_before == [["cat", 1.0, 1.0, 20.0, 20.0]]
+    splits = p.store.images().set_index("image_id")["split"]
+    assert (splits[test_image], splits[never_pushed]) == ("test", "pool")
+    assert sorted(p.store.tasks()["task_id"]) == [our_task]
+    # A second push does not adopt the forged task of the pool image: it sends its own.
+    again = push(p.store, p.client, image_ids=[never_pushed])
+    assert again.adopted == [] and len(again.created) == 1
+
+
+def test_an_annotation_deleted_in_label_studio_is_flagged_and_its_labels_stay(ls_project, annotator):
+    p = ls_project
+    report = push(p.store, p.client, 2)
+    (task_id, image_id), (other_task, _) = report.created
+    annotation = annotator.submit(report.project_id, task_id, [("cat", (1.0, 2.0, 30.0, 40.0))])
+    annotator.submit(report.project_id, other_task, [("dog", (1.0, 2.0, 30.0, 40.0))])
+    pull(p.store, p.client)
+    assert annotator.api.delete(f"/api/annotations/{annotation['id']}/").status_code == 204
+    pulled = pull(p.store, p.client)
+    assert pulled.deleted_annotations == [annotation["id"]]
+    assert "1 pulled annotation deleted in Label Studio (labels kept, marked)" in str(pulled)
+    [notice] = pulled.notices
+    assert notice.startswith(f"1 annotation pulled earlier was deleted in Label Studio ({annotation['id']})") and "\n" not in notice
+    labels = p.store.labels(image_ids=[image_id])
+    assert labels[["class_name", "x1", "y1", "x2", "y2"]].values.tolist() == [["cat", 1.0, 2.0, 30.0, 40.0]]
+    marks = p.store.annotations().set_index("ls_annotation_id")["deleted_on_server_at"]
+    assert marks.notna().tolist() == [True, False] or marks[annotation["id"]] is not None
+    assert pull(p.store, p.client).deleted_annotations == []  # flagged once
+
+
+def test_adopting_an_interrupted_push_is_reported_by_pull(ls_project, proxy, annotator):
+    """The tasks of a push whose answer was lost are the only orphans a pull adopts."""
+    p = ls_project
+    client = LabelStudioClient(proxy.url, p.server.token, document_root=p.server.root)
+    ensure_project(p.store, client)
+    proxy.cut_on = b"/import"
+    with pytest.raises(LabelStudioUnavailable):
+        push(p.store, client, 2)
+    proxy.cut_on = None
+    project_id = int(p.store.ls_projects()["project_id"].iloc[0])
+    tasks = annotator.tasks(project_id)
+    annotator.submit(project_id, tasks[0]["id"], [("cat", (1.0, 1.0, 9.0, 9.0))])
+    pulled = pull(p.store, client)
+    assert sorted(pulled.adopted_tasks) == sorted(t["id"] for t in tasks) and pulled.foreign_tasks == []
+    assert "2 tasks of an interrupted push adopted" in str(pulled) and pulled.new_annotations == 1
+    client.close()

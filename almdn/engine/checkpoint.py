@@ -98,9 +98,31 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def checkpoint_model(payload: dict[str, Any], path: str | Path, weights: bool = True) -> Detector:
+    """The model a checkpoint's ``model_config`` describes (with its weights when
+    ``weights``); a config that builds no model, or weights that do not fit it, are one
+    :class:`CheckpointError` naming the file, never a traceback."""
+    config = payload.get("model_config")
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise CheckpointError(f"Checkpoint '{path}' has no valid model_config (a dictionary of the builder's settings); use a model.pt written by almdn train.")
+    try:
+        model = model_from_config(config)
+    except Exception as exc:  # an unknown architecture, a wrong type or value of a setting
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"Checkpoint '{path}' has a model_config that builds no model ({reason}); use a model.pt written by almdn train.") from None
+    if weights:
+        state = payload.get("state_dict")
+        try:
+            if not isinstance(state, dict):
+                raise TypeError("no state_dict")
+            model.load_state_dict(state)
+        except Exception as exc:  # missing or unexpected keys, shapes of another model
+            reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"Checkpoint '{path}' holds weights that do not fit its model_config ({reason}); it is damaged or not a model file.") from None
+    return model
+
+
 def load_model(path: str | Path, device: str | torch.device | None = "cpu") -> Detector:
     """Rebuild the model stored in ``path`` and load its weights (eval mode)."""
-    payload = read_checkpoint(path)
-    model = model_from_config(payload["model_config"])
-    model.load_state_dict(payload["state_dict"])
+    model = checkpoint_model(read_checkpoint(path), path)
     return model.to(resolve_device(device)).eval()

@@ -14,6 +14,17 @@ here. Guarantees, whatever the server does between two calls:
 - **Nothing half-written.** The server is read completely first; the store is written in one
   transaction at the end. A server that goes away in the middle leaves the store as it was,
   and the next call picks up where this one would have.
+- **One at a time.** Push, pull, resend and put-back hold the project's labeling lock
+  (:func:`project_lock`, a ``flock`` on a file in the project folder) from the first read to
+  the last write, across processes (the app and the CLI) and threads (two tabs); the store's
+  inserts are idempotent inside their transaction as well.
+- **Only our tasks.** A pull takes annotations only from tasks the store recorded as pushed
+  (or orphans of a push interrupted before it recorded them, of pool images: adopted and
+  reported), never for a test image; any other task carrying our project's id (created by
+  hand, or forged) is ignored and named in the result.
+- **Nothing deleted unimported.** Putting a skipped image back in the pool refuses when its
+  task holds a submitted annotation since the last pull; an annotation deleted in Label
+  Studio after it was pulled keeps its labels, is marked in the store and named in the result.
 - **Clear refusals.** A label outside the class list, a box on an image of another size, a
   missing server: one sentence naming the task or server and what to do; the other
   annotations of the same pull are still stored.
@@ -26,7 +37,10 @@ used (and closed again).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +52,7 @@ from almdn.errors import InvalidChoice
 from almdn.labeling import label_studio_home, local_server_running
 from almdn.rounds import plural
 from almdn.store import Store
-from label_studio.client import LabelStudioClient, annotation_boxes, prediction_region, save_connection, task_payload
+from label_studio.client import IMAGE_KEY, LabelStudioClient, annotation_boxes, prediction_region, save_connection, submitted_annotations, task_payload
 from label_studio.errors import LabelStudioError
 
 Server = LabelStudioClient | str | os.PathLike
@@ -93,10 +107,29 @@ class PullReport:
     problems: list[str] = field(default_factory=list)
     batches: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    adopted_tasks: list[int] = field(default_factory=list)  # orphans of an interrupted push
+    #: (task id, image id, why) of tasks with our project's id that almdn did not push: ignored
+    foreign_tasks: list[tuple[int, int, str]] = field(default_factory=list)
+    #: Label Studio ids of pulled annotations deleted on the server since (labels kept, marked)
+    deleted_annotations: list[int] = field(default_factory=list)
 
     @property
     def rejected(self) -> int:
         return len(self.problems)
+
+    @property
+    def notices(self) -> list[str]:
+        """What the user should know beyond the counts: ignored tasks, deleted annotations."""
+        out = []
+        if self.deleted_annotations:
+            n = len(self.deleted_annotations)
+            out.append(f"{plural(n, 'annotation')} pulled earlier {'was' if n == 1 else 'were'} deleted in Label Studio ({_ids(self.deleted_annotations)}); "
+                       f"{'its' if n == 1 else 'their'} labels stay in the project, marked deleted_on_server: relabel or remove them if that was meant.")
+        if self.foreign_tasks:
+            n = len(self.foreign_tasks)
+            shown = "; ".join(f"task {t} ({why})" for t, _, why in self.foreign_tasks[:5]) + ("; ..." if n > 5 else "")
+            out.append(f"{plural(n, 'task')} almdn did not push {'was' if n == 1 else 'were'} ignored, nothing of {'it' if n == 1 else 'them'} imported: {shown}.")
+        return out
 
     def __str__(self) -> str:
         text = (
@@ -109,9 +142,82 @@ class PullReport:
             text += f", {plural(len(self.deleted_tasks), 'task')} deleted on the server"
         if self.duplicates:
             text += f", {self.duplicates} already pulled"
+        if self.adopted_tasks:
+            text += f", {plural(len(self.adopted_tasks), 'task')} of an interrupted push adopted"
+        if self.deleted_annotations:
+            text += f", {plural(len(self.deleted_annotations), 'pulled annotation')} deleted in Label Studio (labels kept, marked)"
+        if self.foreign_tasks:
+            text += f", {plural(len(self.foreign_tasks), 'task')} almdn did not push ignored ({_ids([t for t, _, _ in self.foreign_tasks])})"
         if self.problems:
             text += f", {plural(len(self.problems), 'annotation')} rejected"
         return text + f" ({self.seconds:.1f} s)."
+
+
+def _ids(ids: Sequence[int], shown: int = 5) -> str:
+    ids = list(ids)
+    return ", ".join(str(i) for i in ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+
+
+# --------------------------------------------------------------------------- the project's labeling lock
+
+LOCK_FILE = "labeling.lock"
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def project_lock(store: Store, timeout: float = 600.0) -> Iterator[None]:
+    """Hold the project's labeling lock: ``flock`` on ``<project>/labeling.lock`` (0600).
+
+    One push, pull, resend or put-back of a project runs at a time, from its first read to its
+    last write: across processes (the app and the CLI) and threads (two tabs; each takes its
+    own open file, so they exclude each other too). Re-entrant within a thread. Waits up to
+    ``timeout`` seconds, then one sentence.
+    """
+    path = store.path.parent / LOCK_FILE
+    key = str(path.resolve())
+    held = _held.__dict__.setdefault("paths", set())
+    if key in held:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabelStudioError(
+                        f"Another push or pull of the project in '{store.path.parent}' has held its labeling lock for over {timeout:.0f} s; "
+                        "wait for it to finish (or end the process that holds it), then try again."
+                    ) from None
+                time.sleep(0.05)
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _pending_key(row: int) -> str:
+    return f"ls_pending_push:{int(row)}"
+
+
+def pending_push(store: Store, row: int) -> set[int]:
+    """Image ids a push was sending to the project's server (local ``row``) when it was
+    interrupted before it recorded the tasks: the only orphans a later push or pull adopts."""
+    try:
+        return {int(i) for i in json.loads(store.meta(_pending_key(row)) or "[]")}
+    except (TypeError, ValueError):
+        return set()
+
+
+def _set_pending_push(store: Store, row: int, image_ids: set[int]) -> None:
+    store.set_meta(_pending_key(row), json.dumps(sorted(int(i) for i in image_ids)))
 
 
 # --------------------------------------------------------------------------- the server
@@ -273,14 +379,19 @@ def push(store: Store, server: Server, top_k: int | None = None, *, image_ids: S
 
     Images that already have a live task (open, annotated or skipped) are not sent again. The
     new tasks are recorded as one batch, in one store transaction after the server confirmed
-    them.
+    them. The whole push holds the project's labeling lock (:func:`project_lock`).
     """
-    from almdn.labeling import ranking_data
-
     t0 = time.perf_counter()
     if (top_k is None) == (image_ids is None):
         raise ValueError("give either top_k or image_ids")
     scored = store.latest_model_version(scored=True) if model_version is None else int(model_version)
+    with project_lock(store):
+        return _push(store, server, top_k, image_ids, scored, method, t0)
+
+
+def _push(store: Store, server: Server, top_k: int | None, image_ids: Sequence[int] | None, scored: int | None, method: str | None, t0: float) -> PushReport:
+    from almdn.labeling import ranking_data
+
     with _client(server) as client:
         if image_ids is None:
             chosen = choose_for_push(store, top_k, method, scored)
@@ -298,11 +409,14 @@ def push(store: Store, server: Server, top_k: int | None = None, *, image_ids: S
         server_tasks: dict[int, list[dict[str, Any]]] = {}
         if any(i not in has_task for i in chosen):  # only then can an orphan matter
             server_tasks = client.our_tasks(project_id, store.project_uuid, "id,data")
+        pending = pending_push(store, row)
         adopted: list[tuple[int, int]] = []
         already: list[int] = []
         new_images: list[int] = []
         for image_id in chosen:
-            orphans = [t["id"] for t in server_tasks.get(image_id, []) if (int(t["id"]), image_id) not in live_pairs]
+            # only what an interrupted push of ours was sending: a task someone else made with
+            # our project's id is no task of ours (pull ignores it and says so)
+            orphans = [t["id"] for t in server_tasks.get(image_id, []) if (int(t["id"]), image_id) not in live_pairs] if image_id in pending else []
             if image_id in has_task:
                 already.append(image_id)
             elif orphans:
@@ -312,8 +426,16 @@ def push(store: Store, server: Server, top_k: int | None = None, *, image_ids: S
         created: list[tuple[int, int]] = []
         if new_images:
             data = ranking_data(store, scored, new_images, method) if scored is not None else {}
-            created = client.import_tasks(project_id, _task_payloads(store, client, project_id, new_images, scored, data))
-    batch = store.record_batch(row, created, scored, top_k, adopted=adopted)
+            payloads = _task_payloads(store, client, project_id, new_images, scored, data)
+            # Recorded before the server is asked: if its answer is lost, the next push or pull
+            # adopts exactly these images' tasks (and no task made by anyone else).
+            _set_pending_push(store, row, pending | set(new_images))
+            created = client.import_tasks(project_id, payloads)
+        with store.transaction():
+            batch = store.record_batch(row, created, scored, top_k, adopted=adopted)
+            recorded = {i for _, i in [*created, *adopted]}
+            if pending_push(store, row) & recorded:
+                _set_pending_push(store, row, pending_push(store, row) - recorded)
     return PushReport(project_id, batch, len(chosen), created, adopted, already, time.perf_counter() - t0)
 
 
@@ -346,9 +468,20 @@ def pull(store: Store, server: Server) -> PullReport:
     pulled, and annotations with labels outside the class list or of an image of another
     size (each named in ``problems``; its task stays open and is read again next time).
     Tasks deleted on the server are marked ``deleted`` (labels already pulled stay);
-    batches become ``partial`` or ``done``. One store transaction at the end.
+    batches become ``partial`` or ``done``. One store transaction at the end, the whole pull
+    under the project's labeling lock (:func:`project_lock`).
+
+    Only tasks the store recorded as pushed count, and orphans of an interrupted push
+    (:func:`pending_push`) of pool images, adopted; a task for a test image, or one almdn never
+    pushed, is ignored and named (``foreign_tasks``). A pulled annotation deleted in Label
+    Studio since keeps its labels and is marked (``deleted_annotations``).
     """
     t0 = time.perf_counter()
+    with project_lock(store):
+        return _pull(store, server, t0)
+
+
+def _pull(store: Store, server: Server, t0: float) -> PullReport:
     with _client(server) as client:
         known = store.ls_projects(client.url)
         if known.empty:
@@ -367,29 +500,46 @@ def pull(store: Store, server: Server) -> PullReport:
         gone = [(t, i) for t, i in sorted(live - on_server) if t in listed_ids or client.task_image(t, "checking deleted tasks") != i]
         images = store.images().set_index("image_id")
         classes = set(store.classes())
+        pending = pending_push(store, row)
         have = store.annotations()
         have = have[have["origin"] == "label_studio"]
         have = have[have["ls_project"] == row]
         stored_versions = {(int(a), str(u)) for a, u in zip(have["ls_annotation_id"], have["updated_at"])}
-        stored_ids = {(int(t), int(a)) for t, a in zip(have["ls_task_id"], have["ls_annotation_id"])}
+        # pulled annotations by their task, to notice those deleted on the server since
+        pulled_by_task: dict[tuple[int, int], set[int]] = {}
+        for t, i, a, flagged in zip(have["ls_task_id"], have["image_id"], have["ls_annotation_id"], have["deleted_on_server_at"]):
+            if flagged is None or (isinstance(flagged, float) and flagged != flagged):
+                pulled_by_task.setdefault((int(t), int(i)), set()).add(int(a))
         users = None
         new_annotations: list[dict[str, Any]] = []
         task_status: dict[tuple[int, int], str] = {}
         adopted: list[tuple[int, int]] = []
-        for image_id, image_tasks in by_image.items():
-            if image_id not in images.index:
-                report.problems.append(f"Tasks {[t['id'] for t in image_tasks]} refer to image {image_id}, which is not in the project store; delete them in Label Studio.")
-                continue
-            image = images.loc[image_id]
+        deleted_annotations: list[int] = []
+        for image_id, image_tasks in sorted(by_image.items()):
+            split = str(images.at[image_id, "split"]) if image_id in images.index else None
             for task in image_tasks:
                 task_id = int(task["id"])
                 key_task = (task_id, image_id)
+                if split is None:
+                    report.foreign_tasks.append((task_id, image_id, f"image {image_id} is not in the project"))
+                    continue
+                if split == "test":
+                    # never ground truth from Label Studio for the test split, pushed or not
+                    report.foreign_tasks.append((task_id, image_id, f"image {image_id} is a test image"))
+                    continue
                 if key_task not in live:
-                    adopted.append(key_task)
+                    if split == "pool" and image_id in pending:
+                        adopted.append(key_task)
+                    else:
+                        report.foreign_tasks.append((task_id, image_id, f"image {image_id} was never pushed as this task"))
+                        continue
                 annotations = task.get("annotations") or []
-                submitted = [a for a in annotations if not a.get("was_cancelled")]
+                on_task = {int(a["id"]) for a in annotations if isinstance(a, dict) and "id" in a}
+                deleted_annotations += sorted(pulled_by_task.get(key_task, set()) - on_task)
+                submitted = submitted_annotations(task)
                 if annotations and not submitted:
                     task_status[key_task] = "skipped"
+                image = images.loc[image_id]
                 for ann in submitted:
                     if (int(ann["id"]), str(ann.get("updated_at"))) in stored_versions:
                         report.duplicates += 1
@@ -408,18 +558,23 @@ def pull(store: Store, server: Server) -> PullReport:
                         "image_id": image_id, "task_id": task_id, "annotation_id": int(ann["id"]), "boxes": boxes,
                         "annotator": users.get(int(who), f"user {who}") if who is not None else None,
                         "created_at": ann.get("created_at"), "updated_at": str(ann.get("updated_at")), "lead_time": ann.get("lead_time"),
-                        "update": (task_id, int(ann["id"])) in stored_ids,
                     })
                     task_status[key_task] = "annotated"
         url = client.url
     # The newest annotation of an image becomes its current labels.
     new_annotations.sort(key=lambda a: (a["updated_at"], a["annotation_id"]))
-    result = store.record_pull(row, url, new_annotations, task_status, gone, adopted)
+    with store.transaction():
+        result = store.record_pull(row, url, new_annotations, task_status, gone, adopted, deleted_annotations)
+        if adopted:
+            _set_pending_push(store, row, pending_push(store, row) - {i for _, i in adopted})
     report.new_annotations = result["new"]
     report.updated_annotations = result["updated"]
+    report.duplicates += result["duplicates"]
     report.labeled_images = result["labeled_images"]
     report.skipped_tasks = result["skipped_tasks"]
     report.deleted_tasks = result["deleted_tasks"]
+    report.deleted_annotations = result["deleted_annotations"]
+    report.adopted_tasks = [t for t, _ in adopted]
     batches = store.batches()
     batches = batches[batches["ls_project"] == row]
     report.batches = batches[["batch_id", "status", "tasks", "open", "annotated", "skipped", "deleted"]].to_dict("records")
@@ -449,7 +604,7 @@ def resend_skipped(store: Store, server: Server, image_ids: Sequence[int]) -> in
     """Offer skipped images to the annotators again: the annotator's skip is deleted in Label
     Studio, so the same task (with its pre-annotations) is open again; no task is created.
     Returns how many tasks were reopened."""
-    with _client(server) as client:
+    with project_lock(store), _client(server) as client:
         tasks = _skipped_tasks(store, client.url, image_ids)
         for row, task_id, image_id in tasks:
             client.reopen_task(task_id, image_id)
@@ -460,10 +615,27 @@ def resend_skipped(store: Store, server: Server, image_ids: Sequence[int]) -> in
 def return_skipped_to_pool(store: Store, server: Server, image_ids: Sequence[int]) -> int:
     """Put skipped images back into the pool: their tasks are deleted in Label Studio and
     recorded as deleted, so a later batch may choose the images again by their score.
-    Returns how many."""
-    with _client(server) as client:
+    Returns how many.
+
+    Refused, with nothing deleted, when any of the tasks holds a submitted (not cancelled)
+    annotation the store has not pulled (an annotator labeled the image after skipping it):
+    deleting the task would delete that annotation unimported. Pull first; the image is then
+    labeled and has no skipped task any more.
+    """
+    with project_lock(store), _client(server) as client:
         tasks = _skipped_tasks(store, client.url, image_ids)
+        annotated = []
+        for _, task_id, image_id in tasks:
+            task = client.task(task_id, f"checking task {task_id}")
+            if task is not None and (task.get("data") or {}).get(IMAGE_KEY) == image_id and submitted_annotations(task):
+                annotated.append((task_id, image_id))
+        if annotated:
+            shown = ", ".join(f"task {t} (image {i})" for t, i in annotated[:5]) + (" ..." if len(annotated) > 5 else "")
+            raise LabelStudioError(
+                f"{shown} {'has' if len(annotated) == 1 else 'have'} a submitted annotation in Label Studio since the last pull; "
+                "nothing was put back: import the labels first (almdn pull, or the Label page), then put back what is still skipped."
+            )
         for row, task_id, image_id in tasks:
-            client.delete_task(task_id, image_id)
+            client.delete_task(task_id, image_id)  # checks again, right before deleting
             store.record_pull(row, client.url, [], {}, [(task_id, image_id)])
     return len(tasks)

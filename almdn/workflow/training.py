@@ -50,8 +50,8 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
     """The model to train: the latest compatible model version's (warm start) or a new one."""
     import torch
 
-    from almdn.engine.checkpoint import CheckpointError, read_checkpoint
-    from almdn.models import build_model, model_from_config
+    from almdn.engine.checkpoint import CheckpointError, checkpoint_model, read_checkpoint
+    from almdn.models import build_model
     from almdn.models.pretrained import apply_init, init_build_options
 
     options = settings.model_options()
@@ -64,10 +64,9 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
         except CheckpointError:
             payload = None  # a checkpoint moved away: start fresh rather than fail
         if payload is not None:
-            config = payload["model_config"]
-            if all(config.get(k) == v for k, v in wanted.items()):
-                model = model_from_config(config)
-                model.load_state_dict(payload["state_dict"])
+            config = payload.get("model_config")
+            if isinstance(config, dict) and all(config.get(k) == v for k, v in wanted.items()):
+                model = checkpoint_model(payload, checkpoint)  # a bad config or weights: one sentence
                 return model, int(versions.iloc[-1]["model_version_id"])
     torch.manual_seed(int(settings.seed))  # the initial weights are a function of the seed
     try:
