@@ -8,7 +8,7 @@ import math
 import pytest
 
 from label_studio.client import IMAGE_KEY, PROJECT_KEY, annotation_boxes, percent_to_pixels, pixels_to_percent, prediction_region, task_payload
-from tests.label_studio_support import CLASSES, HEIGHT, WIDTH, region
+from tests.label_studio_support import CLASSES, HEIGHT, WIDTH, ls_server, region  # noqa: F401  (ls_server: a fixture)
 
 
 def test_percent_to_pixels_is_exact_for_drawn_boxes():
@@ -54,3 +54,58 @@ def test_annotation_boxes_take_pixels_or_say_why_not():
     assert problem.startswith("Annotation 4 of task 5 (image 'a.png') uses the label 'zebra'")
     _, problem = annotation_boxes(ann, 5, "a.png", WIDTH * 2, HEIGHT, set(CLASSES))
     assert "was drawn on a" in problem
+
+
+# --------------------------------------------------------------------------- listing against a real server
+
+
+@pytest.fixture(scope="module")
+def capped_server(ls_server, tmp_path_factory):
+    """A second real server whose task API answers at most 2 tasks per page, whatever the
+    client asks for (Label Studio's TASK_API_PAGE_SIZE_MAX)."""
+    from label_studio.server import LocalServer, free_port
+    from tests.label_studio_support import TEMPLATE
+
+    server = LocalServer(tmp_path_factory.mktemp("ls-capped"), port=free_port(), document_root=ls_server.root, template=TEMPLATE,
+                         settings={"LABEL_STUDIO_TASK_API_PAGE_SIZE_MAX": "2"})
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_listing_reads_every_page_until_total_when_the_server_caps_the_page_size(capped_server, ls_server, tmp_path):
+    """Pages shorter than asked for are no end of the listing: only `total` is (issue 20).
+    A truncated listing would make push duplicate tasks and pull skip annotations."""
+    from almdn.store import Store
+    from almdn.workflow.labeling import pull, push
+    from label_studio.client import LabelStudioClient
+    from tests.label_studio_support import Annotator, write_pool_images
+
+    store = Store.open(tmp_path / "project", name="capped")
+    store.add_classes(CLASSES)
+    ids = store.add_images(write_pool_images(ls_server.root / f"capped-{tmp_path.name}", 5), split="pool")["added"]
+    import types
+
+    import httpx
+
+    token = capped_server.credentials().token
+    client = LabelStudioClient(capped_server.url, token, document_root=ls_server.root, page_size=100)
+    annotator = Annotator(types.SimpleNamespace(api=lambda: httpx.Client(base_url=capped_server.url, headers={"Authorization": f"Token {token}"}, timeout=60)))
+    try:
+        report = push(store, client, image_ids=ids)
+        assert len(report.created) == 5
+        raw = annotator.api.get("/api/tasks", params={"project": report.project_id, "page_size": 100}).json()
+        assert raw["total"] == 5 and len(raw["tasks"]) == 2  # the server really caps the page
+        listed = client.our_tasks(report.project_id, store.project_uuid, "id,data")
+        assert sorted(listed) == sorted(ids) and all(len(ts) == 1 for ts in listed.values())
+        # the same images again: nothing new (a truncated listing would have sent 3 again)
+        again = push(store, client, image_ids=ids)
+        assert again.created == [] and sorted(again.already) == sorted(ids)
+        for task_id, _ in report.created:
+            annotator.submit(report.project_id, task_id, [("cat", (1.0, 1.0, 20.0, 20.0))])
+        pulled = pull(store, client)
+        assert pulled.new_annotations == 5 and pulled.deleted_tasks == [] and sorted(pulled.labeled_images) == sorted(ids)
+    finally:
+        client.close()
+        annotator.close()
+        store.close()
