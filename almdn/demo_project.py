@@ -21,14 +21,15 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from almdn.data.demo import DemoConfig
 from almdn.rounds import RoundSettings
 from almdn.store import STORE_FILE, Store
-from almdn.workflow import run_round
+
+if TYPE_CHECKING:
+    from almdn.data.demo import DemoConfig
 
 DEMO_NAME = "demo"
 #: Store meta key marking a finished import of the demo data.
@@ -52,7 +53,7 @@ class DemoProjectConfig:
     threshold of 0.3 keeps enough of the young model's detections to rank most of the pool.
     """
 
-    data: DemoConfig = field(default_factory=lambda: DemoConfig(
+    data: DemoConfig = field(default_factory=lambda: _demo_config(
         num_train=1300, num_test=200, seed=0,
         # configs/demo.yaml's easier settings: the detector learns them in a short training.
         low_contrast_fraction=0.0, occlusion_fraction=0.0, truncation_fraction=0.0, clutter_fraction=0.0, min_size=20,
@@ -65,6 +66,13 @@ class DemoProjectConfig:
         )
     )
     seed: int = 0
+
+
+def _demo_config(**fields: Any) -> DemoConfig:
+    # Imported on use: the app's first page reads this module, and the generator pulls in torch.
+    from almdn.data.demo import DemoConfig
+
+    return DemoConfig(**fields)
 
 
 def demo_data_dir(project_dir: str | os.PathLike[str]) -> Path:
@@ -93,6 +101,7 @@ def create_demo_project(
     """
     from almdn.data.demo import generate_demo_dataset
     from almdn.project import coco_records
+    from almdn.workflow import run_round
 
     config = config or DemoProjectConfig()
     project_dir = Path(project_dir)

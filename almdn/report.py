@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from almdn.acquisition.scoring import SHORT_NAMES
+from almdn.acquisition.aggregation import SHORT_NAMES
 from almdn.loop import QUALITY_KEYS, read_records
 
 CSV_COLUMNS = [

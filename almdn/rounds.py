@@ -98,7 +98,7 @@ class RoundSettings:
     score_batch_size: int = 32
 
     def check(self) -> RoundSettings:
-        from almdn.acquisition.scoring import AGGREGATIONS
+        from almdn.acquisition.aggregation import AGGREGATIONS
 
         problems = []
         if self.arch not in ARCH_CHOICES:

@@ -110,7 +110,7 @@ def score_drivers(ranking: pd.DataFrame, detections: pd.DataFrame, aggregation: 
     Returns columns ``driver`` (e.g. "cls_epistemic", None without a score),
     ``driver_detection`` (the detection's index, nullable) and ``driven_by`` (in words).
     """
-    from almdn.acquisition.scoring import AGGREGATIONS, SHORT_NAMES
+    from almdn.acquisition.aggregation import AGGREGATIONS, SHORT_NAMES
 
     _, members = AGGREGATIONS.get(aggregation, AGGREGATIONS["max_all"])
     names = [SHORT_NAMES[m] for m in members]
@@ -208,7 +208,7 @@ def explain_image(store: Store, image_id: int, model_version: int | None = None,
     """The four uncertainty values of an image with their percentiles in the pool, and the
     sentence that says why it ranks where it does (``table``/``pool_detections`` may be given
     when the caller has them cached)."""
-    from almdn.acquisition.scoring import AGGREGATIONS, SHORT_NAMES
+    from almdn.acquisition.aggregation import AGGREGATIONS, SHORT_NAMES
 
     mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
     if mv is None:

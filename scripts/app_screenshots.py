@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/app_screenshots.py --project projects/demo --out assets/screenshots
 
-Starts ``streamlit run app/main.py --server.headless true --server.address 127.0.0.1`` on a
+Starts ``streamlit run app/main.py --server.headless true --server.address 127.0.0.1`` (through
+``app/serve.py``, as ``make demo`` does) on a
 free port, opens each page in the Debian Chromium (``/usr/bin/chromium``, driven by Python
 Playwright, which downloads nothing), waits until the page's own text is drawn (Streamlit
 renders in the browser after the page loads), saves a full-window screenshot of a tall window
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +70,10 @@ def streamlit_server(project: str | os.PathLike[str] | None, env: dict[str, str]
     child_env = {**os.environ, **(env or {}), "OMP_WAIT_POLICY": "PASSIVE"}
     if project is not None:
         child_env["ALMDN_PROJECT"] = str(Path(project).absolute())
-    log = open(REPO / ".cache" / f"streamlit-{port}.log", "wb") if (REPO / ".cache").is_dir() else subprocess.DEVNULL
+    # The server's log goes to the system's temporary folder (named in any error), never into the checkout.
+    log = tempfile.NamedTemporaryFile(prefix=f"almdn-streamlit-{port}-", suffix=".log", delete=False)
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"), "--server.headless", "true",
+        [sys.executable, str(REPO / "app" / "serve.py"), "run", str(REPO / "app" / "main.py"), "--server.headless", "true",
          *(["--server.address", address] if address else []), "--server.port", str(port), "--browser.gatherUsageStats", "false"],
         cwd=REPO, env=child_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
@@ -79,12 +82,12 @@ def streamlit_server(project: str | os.PathLike[str] | None, env: dict[str, str]
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"streamlit exited with status {process.returncode} before answering on {url}")
+                raise RuntimeError(f"streamlit exited with status {process.returncode} before answering on {url} (log: {log.name})")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(url + "/_stcore/health", timeout=2).text.strip() == "ok":
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+                raise RuntimeError(f"streamlit did not answer on {url} within {timeout:.0f} s (log: {log.name})")
             time.sleep(0.3)
         yield url
     finally:
@@ -96,8 +99,7 @@ def streamlit_server(project: str | os.PathLike[str] | None, env: dict[str, str]
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
-        if hasattr(log, "close"):
-            log.close()
+        log.close()
 
 
 def _trim_bottom(path: Path, margin: int = 32) -> None:

@@ -21,4 +21,5 @@ if [ -z "${ALMDN_PROJECT:-}" ] && ! .venv/bin/python -c "import sys; from almdn.
   # The app creates the demo project, but only once a browser opens the page: say so here.
   echo "First run: the demo project (data, a first model, the scored pool; about 4 minutes on 2 CPU cores) is created when that page is first opened in a browser; the page shows its progress."
 fi
-exec .venv/bin/python -m streamlit run app/main.py --server.address 127.0.0.1 --server.port "$PORT" --server.headless true --browser.gatherUsageStats false
+# app/serve.py: `streamlit run` with the pages' libraries imported before the server answers.
+exec .venv/bin/python app/serve.py run app/main.py --server.address 127.0.0.1 --server.port "$PORT" --server.headless true --browser.gatherUsageStats false

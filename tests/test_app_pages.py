@@ -58,6 +58,34 @@ def wait_done(project_dir, timeout: float = 300) -> dict:
 
 # --------------------------------------------------------------------------- Pool
 
+#: Pages that only read the store: a fresh server draws them without importing torch (whose
+#: import alone took 7-13 s cold on a 2-core machine) or building a model.
+STORE_READING_PAGES = ("views/pool.py", "views/train.py", "views/history.py")
+
+
+def test_pages_that_only_read_the_store_import_no_torch(project):
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout=120)
+at.session_state["project_dir"] = {str(project)!r}
+at.run()
+assert not at.exception, [e.value for e in at.exception]
+for page in {STORE_READING_PAGES!r}:
+    at.switch_page(page).run()
+    assert not at.exception, (page, [e.value for e in at.exception])
+    print(page, "torch" in sys.modules, "torchvision" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=str(APP.parents[1]))
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line.split() for line in out.stdout.splitlines() if line.startswith("views/")]
+    assert [line[0] for line in lines] == list(STORE_READING_PAGES)
+    assert all(line[1:] == ["False", "False"] for line in lines), lines
+
+
 
 def test_pool_page_ranks_sorts_and_filters(project):
     at = open_app(project)

@@ -1,5 +1,5 @@
-"""Image scoring for active learning: the paper's (Sec. 3.3) and the baselines."""
+"""Image scoring for active learning: the paper's (Sec. 3.3) and the baselines.
 
-from almdn.acquisition.scoring import detections_frame, image_scores
-
-__all__ = ["detections_frame", "image_scores"]
+Import the submodules: :mod:`~almdn.acquisition.aggregation` (torch-free, what the app reads),
+:mod:`~almdn.acquisition.scoring`, :mod:`~almdn.acquisition.methods`, ...; the package itself
+imports nothing, so reading a score does not load the detector's libraries."""

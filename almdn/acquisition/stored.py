@@ -26,7 +26,7 @@ def acquisition_scores(store: Store, method: str | None = "almdn", model_version
     :data:`ACQUISITION_METHODS`, from the model version's stored uncertainties; ``None``: the
     model version's own final score, by the aggregation it was scored with (in ranking order)."""
     from almdn.acquisition.baselines import mean_entropy_scores, random_scores
-    from almdn.acquisition.scoring import aggregate
+    from almdn.acquisition.aggregation import aggregate
 
     if method is not None and method not in ACQUISITION_METHODS:
         raise InvalidChoice(f"Unknown acquisition method '{method}'; choose one of {', '.join(ACQUISITION_METHODS)}.")

@@ -6,7 +6,7 @@ import common
 import streamlit as st
 
 from almdn import jobs, labeling, workflow
-from almdn.acquisition.scoring import AGGREGATIONS
+from almdn.acquisition.aggregation import AGGREGATIONS
 from almdn.errors import USER_ERRORS
 from almdn.models.pretrained import TORCHVISION_COCO_WEIGHTS
 from almdn.registry import ARCHITECTURES, CLASS_LOSSES, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
