@@ -269,6 +269,8 @@ def pull(project_dir) -> None:
         click.echo(f"  batch {b['batch_id']}: {b['status']}, {b['annotated']} annotated, {b['skipped']} skipped, {b['deleted']} deleted, {b['open']} open of {b['tasks']}")
     for problem in report.problems:
         click.echo(problem, err=True)
+    for notice in report.notices:  # annotations deleted in Label Studio, tasks almdn did not push
+        click.echo(f"Note: {notice}", err=True)
     if report.problems:
         n = len(report.problems)
         raise UserError(f"{n} annotation{'' if n == 1 else 's'} {'was' if n == 1 else 'were'} not imported (see above); everything else was stored.")

@@ -72,7 +72,8 @@ def _now() -> str:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, default=_json_default), encoding="utf-8")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, default=_json_default))
     os.replace(tmp, path)
 
 
@@ -179,12 +180,12 @@ def start_job(project_dir: str | os.PathLike[str], kind: str, params: dict[str, 
     if kind not in JOB_KINDS:
         raise JobError(f"Unknown job kind '{kind}'; use one of {', '.join(JOB_KINDS)}.")
     root = jobs_dir(project_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)  # logs and results: private to the user
     job_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     folder = root / job_id
     _claim(root, job_id)
     try:
-        folder.mkdir()
+        folder.mkdir(mode=0o700)
         state = {
             "id": job_id, "kind": kind, "params": params or {}, "status": "running", "pid": None,
             "created_at": _now(), "started_at": None, "finished_at": None,
@@ -198,12 +199,13 @@ def start_job(project_dir: str | os.PathLike[str], kind: str, params: dict[str, 
         env["PYTHONUNBUFFERED"] = "1"
         repo = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        with open(folder / "log.txt", "ab") as log:
+        with open(os.open(folder / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             process = subprocess.Popen(
                 [python or sys.executable, "-m", "almdn.jobs", "run", str(folder)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, cwd=repo,
                 start_new_session=True,  # survives the app's process and its page reloads
+                umask=0o077,  # what the job writes (models, exports, metrics) is private to the user
             )
         # Reap the child as soon as it exits: a finished job must not linger as a defunct
         # process of the app (nothing else waits for it, the app may run for days).
@@ -226,7 +228,7 @@ def _claim(root: Path, job_id: str) -> None:
     marker = root / "active"
     for _ in range(2):
         try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             running = active_job(root.parent)
             if running is not None:

@@ -272,7 +272,15 @@ class Store:
         if not path.exists() and not create:
             raise StoreError(f"No project store at '{path}'; create the project first (almdn project create).")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.exists():
+                # private to the user whatever the umask: the store holds annotators' e-mails
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                path.parent.chmod(0o700)
+            if not path.exists():
+                # 0600 before SQLite opens it; its -wal and -shm files take the same mode
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600))
+        except FileExistsError:
+            pass  # another process created it first
         except OSError as exc:
             raise StoreError(f"Cannot create the project folder '{path.parent}' ({exc.strerror}); choose a folder you can write to.") from None
         if path.exists():
@@ -740,7 +748,12 @@ class Store:
         ]
         categories = [{"id": cid, "name": name} for cid, name in classes]
         out = Path(path) if path is not None else self.path.parent / "exports" / f"{split if image_ids is None else 'selection'}.json"
-        return write_coco(out, images, annotations, categories, info={"description": f"almdn project {self.name}", "split": split})
+        if not out.parent.exists():
+            out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # exports hold the labels: private to the user
+        written = write_coco(out, images, annotations, categories, info={"description": f"almdn project {self.name}", "split": split})
+        with contextlib.suppress(OSError):
+            os.chmod(written, 0o600)
+        return written
 
     # ------------------------------------------------------------------ rounds and model versions
 

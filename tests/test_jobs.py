@@ -105,3 +105,23 @@ def test_a_finished_jobs_process_is_reaped(project):
         return found
 
     _wait_for(lambda: not defunct(), timeout=10, what="the finished job's process to be reaped")
+
+
+def test_job_folders_and_logs_are_private(project):
+    """Job logs and results may quote paths and annotators: 0700 folders, 0600 files, whatever
+    the umask (issue 20); the job's process runs with umask 077."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        job = jobs.start_job(project, "retrain", {"project_dir": str(project), "settings": {"iterations": 1}})
+        job.wait(timeout=300)
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(project / "jobs") == 0o700 and mode(job.folder) == 0o700
+    files = [p for p in job.folder.rglob("*") if p.is_file()]
+    assert {"log.txt", "job.json"} <= {p.name for p in files}
+    assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}
+    for path in (project / "models").rglob("*"):  # what the job wrote: the model, the exported labels
+        assert mode(path) == (0o700 if path.is_dir() else 0o600), path

@@ -4,6 +4,7 @@ versions and scores, batches; crash safety and concurrent readers on a real SQLi
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -527,3 +528,25 @@ def test_class_names_with_control_characters_are_refused(store, name):
         store.add_classes([name])
     # Markdown is just text: stored as written (the app shows it literally).
     assert store.add_classes(["[link](http://x) ![img](http://x/a.png) **b**"])[-1] == "[link](http://x) ![img](http://x/a.png) **b**"
+
+
+def test_project_folder_store_and_exports_are_private_whatever_the_umask(tmp_path):
+    """0700 folders and 0600 files: the store holds annotators' e-mails (issue 20)."""
+    import stat
+
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    old = os.umask(0o022)
+    try:
+        store = Store.open(tmp_path / "deep" / "project")
+        store.add_classes(["cat"])
+        [image] = store.add_images(write_images(tmp_path / "imgs", 1), split="pool")["added"]
+        store.add_labels(image, [BoxRecord("cat", 1, 1, 5, 5)])
+        export = store.export_coco("labeled")
+        project = tmp_path / "deep" / "project"
+        assert mode(project) == 0o700
+        assert mode(project / "almdn.sqlite") == 0o600
+        assert mode(project / "almdn.sqlite-wal") == 0o600  # SQLite gives its side files the store's mode
+        assert mode(export.parent) == 0o700 and mode(export) == 0o600
+        store.close()
+    finally:
+        os.umask(old)

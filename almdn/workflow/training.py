@@ -119,7 +119,8 @@ def run_round(
         raise RoundError("No image is labeled yet; label some in Label Studio and import them before training.")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = store.path.parent / "models" / f"{stamp}-{os.getpid()}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.mkdir(exist_ok=True, mode=0o700)  # the exported labels and the model: private to the user
     recorded = False
     try:
         progress(0.0, f"exporting {len(labeled)} labeled images")
