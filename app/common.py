@@ -59,6 +59,43 @@ def exposure_refusal(address: str | None, argv: list[str], environ: dict[str, st
     )
 
 
+#: The names the app answers to: a page of another site that rebinds its own name to
+#: 127.0.0.1 (DNS rebinding) sends its own name as Host, and must get nothing of the project.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+
+
+def host_refusal(host: str | None, port: int, has_request: bool = True) -> str | None:
+    """The sentence with which a page refuses a request whose ``Host`` header is not a
+    loopback name (:data:`LOOPBACK_HOSTS`) with the app's ``port``; None when it may be served.
+
+    ``has_request`` False: no HTTP request behind the run (a test harness), nothing to check.
+    Called only when the app serves loopback (the network opt-in accepts other names).
+    """
+    if not has_request:
+        return None
+    value = (host or "").strip().lower()
+    name, _, given = value.rpartition(":") if not value.endswith("]") else (value, "", "")
+    if not name:  # no port: the scheme's default
+        name, given = value, "80"
+    if name in LOOPBACK_HOSTS and given.isdigit() and int(given) == int(port):
+        return None
+    return (
+        f"This page was requested as '{(host or '')[:80]}', not as this machine's own address, so the almdn app shows nothing of the project; "
+        f"open it as http://127.0.0.1:{int(port)} (or http://localhost:{int(port)})."
+    )
+
+
+def request_host() -> tuple[str | None, bool]:
+    """The ``Host`` header of the page's request, and whether there was a request at all."""
+    try:
+        headers = st.context.headers
+    except Exception:  # noqa: BLE001 - outside a server run: nothing to check
+        return None, False
+    if not headers:
+        return None, False
+    return headers.get("Host"), True
+
+
 # --------------------------------------------------------------------------- the project
 
 

@@ -39,6 +39,16 @@ if _refusal:
     print(_refusal, file=sys.stderr)
     st.error(_refusal)
     st.stop()
+# Served on loopback, answer only to loopback names with our port: a foreign Host (a site that
+# rebinds its name to 127.0.0.1) gets one sentence and nothing of the project, the Label Studio
+# login on the Label page included. The page's HTML and websocket are Streamlit's and answer
+# any Host; what they render comes from here.
+if common.is_loopback(st_config.get_option("server.address")):
+    _host, _has_request = common.request_host()
+    _host_refusal = common.host_refusal(_host, st_config.get_option("server.port"), _has_request)
+    if _host_refusal:
+        st.error(_host_refusal)
+        st.stop()
 
 from almdn import demo_project, jobs  # noqa: E402
 from almdn.errors import USER_ERRORS  # noqa: E402

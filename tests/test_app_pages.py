@@ -788,3 +788,71 @@ def test_retrain_compares_like_with_like_and_says_how_the_version_was_trained(pr
                and "does not compare like with like" in t for t in warnings), warnings
     assert at.metric[1].delta.endswith("(not like for like)")
     assert "starting from the previous model version (fine-tune)" in " ".join(texts(at, "caption"))
+
+
+# --------------------------------------------------------------------------- the Host header (issue 20)
+
+
+def test_host_header_allow_list():
+    import sys
+
+    sys.path.insert(0, str(APP.parent))
+    import common
+
+    for host in ("127.0.0.1:8501", "localhost:8501", "LOCALHOST:8501", "[::1]:8501"):
+        assert common.host_refusal(host, 8501) is None, host
+    for host in ("evil.example:8501", "127.0.0.1.evil.example:8501", "localhost:8502", "127.0.0.1", "localhost", "", None,
+                 "127.0.0.2:8501", "[::1]", "localhost:8501:1", "0.0.0.0:8501", "127.0.0.1:08501x"):
+        refusal = common.host_refusal(host, 8501)
+        assert refusal is not None and "shows nothing of the project" in refusal and "\n" not in refusal, host
+    assert common.host_refusal("127.0.0.1", 80) is None  # no port: the scheme's default
+    assert common.host_refusal(None, 8501, has_request=False) is None  # no HTTP request behind the run (AppTest)
+
+
+def _rendered(port: int, host: str, timeout: float = 120.0) -> str:
+    """Everything a browser would receive for one run of the app's page when its request
+    carries ``host``: the websocket Streamlit renders over, spoken the way the browser does."""
+    import socket
+
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.sync.client import connect
+
+    sock = socket.create_connection(("127.0.0.1", port))  # the rebound name resolves here
+    texts = []
+    with connect(f"ws://{host}/_stcore/stream", sock=sock, subprotocols=["streamlit"], open_timeout=60) as ws:
+        message = BackMsg()
+        message.rerun_script.query_string = ""
+        message.rerun_script.page_script_hash = ""
+        ws.send(message.SerializeToString())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            forward = ForwardMsg()
+            forward.ParseFromString(ws.recv(timeout=timeout))
+            texts.append(str(forward))
+            if forward.WhichOneof("type") == "script_finished":
+                break
+    return "\n".join(texts)
+
+
+def test_a_foreign_host_header_gets_one_sentence_and_nothing_of_the_project(tmp_path):
+    """DNS rebinding: a site the user visits points its own name at 127.0.0.1 and reads the
+    login-less app. A real `streamlit run` server; the request carries a foreign Host."""
+    import httpx
+    from scripts.app_screenshots import streamlit_server
+
+    name = "secret-project-4f2a"
+    with Store.open(tmp_path / "p", name=name) as store:
+        store.add_classes(["cat"])
+    with streamlit_server(tmp_path / "p") as url:
+        port = int(url.rsplit(":", 1)[1])
+        # Streamlit's HTML and websocket answer any Host (they are the same for every app) ...
+        assert httpx.get(url, headers={"Host": f"evil.example:{port}"}, timeout=30).status_code == 200
+        # ... but what the page renders is only the refusal.
+        foreign = _rendered(port, f"evil.example:{port}")
+        assert "requested as \\'evil.example:" in foreign and "shows nothing of the project" in foreign
+        assert name not in foreign and str(tmp_path) not in foreign
+        wrong_port = _rendered(port, f"localhost:{port + 1}")
+        assert "shows nothing of the project" in wrong_port and name not in wrong_port
+        own = _rendered(port, f"127.0.0.1:{port}")
+        assert name in own and "shows nothing of the project" not in own
