@@ -32,7 +32,9 @@ import pandas as pd
 import torch
 import yaml
 
-from almdn.acquisition.methods import Method, get_method, score_pool
+from almdn.acquisition.batch import BatchInputs, class_mass, score_drivers, select
+from almdn.acquisition.methods import Method, acquisition_features, get_method, score_pool
+from almdn.acquisition.scoring import detections_frame
 from almdn.acquisition.selection import select_batch
 from almdn.data.coco import CocoDetectionDataset, write_coco
 from almdn.engine.checkpoint import load_model
@@ -352,7 +354,7 @@ class Experiment:
             pool_ids = [i for i in self.all_ids if i not in labeled_set]
             pool = self.train_set.subset([self.train_set.index_of(i) for i in pool_ids])
             predictions, predict_seconds = None, 0.0
-            if method.kind in ("almdn", "entropy", "llal"):
+            if method.kind in ("almdn", "entropy", "llal") or (method.batch is not None and "detection_features" in method.batch.needs):
                 predictions, predict_seconds = self._cached_predictions(specs[0].key(), models[0], pool, pool_ids)
             result = score_pool(
                 method,
@@ -369,7 +371,13 @@ class Experiment:
                 device=cfg.device,
                 predictions=predictions,
             )
-            selection = select_batch(result.scores, cfg.budget, labeled, cfg.no_detection, seed=seed * 1000 + cycle)
+            reasons = None
+            if method.batch is not None:
+                inputs = self._batch_inputs(method, specs[0].key(), models[0], pool, pool_ids, labeled, result, predictions)
+                selection = select(method.batch, inputs, cfg.budget, labeled, seed=seed * 1000 + cycle)
+                reasons = selection.reasons
+            else:
+                selection = select_batch(result.scores, cfg.budget, labeled, cfg.no_detection, seed=seed * 1000 + cycle)
             if selection.message:
                 self.log(f"[{method.name} seed {seed}] {selection.message}")
             scores_path = self.record_path(method.name, seed, cycle).with_suffix(".scores.csv")
@@ -379,10 +387,49 @@ class Experiment:
                 unscored_fraction=float(result.scores.isna().mean()) if len(result.scores) else 0.0,
                 selected_ids=selection.image_ids,
                 selected_by_score=selection.by_score,
+                **({"selected_reasons": reasons} if reasons is not None else {}),
                 acquisition_seconds=result.seconds + predict_seconds,
                 acquisition_s_per_image=(result.seconds + predict_seconds) / max(len(pool_ids), 1),
             )
         return record
+
+    def _batch_inputs(self, method: Method, key: str, model, pool, pool_ids: list[int], labeled: list[int], result, predictions) -> BatchInputs:
+        """What the method's second stage reads: the scores and their drivers, and as its
+        policy needs them the embeddings (cached per model), the predicted class mass and the
+        labeled objects per class (the oracle's labels of the labeled set), the detection features."""
+        cfg, needs = self.config, method.batch.needs
+        num_classes = len(self.train_set.classes)
+        inputs = BatchInputs(result.scores, drivers=score_drivers(result.table).reindex(result.scores.index), class_names=list(self.train_set.classes))
+        kept = None
+        if predictions is not None:
+            kept = [p["scores"] >= cfg.conf_threshold for p in predictions]
+        if "class_mass" in needs:
+            inputs.class_mass = class_mass(detections_frame(predictions, pool_ids, cfg.conf_threshold), pool_ids, num_classes)
+            counts = np.zeros(num_classes)
+            targets = self.train_set.targets()
+            labels = np.concatenate([np.asarray(targets[self.train_set.index_of(i)]["labels"]) for i in labeled] or [np.zeros(0)])
+            np.add.at(counts, labels.astype(int) - 1, 1.0)
+            inputs.labeled_counts = counts
+        if "embeddings" in needs or "detection_features" in needs:
+            path = self.out / "models" / key / "pool_features.pt"
+            cached = torch.load(path, weights_only=True) if path.exists() else None  # tensors only: never run a pickled object
+            want_det = "detection_features" in needs
+            if cached is None or cached["pool_ids"] != pool_ids or cached["labeled_ids"] != labeled or (want_det and cached.get("det") is None):
+                labeled_set = self.train_set.subset([self.train_set.index_of(i) for i in labeled])
+                boxes = [p["boxes"][k] for p, k in zip(predictions, kept)] if want_det else None
+                emb, det = acquisition_features(model, pool, boxes, cfg.batch_size, cfg.device)
+                lab, _ = acquisition_features(model, labeled_set, None, cfg.batch_size, cfg.device)
+                cached = {"pool_ids": pool_ids, "labeled_ids": labeled, "emb": torch.from_numpy(emb), "labeled": torch.from_numpy(lab),
+                          "det": None if det is None else [torch.from_numpy(d) for d in det]}
+                tmp = path.with_name(path.name + ".tmp")
+                torch.save(cached, tmp)
+                os.replace(tmp, path)
+            inputs.embeddings, inputs.labeled_embeddings = cached["emb"].numpy(), cached["labeled"].numpy()
+            if want_det:
+                inputs.detection_features = [d.numpy() for d in cached["det"]]
+                inputs.detection_labels = [p["labels"][k].numpy() for p, k in zip(predictions, kept)]
+                inputs.detection_scores = [p["scores"][k].double().numpy() for p, k in zip(predictions, kept)]
+        return inputs
 
     def _cached_predictions(self, key: str, model, pool, pool_ids: list[int]) -> tuple[list[dict], float]:
         """The first model's pool detections and the seconds computing them took, computed

@@ -210,3 +210,21 @@ def test_model_init_starts_from_a_torchvision_detector_file(tiny_demo, tmp_path)
 
     (model_file,) = (tmp_path / "exp/models").glob("*/model.pt")
     assert read_checkpoint(model_file)["model_config"]["hidden_channels"] == 0  # the one-conv head the predictor maps into
+
+
+def test_second_stage_methods_run_in_the_protocol_and_say_why(tiny_demo, tmp_path):
+    """Issue 19: the two-stage methods share the almdn model, pick distinct unlabeled images and
+    record why each was chosen; the PPAL-style stage reads detection features."""
+    methods = ["almdn", "almdn+kcenter_balanced", "almdn+kmedoids", "almdn+power", "typiclust"]
+    exp = Experiment(_config(tiny_demo, methods=methods, cycles=2), tmp_path / "exp", progress=False, log=lambda s: None)
+    exp.run()
+    records = read_records(tmp_path / "exp").set_index(["method", "cycle"])
+    for method in methods:
+        first = records.loc[(method, 0)]
+        assert first["model_keys"] == records.loc[("almdn", 0), "model_keys"]  # one shared cycle-0 model
+        selected, reasons = first["selected_ids"], first.get("selected_reasons")
+        assert len(set(selected)) == 5 and not set(selected) & set(first["labeled_ids"])
+        if method != "almdn":
+            assert len(reasons) == 5 and all(isinstance(r, str) and r for r in reasons)
+    assert any("covers a region" in r or "no detection" in r for r in records.loc[("almdn+kcenter_balanced", 0), "selected_reasons"])
+    assert all("typical" in r for r in records.loc[("typiclust", 0), "selected_reasons"])

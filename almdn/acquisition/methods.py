@@ -8,11 +8,15 @@ pool image (:func:`score_pool`, built from :mod:`~almdn.acquisition.scoring` and
 
 Names: ``almdn`` (the paper's score on the gmm head, ``max_all``), ``almdn_eff`` (the same on
 the eff head), ``almdn:<aggregation>`` (any aggregation of Tab. 2, e.g. ``almdn:sum_cls``),
-``random``, ``entropy``, ``coreset``, ``llal``, ``mc_dropout``, ``ensemble``.
+``random``, ``entropy``, ``coreset``, ``llal``, ``mc_dropout``, ``ensemble``; ``typiclust``
+(the cold-start choice); and any of them followed by ``+<stage>``, a second stage that turns the
+scores into a batch (``almdn+kcenter_balanced``, ``almdn+kmedoids``, ``almdn+power``, ...:
+:func:`almdn.acquisition.batch.policy_from_name`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -21,6 +25,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from almdn.acquisition.batch import BatchPolicy, policy_from_name
 from almdn.acquisition.baselines import coreset_scores, loss_prediction_scores, mean_entropy_scores, random_scores
 from almdn.acquisition.scoring import AGGREGATIONS, DEFAULT_AGGREGATION, detections_frame, image_scores
 from almdn.data.coco import collate_detection
@@ -59,6 +64,7 @@ class Method:
     members: int = 1
     cls_loss: str | None = None
     weighting: str = "threshold"
+    batch: BatchPolicy | None = None
 
     @property
     def model_variant(self) -> dict:
@@ -71,6 +77,11 @@ class Method:
 
 def get_method(name: str, mc_dropout: float = 0.1, ensemble_size: int = 3) -> Method:
     """The :class:`Method` called ``name`` (see the module docstring for the names)."""
+    if name == "typiclust":
+        return Method(name, "typiclust", batch=policy_from_name(name))
+    if "+" in name:  # <first stage>+<second stage>, e.g. almdn+kcenter_balanced
+        first = get_method(name.split("+", 1)[0], mc_dropout, ensemble_size)
+        return dataclasses.replace(first, name=name, batch=policy_from_name(name))
     if name == "almdn":
         return Method(name, "almdn")
     if name == "almdn_eff":
@@ -92,7 +103,7 @@ def get_method(name: str, mc_dropout: float = 0.1, ensemble_size: int = 3) -> Me
         return Method(name, name, extras_dropout=mc_dropout)
     if name == "ensemble":
         return Method(name, name, members=ensemble_size)
-    known = ["almdn", "almdn_eff", "almdn_eq5", "almdn_type2", "almdn_weighted", "almdn:<aggregation>", *BASELINES]
+    known = ["almdn", "almdn_eff", "almdn_eq5", "almdn_type2", "almdn_weighted", "almdn:<aggregation>", *BASELINES, "typiclust", "<method>+<stage>"]
     raise ValueError(f"Unknown acquisition method '{name}'; choose one of {', '.join(known)}.")
 
 
@@ -121,6 +132,42 @@ def _features(model, dataset: Dataset, batch_size: int, device: torch.device) ->
     model.to(device).eval()
     chunks = [model.image_features([img.to(device) for img in images]).cpu() for images, _ in _loader(dataset, batch_size)]
     return torch.cat(chunks) if chunks else torch.zeros(0, 0)
+
+
+@torch.no_grad()
+def acquisition_features(
+    model, dataset: Dataset, boxes: list[torch.Tensor] | None = None, batch_size: int = 32, device: torch.device | None = None,
+) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """What the second stage of acquisition compares images by (:mod:`almdn.acquisition.batch`).
+
+    Returns ``(N, D)`` image embeddings, the global-average-pooled last trunk map (core-set's
+    representation), and, when ``boxes`` (each image's kept detections, in its own pixels) are
+    given, one feature per detection: RoIAlign (2 x 2, averaged) of the stride-8 and stride-16
+    trunk maps at the detection's box, concatenated (PPAL's detection features, on an SSD).
+    """
+    from torchvision.ops import roi_align
+
+    if not hasattr(getattr(model, "backbone", None), "forward_trunk"):
+        raise ValueError(f"Image embeddings for a diverse batch are not available for {type(model).__name__}; use the SSD detectors for it.")
+    device = resolve_device(device)
+    model.to(device).eval()
+    embeddings, det_features, start = [], [], 0
+    for images, _ in _loader(dataset, batch_size):
+        image_list, _, original_sizes = model.preprocess([img.to(device) for img in images])
+        maps = model.backbone.forward_trunk(image_list.tensors)
+        embeddings.append(maps[-1].mean(dim=(2, 3)).cpu())
+        if boxes is not None:
+            rois = []
+            for j, ((h0, w0), (h1, w1)) in enumerate(zip(original_sizes, image_list.image_sizes)):
+                b = boxes[start + j].to(device, torch.float32).reshape(-1, 4) * torch.tensor([w1 / w0, h1 / h0, w1 / w0, h1 / h0], device=device)
+                rois.append(b)
+            size = image_list.tensors.shape[-1]
+            pooled = [roi_align(m, rois, output_size=2, spatial_scale=m.shape[-1] / size, sampling_ratio=2, aligned=True).mean(dim=(2, 3)) for m in maps[:2]]
+            feats = torch.cat(pooled, dim=1).cpu()
+            det_features.extend(feats.split([len(r) for r in rois]))
+        start += len(images)
+    emb = torch.cat(embeddings).double().numpy() if embeddings else np.zeros((0, 0))
+    return emb, None if boxes is None else [f.double().numpy() for f in det_features]
 
 
 @torch.no_grad()
@@ -177,6 +224,8 @@ def score_pool(
     table = None
     if kind == "random":
         scores = random_scores(pool_ids, seed)
+    elif kind == "typiclust":  # needs no score: the batch stage reads the embeddings
+        scores = pd.Series(0.0, index=pd.Index(list(pool_ids), name="image_id"), name="score")
     elif kind in ("almdn", "entropy", "llal"):
         if predictions is None:
             predictions = predict(models[0], pool, batch_size=batch_size, device=device)
