@@ -286,8 +286,10 @@ def app(project_dir, port, expose) -> None:
     import subprocess
     import sys
 
-    main_py = Path(__file__).resolve().parents[1] / "app" / "main.py"
-    args = [sys.executable, "-m", "streamlit", "run", str(main_py), "--server.address", expose or "127.0.0.1", "--server.port", str(port),
+    app_dir = Path(__file__).resolve().parents[1] / "app"
+    main_py = app_dir / "main.py"
+    # app/serve.py is `streamlit run` with the pages' libraries imported before the server answers
+    args = [sys.executable, str(app_dir / "serve.py"), "run", str(main_py), "--server.address", expose or "127.0.0.1", "--server.port", str(port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     if expose:
         args += ["--", "--serve-to-network-without-login"]
