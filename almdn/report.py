@@ -44,7 +44,7 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def _method_order(methods) -> list[str]:
-    preferred = ["random", "entropy", "coreset", "llal", "mc_dropout", "ensemble", "almdn", "almdn_eq5", "almdn_type2", "almdn_weighted", "almdn_eff"]
+    preferred = ["random", "entropy", "coreset", "llal", "mc_dropout", "ensemble", "typiclust", "almdn", "almdn_eq5", "almdn_type2", "almdn_weighted", "almdn_eff"]
     return sorted(methods, key=lambda m: (preferred.index(m) if m in preferred else len(preferred), m))
 
 
@@ -128,6 +128,97 @@ def comparison_with_random(records: pd.DataFrame) -> list[dict]:
             "fraction_of_random_boxes": reach_boxes / rand_boxes if rand_boxes else float("nan"),
         })
     return out
+
+
+def t_interval(differences, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of paired differences and its two-sided Student-t interval (NaN bounds with fewer
+    than 2 pairs)."""
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(d.mean())
+    if len(d) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
+def paired_differences(records: pd.DataFrame, baseline: str, metric: str = "map50") -> pd.DataFrame:
+    """Per method and cycle: ``metric`` minus the baseline's on the same seed (the same initial
+    set, pool, test split and schedule), in points, with the 95% t-interval over the seeds both
+    have finished. Columns: method, cycle, seeds, mean, low, high."""
+    base = records[records["method"] == baseline].set_index(["seed", "cycle"])[metric]
+    rows = []
+    for m in _method_order(records["method"].unique()):
+        if m == baseline:
+            continue
+        cur = records[records["method"] == m].set_index(["seed", "cycle"])[metric]
+        joined = pd.concat([cur.rename("m"), base.rename("b")], axis=1, join="inner")
+        for cycle, group in joined.groupby(level="cycle"):
+            mean, low, high = t_interval(100 * (group["m"] - group["b"]))
+            rows.append({"method": m, "cycle": int(cycle), "seeds": len(group), "mean": mean, "low": low, "high": high})
+    return pd.DataFrame(rows, columns=["method", "cycle", "seeds", "mean", "low", "high"])
+
+
+def _area(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
+    """Mean of the piecewise-linear curve y(x) over [lo, hi] (area / width); NaN if x does not cover it."""
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    if hi <= lo or lo < x[0] - 1e-9 or hi > x[-1] + 1e-9:
+        return float("nan")
+    grid = np.linspace(lo, hi, 201)
+    values = np.interp(grid, x, y)
+    return float(np.sum((values[1:] + values[:-1]) / 2 * np.diff(grid)) / (hi - lo))
+
+
+def learning_curve_areas(records: pd.DataFrame, metric: str = "map50") -> pd.DataFrame:
+    """Per method and seed, the area under the ``metric``-vs-labeled-images curve and under the
+    ``metric``-vs-labeled-boxes curve, each as the curve's mean height in % over a range every
+    method of that seed covers (boxes: from the largest first-cycle count to the smallest final
+    count, so a method that bought more boxes is not credited for them)."""
+    rows = []
+    for seed, by_seed in records.groupby("seed"):
+        cycles = by_seed.groupby("method")["cycle"].max()
+        complete = by_seed[by_seed["method"].isin(cycles[cycles == cycles.max()].index)]
+        if complete.empty:
+            continue
+        span = complete.groupby("method").agg(img_lo=("num_labeled", "min"), img_hi=("num_labeled", "max"), box_lo=("num_boxes", "min"), box_hi=("num_boxes", "max"))
+        img = (span["img_lo"].max(), span["img_hi"].min())
+        box = (span["box_lo"].max(), span["box_hi"].min())
+        for m, g in complete.groupby("method"):
+            rows.append({
+                "method": m, "seed": int(seed),
+                "auc_images": 100 * _area(g["num_labeled"].to_numpy(float), g[metric].to_numpy(float), *img),
+                "auc_boxes": 100 * _area(g["num_boxes"].to_numpy(float), g[metric].to_numpy(float), *box) if "num_boxes" in g else float("nan"),
+            })
+    return pd.DataFrame(rows, columns=["method", "seed", "auc_images", "auc_boxes"])
+
+
+def paired_table(records: pd.DataFrame, baseline: str, metric: str = "map50") -> str:
+    """Markdown: per method, the paired difference from ``baseline`` at every cycle after the
+    first and in the two learning-curve areas, mean [95% interval] (seeds)."""
+    diffs = paired_differences(records, baseline, metric)
+    areas = learning_curve_areas(records, metric)
+    if diffs.empty:
+        return ""
+    cycles = sorted(c for c in diffs["cycle"].unique() if c > 0)
+    cell = lambda mean, low, high, n: "" if np.isnan(mean) else (f"{mean:+.2f} [{low:+.2f}, {high:+.2f}] ({n})" if np.isfinite(low) else f"{mean:+.2f} ({n})")  # noqa: E731
+    labels = records.groupby("cycle")["num_labeled"].median()
+    head = ["method", *[f"cycle {c + 1} ({int(labels[c])} img)" for c in cycles], "area, mAP vs images", "area, mAP vs boxes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base_area = areas[areas["method"] == baseline].set_index("seed")
+    for m in diffs["method"].unique():
+        d = diffs[diffs["method"] == m].set_index("cycle")
+        cells = [cell(d.loc[c, "mean"], d.loc[c, "low"], d.loc[c, "high"], int(d.loc[c, "seeds"])) if c in d.index else "" for c in cycles]
+        mine = areas[areas["method"] == m].set_index("seed")
+        for col in ("auc_images", "auc_boxes"):
+            paired = (mine[col] - base_area[col]).dropna()
+            cells.append(cell(*t_interval(paired), len(paired)))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def selection_profile(records: pd.DataFrame, coco: dict) -> pd.DataFrame:
@@ -237,6 +328,13 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
                 f"| {row['method']} | {gains} | {row['mean_gain']:+.2f} | {_reach(row['labels_to_random_final'])} | {_percent(row['fraction_of_random_labels'])} "
                 f"| {_reach(row['boxes_to_random_final'])} | {_percent(row['fraction_of_random_boxes'])} |"
             )
+    for baseline in ("random", "entropy"):
+        if baseline in set(records["method"]) and (table := paired_table(records, baseline)):
+            md += [
+                "", f"## Paired by seed: each method minus {baseline} (mAP@0.5 points)", "",
+                "Mean difference over the seeds both finished, [95% t-interval], (seeds). Areas: the mean height of the mAP curve "
+                "over the labeled images (or labeled boxes) every method of a seed covers.", "", table,
+            ]
     if "cls_collapsed_fraction" in records:
         md += ["", "## Mixture collapse and uncertainty quality of each cycle's model (test split, mean over seeds)", "", quality_table(records)]
     if "unscored_fraction" in records:

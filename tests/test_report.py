@@ -131,3 +131,33 @@ def test_selection_profile_from_the_pool_ground_truth():
     from almdn.report import table_cell
 
     assert [table_cell(v) for v in (float("nan"), 25.0, 4)] == ["n/a", "25.0", "4"]
+
+
+def test_paired_differences_by_seed_with_a_t_interval(experiment):
+    from scipy import stats
+
+    from almdn.loop import read_records
+    from almdn.report import learning_curve_areas, paired_differences, paired_table, t_interval
+
+    records = read_records(experiment)
+    diffs = paired_differences(records, "random").set_index("cycle")
+    # almdn - random per seed: cycle 2: +6, +6; cycle 3: +4, +8 points
+    assert diffs.loc[1, "mean"] == pytest.approx(6.0) and diffs.loc[1, "seeds"] == 2
+    half = stats.t.ppf(0.975, 1) * np.std([4.0, 8.0], ddof=1) / np.sqrt(2)
+    assert (diffs.loc[2, "low"], diffs.loc[2, "high"]) == pytest.approx((6.0 - half, 6.0 + half))
+    assert t_interval([1.0]) [0] == 1.0 and np.isnan(t_interval([1.0])[1])
+    areas = learning_curve_areas(records).set_index(["method", "seed"])
+    # seed 0, random: mean height of 10, 20, 30 % over 100..300 images = 20
+    assert areas.loc[("random", 0), "auc_images"] == pytest.approx(20.0)
+    # boxes: the range both cover is 200..600 (random's final count): almdn reaches 26-34 there
+    assert areas.loc[("random", 0), "auc_boxes"] == pytest.approx(20.0)
+    assert areas.loc[("almdn", 0), "auc_boxes"] < areas.loc[("almdn", 0), "auc_images"] + 30
+    table = paired_table(records, "random")
+    assert "| almdn | +6.00" in table and "(2)" in table
+
+
+def test_report_pairs_with_random_and_entropy(experiment):
+    write_report(experiment)
+    md = (experiment / "results.md").read_text()
+    assert "## Paired by seed: each method minus random" in md
+    assert "minus entropy" not in md  # no entropy runs here
