@@ -126,18 +126,20 @@ def project_export(project_dir, split, out) -> None:
 @project.command("score")
 @_project_option
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="A model.pt trained on this project's labeled export.")
-@click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score are kept for scoring.")
-@click.option("--aggregation", default="max_all", show_default=True, help="How the four z-scored uncertainties make one score (Tab. 2).")
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--conf-threshold", type=float, default=None, help="Detections at or above this score are kept for scoring [default: the project's setting].")
+@click.option("--aggregation", default=None, help="How the four z-scored uncertainties make one score (Tab. 2) [default: the project's setting].")
+@click.option("--batch-size", type=int, default=None, help="[default: the project's setting]")
+@click.option("--device", default=None, help="[default: the project's setting]")
 @friendly
 def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_size, device) -> None:
-    """Record a model version and score every pool image with it (Sec. 3.3)."""
+    """Record a model version and score every pool image with it (Sec. 3.3), with the
+    project's saved settings (Settings page) unless an option says otherwise."""
     from almdn.rounds import RoundSettings
     from almdn.workflow import score_checkpoint
 
-    settings = RoundSettings(conf_threshold=conf_threshold, aggregation=aggregation, score_batch_size=batch_size, device=device)
+    given = {"conf_threshold": conf_threshold, "aggregation": aggregation, "score_batch_size": batch_size, "device": device}
     with _open(project_dir) as store:
+        settings = RoundSettings.load(store).replace(**{k: v for k, v in given.items() if v is not None}).check()
         done = score_checkpoint(store, checkpoint, settings, progress_bar=True)
     scoring = done.scoring
     click.echo(f"Model version {done.model_version}: scored {len(scoring.images)} pool images ({len(scoring.detections)} detections) in {scoring.seconds:.1f} s.")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS  # noqa: F401  (re-exported)
+from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS
 
 LocDensity = Literal["paper", "reference"]
 #: The classification loss: "eq5" is the paper's pi-weighted sum of component cross-entropies
@@ -169,7 +169,7 @@ def detection_loss(
     min_variance: float = 1e-6,
     generator: torch.Generator | None = None,
     per_image: bool = False,
-    cls_loss: ClassLoss = "eq5",
+    cls_loss: ClassLoss = DEFAULT_CLS_LOSS,
 ) -> dict[str, Tensor]:
     """The SSD mixture loss of Eq. 6, batched over images and anchors.
 

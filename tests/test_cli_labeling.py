@@ -366,3 +366,23 @@ def test_ls_connect_takes_no_token_on_the_command_line(tmp_path, ls_server):
     assert empty.exit_code == 1 and "The API token is empty" in empty.output and "Traceback" not in empty.output
     prompted = CliRunner().invoke(main, ["ls", "connect", "--project", project, ls_server.url], input=ls_server.token + "\n", env={"LABEL_STUDIO_API_KEY": ""})
     assert prompted.exit_code == 0 and "Connected to Label Studio" in prompted.output and ls_server.token not in prompted.output
+
+
+def test_project_score_starts_from_the_projects_saved_settings(tmp_path):
+    """Issue 21: `almdn project score` built fresh settings and ignored the project's saved
+    threshold and aggregation; an option given on the command line still wins."""
+    from almdn.rounds import RoundSettings
+
+    images = tmp_path / "pool"
+    write_pool_images(images, 4, size=(128, 128))
+    project = str(tmp_path / "p")
+    run("project", "create", "--project", project, "--images", str(images), "--classes", "cat,dog")
+    with Store.open(project) as store:
+        RoundSettings.load(store).replace(conf_threshold=0.0, aggregation="sum_all").save(store)
+    checkpoint = untrained_model(tmp_path / "m.pt")
+    run("project", "score", "--project", project, "--checkpoint", str(checkpoint))
+    run("project", "score", "--project", project, "--checkpoint", str(checkpoint), "--aggregation", "max_cls")
+    with Store.open(project) as store:
+        versions = store.model_versions()
+    assert versions["conf_threshold"].tolist() == [0.0, 0.0]
+    assert versions["aggregation"].tolist() == ["sum_all", "max_cls"]

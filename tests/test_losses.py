@@ -138,7 +138,7 @@ def test_total_loss_matches_eq6_by_hand():
     loc_t = torch.randn(1, 20, 4)
     cls_t = torch.zeros(1, 20, dtype=torch.long)
     cls_t[0, [2, 5]] = torch.tensor([1, 3])
-    got = detection_loss(out, loc_t, cls_t, neg_to_pos_ratio=3, eta=2.0)
+    got = detection_loss(out, loc_t, cls_t, neg_to_pos_ratio=3, eta=2.0, cls_loss="eq5")
     fg = cls_t[0] > 0
     l_loc = mixture_nll(loc_t[0][fg], out["bbox_means"][0][fg], out["bbox_var_logits"][0][fg], out["bbox_weight_logits"][0][fg]).sum()
     ce = mixture_cross_entropy(out["cls_means"][0], out["cls_weight_logits"][0], cls_t[0])
@@ -259,3 +259,21 @@ def test_loss_on_the_selected_anchors_equals_the_masked_loss_over_all_anchors(cl
     torch.testing.assert_close(got["loss_classification"], expected)
     for g, e in zip(grad, torch.autograd.grad(expected, [out["cls_means"], out["cls_var_logits"], out["cls_weight_logits"]])):
         torch.testing.assert_close(g, e)
+
+
+def test_the_loss_defaults_to_the_documented_class_loss():
+    """Issue 21: detection_loss defaulted to Eq. 5 while the documented default (and every
+    builder's) is Type-2."""
+    import inspect
+
+    from almdn.registry import DEFAULT_CLS_LOSS
+
+    assert DEFAULT_CLS_LOSS == "type2"
+    assert inspect.signature(detection_loss).parameters["cls_loss"].default == DEFAULT_CLS_LOSS
+    torch.manual_seed(0)
+    out = _outputs(1, 20, 3, 4)
+    loc_t, cls_t = torch.randn(1, 20, 4), torch.zeros(1, 20, dtype=torch.long)
+    cls_t[0, [2, 5]] = torch.tensor([1, 3])
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    default = detection_loss(out, loc_t, cls_t, generator=gen())
+    assert torch.equal(default["loss_classification"], detection_loss(out, loc_t, cls_t, generator=gen(), cls_loss="type2")["loss_classification"])
