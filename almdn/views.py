@@ -308,13 +308,18 @@ def mixture_detections(model, image_path: str | os.PathLike[str], detections: It
     """
     import torch
 
-    from almdn.data.coco import read_image
+    from almdn.data.coco import MAX_DECODE_SIDE, decode_image
+    from almdn.data.images import restore_boxes
+    from almdn.data.records import image_size
     from almdn.models.postprocess import MIXTURE_KEYS, mixture_records
 
-    array = read_image(image_path)
+    # Decoded as scoring decodes it (EXIF orientation applied, reduced to MAX_DECODE_SIDE), so
+    # the detections are the stored ones and a 179-megapixel photo is never decoded whole.
+    array = decode_image(image_path, MAX_DECODE_SIDE)
+    width, height = image_size(image_path)
     image = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255.0)
     with torch.no_grad():
-        det = model([image])[0]
+        det = restore_boxes(model([image])[0], (width / array.shape[1], height / array.shape[0]))
     wanted = torch.arange(len(det["scores"]))
     if detections is not None:
         wanted = wanted[torch.isin(wanted, torch.as_tensor(sorted({int(d) for d in detections}), dtype=torch.long))]

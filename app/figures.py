@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from almdn.views import UNCERTAINTY_LABELS
+from presentation import html_text
 
 TEMPLATE = "plotly_white"
 COMPONENT_COLORS = ("#ff7f0e", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -79,17 +80,21 @@ def place_labels(boxes: list[list[float]], sizes: list[tuple[float, float]], bou
 
 
 def detection_label(d: dict[str, Any]) -> str:
-    return f"#{d['detection']} '{d['class_name']}' {d['score']:.2f}"
+    return f"#{d['detection']} '{html_text(d['class_name'])}' {d['score']:.2f}"  # a class name is text, never HTML
 
 
-def mixture_figure(array: np.ndarray, detections: list[dict[str, Any]], selected: int | None = None, height: int = 640) -> go.Figure:
+def mixture_figure(array: np.ndarray, detections: list[dict[str, Any]], selected: int | None = None, height: int = 640,
+                   frame: tuple[int, int] | None = None) -> go.Figure:
     """The image with each detection (white) and, for the selected one (or all), every
     component's mean box (opacity by its weight) with a +-1 sigma band around its edges (dashed).
+
+    ``frame``: ``(width, height)`` of the image the boxes are in, when ``array`` is the image
+    decoded smaller for display (it is stretched over the frame); default: the array's size.
 
     Each detection's label sits in a dark box that no other label overlaps (:func:`place_labels`),
     with a thin line to its box when it had to move away from it; ``layout.meta`` holds the
     labels that found no room (their text is still in the hover)."""
-    h, w = array.shape[:2]
+    w, h = frame if frame is not None else (array.shape[1], array.shape[0])
     fig = go.Figure()
     fig.add_layout_image(dict(source=_png_url(array), x=0, y=0, sizex=w, sizey=h, xref="x", yref="y", sizing="stretch", layer="below"))
     # An invisible trace gives the axes their range and hover over the detections' centres.
@@ -140,7 +145,7 @@ def mixture_figure(array: np.ndarray, detections: list[dict[str, Any]], selected
 
 def class_spread_figure(detection: dict[str, Any], class_names: list[str]) -> go.Figure:
     """Each component's class probabilities (opacity by its weight) and the mixture's, as bars."""
-    labels = ["background", *class_names]
+    labels = ["background", *(html_text(n) for n in class_names)]
     fig = go.Figure()
     for k, (weight, probs) in enumerate(zip(detection["class_weights"], detection["class_probs"])):
         fig.add_trace(go.Bar(x=labels, y=probs, name=f"component {k + 1} (π = {weight:.2f})", marker_color=COMPONENT_COLORS[k % len(COMPONENT_COLORS)],
@@ -194,7 +199,7 @@ def reliability_figure(table: dict[str, Any], height: int = 320) -> go.Figure:
 
 
 def labels_figure(counts: pd.DataFrame) -> go.Figure:
-    fig = go.Figure(go.Bar(x=counts["class_name"], y=counts["boxes"], marker_color="#1f77b4"))
+    fig = go.Figure(go.Bar(x=[html_text(n) for n in counts["class_name"]], y=counts["boxes"], marker_color="#1f77b4"))
     fig.update_layout(template=TEMPLATE, height=320, margin=dict(l=10, r=10, t=40, b=10), title="Labeled boxes per class", xaxis_title="class", yaxis_title="boxes")
     fig.update_xaxes(type="category")
     return fig

@@ -1,5 +1,5 @@
 """Purely presentation helpers of the app: paging a table, image thumbnails, the names of the
-acquisition methods in words."""
+acquisition methods in words, and names shown as text (:func:`as_text`, :func:`html_text`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,40 @@ import hashlib
 import io
 import math
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
+
+#: ANSI escape sequences (CSI ... final byte, OSC ... BEL/ST) and the other control characters.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: What makes Markdown out of plain text in Streamlit: links and images (``[``, ``]``), HTML and
+#: autolinks (``<``, ``>``), emphasis, code, strike-through and formulas (``*``, `````, ``~``,
+#: ``$``), the backslash itself; ``_`` at a word's edge (inside a word it is literal); a colon
+#: that starts a URL (``://``) and the dot of ``www.`` (GFM autolinks), a colon that starts a
+#: Streamlit directive (``:red[``, ``:material/...:``).
+_MARKDOWN = re.compile(r"([\\\[\]<>*`~$])|(?<![A-Za-z0-9])(_)|(_)(?![A-Za-z0-9])|(:)(?=//|[A-Za-z_/-]+[:\[])|(?<=www)(\.)")
+
+
+def plain(text: object) -> str:
+    """``text`` without terminal escapes and control characters (newlines and tabs kept)."""
+    return _CONTROL.sub("", _ANSI.sub("", str(text)))
+
+
+def as_text(text: object) -> str:
+    """``text`` (a class name, a Label Studio label, a message quoting them) for a Streamlit
+    element that renders Markdown (``st.info``, ``st.caption``, ``st.error``...): shown literally,
+    so a name such as ``[x](http://...)`` or ``![](http://.../a.png)`` is neither a link nor a
+    remote image, and terminal escapes are stripped."""
+    return _MARKDOWN.sub(lambda m: "\\" + m.group(0), plain(text))
+
+
+def html_text(text: object) -> str:
+    """``text`` for Plotly, whose labels and hovers render a subset of HTML (links among it)."""
+    import html
+
+    return html.escape(plain(text), quote=False)
 
 
 def page_of(table: pd.DataFrame, page: int, per_page: int) -> tuple[pd.DataFrame, int]:
@@ -23,12 +54,13 @@ def page_of(table: pd.DataFrame, page: int, per_page: int) -> tuple[pd.DataFrame
 def thumbnail(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None, size: int = 96) -> bytes | None:
     """A JPEG thumbnail (longer side ``size``) of an image, kept in ``cache_dir``; None for a
     file that cannot be read."""
-    from PIL import Image, UnidentifiedImageError
+    from almdn.data.records import decode
+    from almdn.errors import DatasetError
 
     path = Path(path)
     cached = None
     if cache_dir is not None:
-        stat_key = hashlib.sha1(f"{path.resolve()}|{size}".encode()).hexdigest()[:20]
+        stat_key = hashlib.sha1(f"{path.resolve()}|{size}|oriented".encode()).hexdigest()[:20]
         cached = Path(cache_dir) / str(size) / f"{stat_key}.jpg"
         try:
             if cached.stat().st_mtime >= path.stat().st_mtime:
@@ -36,13 +68,12 @@ def thumbnail(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | 
         except OSError:
             pass
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))  # JPEG: decode at a reduced size directly
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            buffer = io.BytesIO()
-            im.save(buffer, format="JPEG", quality=80)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        # The one decode of the library: EXIF orientation applied (as in the store, training
+        # and Label Studio), JPEGs decoded reduced inside the DCT, the pixel limit checked first.
+        im = decode(path, max_side=size)
+        buffer = io.BytesIO()
+        im.save(buffer, format="JPEG", quality=80)
+    except (DatasetError, OSError, ValueError):
         return None
     data = buffer.getvalue()
     if cached is not None:
@@ -67,4 +98,9 @@ ACQUISITION_LABELS = {
     "almdn:max_ep": "almdn: epistemic only (max of box, class)",
     "entropy": "entropy: mean class entropy of the detections (Roy et al.)",
     "random": "random sample of the pool",
+    "almdn+kcenter_balanced": "almdn, then diverse and class-balanced: k-center over image embeddings weighted to rare classes, 10% for images with no detection",
+    "almdn+kcenter": "almdn, then diverse: k-center over image embeddings among the top 4K",
+    "almdn+balance": "almdn, then class-balanced: favours classes rare in the labeled set (top 4K)",
+    "almdn+power": "almdn, sampled: in proportion to the score's rank (power sampling, less redundant than the top K)",
+    "typiclust": "typical images: the most typical image of each cluster with no labeled image (cold start)",
 }

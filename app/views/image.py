@@ -7,9 +7,10 @@ import common
 import pandas as pd
 import streamlit as st
 from figures import class_spread_figure, mixture_figure
+from presentation import as_text
 
 from almdn import views
-from almdn.data.coco import DatasetError, read_image
+from almdn.data.coco import DatasetError, decode_image
 from almdn.errors import USER_ERRORS
 from almdn.store import UNCERTAINTY_NAMES
 
@@ -42,17 +43,21 @@ c3.button("Next", icon=":material/arrow_forward:", help="The image ranked just b
 try:
     image = store.image(image_id)
 except Exception as exc:  # StoreError: an id that is not in the project
-    st.error(str(exc))
+    st.error(as_text(exc))
     st.stop()
-c4.caption(f"{image['path']} · {image['width']}×{image['height']} px · split: {image['split']}")
+c4.caption(as_text(f"{image['path']} · {image['width']}×{image['height']} px · split: {image['split']}"))
 
 explanation = views.explain_image(store, image_id, mv, table=table, pool_detections=common.pool_detections())
-st.info(explanation.sentence, icon=":material/help:")
+st.info(as_text(explanation.sentence), icon=":material/help:")
+
+#: Longest side the image is decoded at for the figure (a 179-megapixel photo is drawn from a
+#: JPEG draft of about this size, not decoded and embedded at full resolution).
+DISPLAY_SIDE = 1600
 
 try:
-    array = read_image(image["path"])
+    array = decode_image(image["path"], max_side=DISPLAY_SIDE)  # EXIF orientation applied, as stored
 except DatasetError as exc:
-    st.error(f"{exc} The rest of the app is unaffected; the image stays out of the ranking until it can be read.")
+    st.error(as_text(f"{exc} The rest of the app is unaffected; the image stays out of the ranking until it can be read."))
     st.stop()
 
 
@@ -75,7 +80,7 @@ info = store.model_version(mv)
 try:
     all_detections = _mixture(str(info["checkpoint"]), str(image["path"]))
 except USER_ERRORS as exc:  # e.g. the model's checkpoint was moved away
-    st.error(str(exc))
+    st.error(as_text(exc))
     st.stop()
 # The same numbers as the store's (what the tables and the reason refer to).
 all_detections = views.align_to_stored(all_detections, store.detections(mv, [image_id]))
@@ -119,7 +124,7 @@ with right:
         st.caption("Not in the pool: no pool percentiles.")
 with left:
     if detections:
-        figure = mixture_figure(array, detections, selected)
+        figure = mixture_figure(array, detections, selected, frame=(int(image["width"]), int(image["height"])))
         st.plotly_chart(figure, key="mixture")
         left_out = figure.layout.meta["labels_left_out"]
         st.caption("White: detections (Eq. 7). Coloured: each mixture component's mean box of the selected detection, "

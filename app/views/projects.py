@@ -7,6 +7,7 @@ from pathlib import Path
 
 import common
 import streamlit as st
+from presentation import as_text
 
 from almdn.project import SOURCE_KINDS
 from almdn.workflow import add_sources, create_project
@@ -37,7 +38,7 @@ with st.form("open-path"):
     if st.form_submit_button("Open folder"):
         folder = Path(path.strip()).expanduser()
         if not (folder / STORE_FILE).exists():
-            st.error(f"'{folder}' holds no almdn project ({STORE_FILE}); create one below.")
+            st.error(as_text(f"'{folder}' holds no almdn project ({STORE_FILE}); create one below."))
         else:
             common.open_project(folder)
             st.rerun()
@@ -57,9 +58,9 @@ with st.form("create"):
         if not name.strip() or "/" in name or name.strip().startswith("."):
             st.error("Give the project a simple name (letters, digits, dashes), no slashes.")
         elif (folder / STORE_FILE).exists():
-            st.error(f"A project called '{name.strip()}' exists already; open it above or choose another name.")
+            st.error(as_text(f"A project called '{name.strip()}' exists already; open it above or choose another name."))
         elif not Path(source.strip()).expanduser().exists():
-            st.error(f"'{source.strip()}' does not exist; give the path of the dataset on this machine.")
+            st.error(as_text(f"'{source.strip()}' does not exist; give the path of the dataset on this machine."))
         else:
             # A project that could not be filled is not left behind half-made (create_project).
             # The labeled boxes are checked for the rounds' model: a small-object warning shows below.
@@ -70,11 +71,11 @@ with st.form("create"):
                                                   on_warning=warnings.append)
                 store.close()
                 common.open_project(folder)
-                st.success(" ".join(str(s) for s in summaries) + " Train its first model on the Train page.")
+                st.success(as_text(" ".join(str(s) for s in summaries) + " Train its first model on the Train page."))
                 common.show_warnings(warnings)
 
 if common.has_store(current):
-    st.subheader(f"Add images to '{common.store().name}'")
+    st.subheader(as_text(f"Add images to '{common.store().name}'"))
     with st.form("add"):
         c1, c2, c3 = st.columns([2, 3, 2])
         kind = c1.selectbox("Source", SOURCE_KINDS, index=SOURCE_KINDS.index("images"), format_func=KIND_LABELS.get, key="add-kind")
@@ -82,10 +83,10 @@ if common.has_store(current):
         split = c3.selectbox("Into", list(SPLIT_LABELS), format_func=SPLIT_LABELS.get, key="add-split")
         if st.form_submit_button("Add"):
             if not Path(source.strip()).expanduser().exists():
-                st.error(f"'{source.strip()}' does not exist; give the path of the images on this machine.")
+                st.error(as_text(f"'{source.strip()}' does not exist; give the path of the images on this machine."))
             else:
                 warnings = []
                 with common.sentence_on_error(), st.spinner("Adding images..."):
                     summaries = add_sources(common.store(), [(kind, Path(source.strip()).expanduser(), split)], on_warning=warnings.append)
-                    st.success(" ".join(str(s) for s in summaries) + " New pool images are ranked after the next retrain.")
+                    st.success(as_text(" ".join(str(s) for s in summaries) + " New pool images are ranked after the next retrain."))
                     common.show_warnings(warnings)

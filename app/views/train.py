@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import common
 import streamlit as st
+from presentation import as_text
 
 from almdn import jobs, views
 from almdn.errors import USER_ERRORS
@@ -73,9 +74,9 @@ if st.button("Retrain", type="primary", icon=":material/model_training:", disabl
         jobs.start_job(project, "retrain", {"project_dir": str(project)})
         st.rerun()
     except jobs.JobAlreadyRunning as exc:
-        st.warning(str(exc))
-    except USER_ERRORS as exc:
-        st.error(str(exc))
+        st.warning(as_text(exc))
+    except USER_ERRORS as exc:  # may quote class names: shown as text
+        st.error(as_text(exc))
 if labeled == 0:
     st.caption("Label some images first (Label page): there is nothing to train on.")
 common.job_panel(kinds=("retrain", "demo"), key="train")
