@@ -151,11 +151,14 @@ def _score_reason(inputs: BatchInputs, i: int, rank: int) -> str:
 
 
 def _rare_class(inputs: BatchInputs, i: int, counts: np.ndarray) -> str | None:
-    """The rarest-in-the-labeled-set class the image is predicted to hold, in words."""
+    """The rarest-in-the-labeled-set class the image is predicted to hold, in words; None
+    unless that class is in the rarer half of the labeled classes (a frequent class is no reason)."""
     if inputs.class_mass is None or counts is None or not inputs.class_mass[i].any():
         return None
     classes = np.flatnonzero(inputs.class_mass[i] > 0)
     c = int(classes[np.argmin(counts[classes])])
+    if counts[c] > np.median(counts):
+        return None
     name = inputs.class_names[c] if c < len(inputs.class_names) else str(c)
     return f"adds class '{name}' ({int(counts[c])} labeled boxes)"
 
