@@ -96,3 +96,41 @@ def test_a_sample_s_augmentation_depends_only_on_seed_and_position_not_on_the_gl
     c = data[(0, 18)]
     assert not torch.equal(a[0], c[0]) or not torch.equal(a[1]["boxes"], c[1]["boxes"])
     assert torch.equal(data[0][0], _solid_rectangle()[0])  # a plain index is the sample unchanged
+
+
+def test_fast_iou_crop_equals_torchvision_s_sample_by_sample_and_draws_the_same_numbers(tiny_demo):
+    """FastIoUCrop is a faster v2.RandomIoUCrop, not another augmentation: the same crop, the same
+    boxes and labels, and the same random state after it, on the demo's small objects (where most
+    trials fail), on empty images and on zoomed-out canvases."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
+    from almdn.data.augment import FastIoUCrop
+    from almdn.data.coco import CocoDetectionDataset
+
+    ds = CocoDetectionDataset(tiny_demo["train_annotations"])
+    zoom = v2.RandomZoomOut(fill={tv_tensors.Image: [0.5, 0.5, 0.5], "others": 0}, side_range=(1.0, 2.0), p=0.5)
+    reference, fast = v2.RandomIoUCrop(), FastIoUCrop()
+    samples = [ds[i] for i in range(len(ds))] + [_solid_rectangle(), (torch.rand(3, 40, 50), {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})]
+    cropped = 0
+    for i, (image, target) in enumerate(samples):
+        for repeat in range(4):
+            torch.manual_seed(1000 * i + repeat)
+            boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]))
+            x, y = zoom(tv_tensors.Image(image), {**target, "boxes": boxes})
+            state = torch.get_rng_state()
+            a_image, a_target = reference(x, y)
+            a_next = torch.rand(4)
+            torch.set_rng_state(state)
+            b_image, b_target = fast(x, y)
+            assert torch.equal(a_image, b_image) and torch.equal(a_target["boxes"], b_target["boxes"]), (i, repeat)
+            assert torch.equal(a_target["labels"], b_target["labels"]) and torch.equal(a_next, torch.rand(4)), (i, repeat)
+            cropped += a_image.shape != x.shape
+    assert cropped > 20  # the crops were taken, not only the leave-as-is option
+
+
+def test_the_ssd_recipe_uses_the_fast_iou_crop():
+    from almdn.data.augment import FastIoUCrop
+
+    transform = build_transform(AugmentConfig(policy="ssd"))
+    assert any(isinstance(t, FastIoUCrop) for t in transform.transforms)

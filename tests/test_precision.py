@@ -1,4 +1,5 @@
-"""Mixed precision and channels_last: ignored on the CPU with a note; where forced on the CPU
+"""Mixed precision and channels_last: autocast ignored on the CPU with a note (channels_last
+honoured there for the SSD models, an opt-in); where forced on the CPU
 (bf16 autocast exists there too) the GPU code path runs with float32 post-processing."""
 
 import copy
@@ -20,10 +21,13 @@ def _model(head="gmm"):
     return build_model("ssd_small", 10, head=head).eval()
 
 
-def test_the_cpu_ignores_amp_and_channels_last_with_a_note():
+def test_the_cpu_ignores_amp_with_a_note_and_honours_channels_last_for_ssd():
     p = resolve_precision("bf16", True, torch.device("cpu"))
-    assert p.autocast_dtype is None and not p.channels_last and not p.grad_scaler
-    assert p.note == "mixed precision bf16 and channels_last ignored on cpu (CUDA only); running in float32."
+    assert p.autocast_dtype is None and p.channels_last and not p.grad_scaler
+    assert p.note == "mixed precision bf16 ignored on cpu (CUDA only); running in float32."
+    assert resolve_precision("off", True, torch.device("cpu"), _model()) == Precision(device_type="cpu", channels_last=True)
+    p = resolve_precision("off", True, torch.device("cpu"), torch.nn.Conv2d(3, 3, 1))  # not an SSD
+    assert not p.channels_last and p.note == "channels_last ignored on cpu (CUDA only); running in float32."
     assert resolve_precision("off", False, torch.device("cpu")) == Precision(device_type="cpu")
     with pytest.raises(ValueError, match="Unknown mixed-precision mode 'fp8'"):
         resolve_precision("fp8", False, torch.device("cpu"))

@@ -89,3 +89,29 @@ def test_augmented_training_sees_different_images_than_plain_training_and_adamw_
     assert result.iterations == 6 and result.skipped_steps == 0
     with pytest.raises(ValueError, match="sgd"):
         train(_model(ds), ds, _config(optimizer="lbfgs"), progress=False)
+
+
+def test_data_loading_workers_train_exactly_the_model_of_the_main_process(tiny_demo):
+    """Workers only move the loading and the augmentation (seeded per sample by seed and stream
+    position) off the training process: the weights after a run are bit-for-bit those without."""
+    ds = CocoDetectionDataset(tiny_demo["train_annotations"])
+    models = []
+    for workers in (0, 2):
+        model = _model(ds)
+        train(model, ds, _config(augment="ssd", iterations=3, num_workers=workers, optimizer="adamw"), progress=False)
+        models.append(model.state_dict())
+    for (name, a), b in zip(models[0].items(), models[1].values()):
+        assert torch.equal(a, b), name
+
+
+def test_channels_last_on_the_cpu_is_an_opt_in_that_trains_the_same_model_up_to_rounding(tiny_demo):
+    assert TrainConfig().channels_last is False  # the default float32 path keeps every result as measured
+    ds = CocoDetectionDataset(tiny_demo["train_annotations"])
+    plain, fast = _model(ds), _model(ds)
+    a = train(plain, ds, _config(iterations=2, augment="none"), progress=False)
+    b = train(fast, ds, _config(iterations=2, augment="none", channels_last=True), progress=False)
+    conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert a.history[0]["loss"] == pytest.approx(b.history[0]["loss"], rel=1e-4)
+    for (name, x), y in zip(plain.state_dict().items(), fast.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4, msg=name)

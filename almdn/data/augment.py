@@ -20,8 +20,11 @@ from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
+import numpy as np
 from torchvision import tv_tensors
+from torchvision.ops.boxes import box_iou
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 AugmentPolicy = Literal["auto", "ssd", "flip", "none"]
 AUGMENT_POLICIES: tuple[str, ...] = ("auto", "ssd", "flip", "none")
@@ -58,6 +61,60 @@ class AugmentConfig:
         return self.policy
 
 
+class FastIoUCrop(v2.RandomIoUCrop):
+    """``v2.RandomIoUCrop`` with the same random draws and the same result, in a third of its time.
+
+    SSD's IoU crop tries up to 40 crops per sampled IoU option, and with the demo's small
+    objects most options fail all 40: torchvision spends ~25 tensor operations on each trial, a
+    third of a demo training step on this CPU (``bench/results/train-speed-cpu.md``). Here the
+    box format conversion and the box centres are computed once per image, a trial's scale,
+    offset and centre tests run on Python and float32 numbers equal to torchvision's tensor
+    arithmetic (float32 products and sums, exact integer comparisons), and only a trial that
+    passes them computes the IoU, with torchvision's ``box_iou``. The generator is drawn exactly
+    as torchvision draws it (one ``randint`` per option, one or two ``rand(2)`` per trial), so
+    the crop, the boxes and every later random draw are those of ``v2.RandomIoUCrop``
+    (``tests/test_augment.py`` compares the two sample by sample).
+    """
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
+
+        orig_h, orig_w = query_size(flat_inputs)
+        bboxes = get_bounding_boxes(flat_inputs)
+        xyxy = F.convert_bounding_box_format(bboxes.as_subclass(torch.Tensor), bboxes.format, tv_tensors.BoundingBoxFormat.XYXY)
+        cxs = (0.5 * (xyxy[..., 0] + xyxy[..., 2])).tolist()
+        cys = (0.5 * (xyxy[..., 1] + xyxy[..., 3])).tolist()
+        f32 = np.float32
+        lo, span = f32(self.min_scale), f32(self.max_scale - self.min_scale)
+        fw, fh = f32(orig_w), f32(orig_h)
+        while True:
+            idx = int(torch.randint(low=0, high=len(self.options), size=(1,)))
+            min_jaccard_overlap = self.options[idx]
+            if min_jaccard_overlap >= 1.0:
+                return dict()
+            for _ in range(self.trials):
+                u0, u1 = torch.rand(2).tolist()
+                new_w = int(fw * (lo + span * f32(u0)))
+                new_h = int(fh * (lo + span * f32(u1)))
+                aspect_ratio = new_w / new_h
+                if not (self.min_aspect_ratio <= aspect_ratio <= self.max_aspect_ratio):
+                    continue
+                u0, u1 = torch.rand(2).tolist()
+                left = int(f32(orig_w - new_w) * f32(u0))
+                top = int(f32(orig_h - new_h) * f32(u1))
+                right, bottom = left + new_w, top + new_h
+                if left == right or top == bottom:
+                    continue
+                within = [left < cx < right and top < cy < bottom for cx, cy in zip(cxs, cys)]
+                if not any(within):
+                    continue
+                is_within_crop_area = torch.tensor(within, dtype=torch.bool)
+                ious = box_iou(xyxy[is_within_crop_area], torch.tensor([[left, top, right, bottom]], dtype=xyxy.dtype, device=xyxy.device))
+                if ious.max() < min_jaccard_overlap:
+                    continue
+                return dict(top=top, left=left, height=new_h, width=new_w, is_within_crop_area=is_within_crop_area)
+
+
 def build_transform(config: AugmentConfig, two_stage: bool = False) -> v2.Transform | None:
     """The transform for ``config`` (None when nothing is to be done)."""
     policy = config.resolve(two_stage)
@@ -66,7 +123,7 @@ def build_transform(config: AugmentConfig, two_stage: bool = False) -> v2.Transf
         steps += [
             v2.RandomPhotometricDistort(p=0.5),
             v2.RandomZoomOut(fill={tv_tensors.Image: list(config.fill), "others": 0}, side_range=(1.0, config.zoom_out_max), p=config.zoom_out_p),
-            v2.RandomIoUCrop(),
+            FastIoUCrop(),
         ]
     if policy in ("ssd", "flip") and config.hflip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))

@@ -3,8 +3,11 @@
 Only the network runs in reduced precision: the outputs of the backbone and of the mixture
 head are cast back to float32, so the anchors, the box decoding (Eq. 7), NMS, the four
 uncertainties (Eq. 1, 8) and the losses (Eq. 3-6) are computed in float32 exactly as without
-autocast. On the CPU these options are ignored with a note (a CPU gains nothing from them
-here, and the float32 path is the one every result of this project was measured with).
+autocast. On the CPU autocast is ignored with a note (bfloat16 autocast made a demo training
+step 3-4x slower on this project's 2-core CPU: its backward pass, bench/results/train-speed-cpu.md),
+while ``channels_last`` is honoured for the SSD models: an opt-in, off by default, that speeds up
+the MobileNetV2 forward pass on the CPU and changes float32 rounding (the default float32
+contiguous path is the one every result of this project was measured with).
 """
 
 from __future__ import annotations
@@ -53,7 +56,13 @@ def resolve_precision(amp: str, channels_last: bool, device: torch.device, model
     if not asked:
         return Precision(device_type=device.type)
     if device.type != "cuda":
-        return Precision(device_type=device.type, note=f"{' and '.join(asked)} ignored on {device.type} (CUDA only); running in float32.")
+        # channels_last is honoured on the CPU too, for the SSD models (opt-in: MobileNetV2's
+        # depthwise convolutions run faster in it, bench/results/train-speed-cpu.md, at a
+        # float32 rounding difference); autocast stays CUDA only.
+        cl = channels_last and (model is None or isinstance(model, MixtureSSD))
+        ignored = [a for a in asked if a != "channels_last" or not cl]
+        note = f"{' and '.join(ignored)} ignored on {device.type} (CUDA only); running in float32." if ignored else ""
+        return Precision(device_type=device.type, channels_last=cl, note=note)
     if model is not None and not isinstance(model, MixtureSSD):
         return Precision(device_type="cuda", note=f"{' and '.join(asked)} ignored: supported for the SSD models only; running in float32.")
     if amp == "bf16" and not torch.cuda.is_bf16_supported():

@@ -9,7 +9,10 @@ function trains with DistributedDataParallel: ``batch_size`` stays the GLOBAL ba
 takes its ``batch_size / N`` slice of the same seeded index stream, gradients are averaged over
 the ranks, rank 0 alone writes checkpoints (with every rank's random state) and a resumed run
 sees exactly the batches it would have seen. On CUDA, ``amp`` and ``channels_last`` select
-mixed precision (see :mod:`almdn.engine.precision`).
+mixed precision (see :mod:`almdn.engine.precision`); on the CPU ``channels_last`` (off by default)
+speeds up the MobileNetV2 SSDs at a float32 rounding difference, and ``num_workers`` moves the
+loading and augmentation to worker processes with bit-identical results
+(``bench/results/train-speed-cpu.md``).
 """
 
 from __future__ import annotations
@@ -55,10 +58,12 @@ class TrainConfig:
         max_bad_steps: that many skipped steps in a row abort training with a clear error.
         checkpoint_every: iterations between checkpoints (and at the end).
         log_every: iterations between entries of the loss history.
-        num_workers: data-loading worker processes.
+        num_workers: data-loading worker processes (the results are identical for any number:
+            each sample's augmentation is seeded by its stream position).
         seed: data order and initial noise.
         amp: "off", "bf16" or "fp16" (with a GradScaler) autocast of the network on CUDA.
-        channels_last: channels_last weights and activations on CUDA.
+        channels_last: channels_last weights and activations (CUDA; on the CPU for the SSD
+            models too, where it is faster for MobileNetV2 but rounds differently: off by default).
         optimizer: "sgd" (the paper's, with ``momentum``) or "adamw" (``weight_decay`` then
             is AdamW's decoupled decay).
         augment: training augmentation (:mod:`almdn.data.augment`): "auto" (SSD's recipe for
