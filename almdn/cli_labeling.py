@@ -248,13 +248,16 @@ def _api_token(token_file: Path | None) -> str:
 @_project_option
 @click.option("--top-k", "top_k", required=True, type=click.IntRange(min=1), help="Send the K most informative pool images (those already sent count).")
 @click.option("--model-version", type=int, default=None, help="Rank by this model version (default: the latest scored).")
+@click.option("--method", default=None, metavar="METHOD",
+              help="Acquisition method: almdn, almdn:<aggregation>, entropy, random, or a two-stage one (almdn+kcenter_balanced, almdn+kcenter, "
+                   "almdn+balance, almdn+power, typiclust); default: the model version's own score. Each task's data says why its image was chosen.")
 @friendly
-def push(project_dir, top_k, model_version) -> None:
-    """Send the top-K of the pool ranking to Label Studio, with the model's detections."""
+def push(project_dir, top_k, model_version, method) -> None:
+    """Send the top-K of the pool ranking (or K images by --method) to Label Studio, with the model's detections."""
     from almdn.workflow import push as push_batch
 
     with _open(project_dir) as store:
-        click.echo(str(push_batch(store, project_dir, top_k, model_version=model_version)))
+        click.echo(str(push_batch(store, project_dir, top_k, model_version=model_version, method=method)))
 
 
 @click.command("pull")

@@ -195,6 +195,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE annotations ADD COLUMN deleted_on_server_at TEXT;
     """,
+    # 4 -> 5 (issue 19): why each pushed image was chosen, and the image embeddings a model
+    # version's scoring kept (one np.savez archive per version: image ids, float32 vectors).
+    """
+    ALTER TABLE tasks ADD COLUMN selected_why TEXT;
+    CREATE TABLE embeddings (
+        model_version_id INTEGER PRIMARY KEY REFERENCES model_versions (id),
+        num_images INTEGER NOT NULL,
+        dim INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -869,7 +880,7 @@ class Store:
             bad = sorted({row[3] for row in det_rows if not 1 <= row[3] <= n_classes})
             if bad:
                 raise StoreError(f"Detections have labels {bad[:5]} outside the project's {n_classes} classes; score with a model trained on this project.")
-            for table in ("image_scores", "detections", "scorings"):
+            for table in ("image_scores", "detections", "scorings", "embeddings"):  # a rescore's embeddings follow (write_embeddings)
                 conn.execute(f"DELETE FROM {table} WHERE model_version_id = ?", (mv,))
             cols = ", ".join(("model_version_id", "image_id", "num_detections", *UNCERTAINTY_NAMES, *Z_NAMES, "score"))
             conn.executemany(f"INSERT INTO image_scores ({cols}) VALUES ({', '.join('?' * (4 + 2 * len(UNCERTAINTY_NAMES)))})", image_rows)
@@ -879,6 +890,35 @@ class Store:
                 "INSERT INTO scorings (model_version_id, aggregation, conf_threshold, num_images, num_detections, scored_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (mv, aggregation, conf_threshold, len(image_rows), len(det_rows), now()),
             )
+
+    def write_embeddings(self, model_version: int, image_ids: Sequence[int], embeddings: Any) -> None:
+        """Keep the image embeddings a scoring of ``model_version`` computed (pool and labeled
+        images, one row each, ``(N, D)``, stored float32), replacing earlier ones."""
+        import io
+
+        import numpy as np
+
+        ids = np.asarray([int(i) for i in image_ids], dtype=np.int64)
+        vectors = np.asarray(embeddings, dtype=np.float32).reshape(len(ids), -1)
+        buffer = io.BytesIO()
+        np.savez(buffer, image_ids=ids, embeddings=vectors)
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM embeddings WHERE model_version_id = ?", (int(model_version),))
+            conn.execute("INSERT INTO embeddings (model_version_id, num_images, dim, data) VALUES (?, ?, ?, ?)",
+                         (int(model_version), len(ids), int(vectors.shape[1]), buffer.getvalue()))
+
+    def embeddings(self, model_version: int) -> tuple[Any, Any] | None:
+        """``(image_ids (N,), embeddings (N, D) float32)`` kept by the scoring of
+        ``model_version``, or None (scored before embeddings were kept, or by a model without them)."""
+        import io
+
+        import numpy as np
+
+        rows = self._query("SELECT data FROM embeddings WHERE model_version_id = ?", (int(model_version),))
+        if not rows:
+            return None
+        with np.load(io.BytesIO(rows[0][0]), allow_pickle=False) as archive:
+            return archive["image_ids"], archive["embeddings"]
 
     def _scored_version(self, model_version: int | None) -> int:
         mv = self.latest_model_version(scored=True) if model_version is None else int(model_version)
@@ -914,8 +954,9 @@ class Store:
         """Pool images by informativeness under ``model_version`` (default: latest scored).
 
         One row per pool image: ``rank`` (1 = most informative), image_id, path, score, the
-        raw and z-scored uncertainties, num_detections and ``task_status`` (the status of its
-        newest Label Studio task, None if never sent). Images without a kept detection (NaN
+        raw and z-scored uncertainties, num_detections, ``task_status`` (the status of its
+        newest Label Studio task, None if never sent) and ``task_why`` (why that task's image
+        was chosen, None if not recorded). Images without a kept detection (NaN
         score) come after every scored image; ties keep image-id order. Unscored pool images
         (added after the scoring) are listed last with NaN score.
         """
@@ -923,7 +964,8 @@ class Store:
         cols = ", ".join(f"s.{c}" for c in (*UNCERTAINTY_NAMES, *Z_NAMES))
         frame = self._frame(
             f"""SELECT i.id AS image_id, i.path, s.score, s.num_detections, {cols},
-                       (SELECT t.status FROM tasks t WHERE t.image_id = i.id ORDER BY t.id DESC LIMIT 1) AS task_status
+                       (SELECT t.status FROM tasks t WHERE t.image_id = i.id ORDER BY t.id DESC LIMIT 1) AS task_status,
+                       (SELECT t.selected_why FROM tasks t WHERE t.image_id = i.id ORDER BY t.id DESC LIMIT 1) AS task_why
                 FROM images i LEFT JOIN image_scores s ON s.image_id = i.id AND s.model_version_id = ?
                 WHERE i.split = 'pool'
                 ORDER BY s.score IS NULL, s.score DESC, i.id""",
@@ -957,15 +999,18 @@ class Store:
             params.append(int(batch_id))
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._frame(
-            f"""SELECT t.id, t.ls_project, p.project_id AS ls_project_id, t.task_id, t.image_id, i.path, t.batch_id, t.status, t.created_at, t.updated_at
+            f"""SELECT t.id, t.ls_project, p.project_id AS ls_project_id, t.task_id, t.image_id, i.path, t.batch_id, t.status, t.created_at, t.updated_at,
+                       t.selected_why
                 FROM tasks t JOIN images i ON i.id = t.image_id JOIN ls_projects p ON p.id = t.ls_project {clause} ORDER BY t.id""",
             params,
         )
 
-    def record_batch(self, ls_project: int, tasks: Sequence[tuple[int, int]], model_version: int | None, top_k: int | None, adopted: Sequence[tuple[int, int]] = ()) -> int | None:
+    def record_batch(self, ls_project: int, tasks: Sequence[tuple[int, int]], model_version: int | None, top_k: int | None, adopted: Sequence[tuple[int, int]] = (),
+                     why: dict[int, str] | None = None) -> int | None:
         """Record a pushed batch: ``tasks`` are new ``(task_id, image_id)`` pairs, ``adopted``
-        are tasks found on the server that an interrupted push had created. One transaction.
-        Returns the batch id (None when there was nothing new)."""
+        are tasks found on the server that an interrupted push had created; ``why``: per image,
+        the sentence saying why it was chosen. One transaction. Returns the batch id (None when
+        there was nothing new)."""
         if not tasks and not adopted:
             return None
         stamp = now()
@@ -982,8 +1027,9 @@ class Store:
                 (int(ls_project), round_id, model_version, top_k, stamp, stamp),
             ).lastrowid)
             conn.executemany(
-                "INSERT INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, 'open', ?, ?)",
-                [(int(ls_project), int(t), int(i), batch, stamp, stamp) for t, i in dict.fromkeys((int(t), int(i)) for t, i in [*tasks, *adopted])],
+                "INSERT INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at, selected_why) VALUES (?, ?, ?, ?, 'open', ?, ?, ?)",
+                [(int(ls_project), int(t), int(i), batch, stamp, stamp, (why or {}).get(i))
+                 for t, i in dict.fromkeys((int(t), int(i)) for t, i in [*tasks, *adopted])],
             )
             self.refresh_batch_status(conn)
         return batch

@@ -314,6 +314,19 @@ def test_label_page_without_label_studio(project):
     assert not at.exception and len(at.get("image")[0].proto.imgs) == 3
 
 
+def test_label_page_preview_says_why_each_image_was_chosen_and_the_pool_page_shows_it(project):
+    at = open_app(project, "views/label.py")
+    at.number_input(key="label_k").set_value(4).run()
+    at.selectbox(key="label_method").set_value("almdn+kcenter_balanced").run()
+    assert not at.exception and not at.error, texts(at, "error")
+    preview = next(d.value for d in at.dataframe if "why" in d.value.columns)
+    assert len(preview) == 4 and preview["image_id"].is_unique and all(isinstance(w, str) and w for w in preview["why"])
+    at.switch_page("views/pool.py").run()
+    pool = at.dataframe[0].value.set_index("image_id")
+    assert all(pool.loc[int(i), "why"].endswith(w) for i, w in zip(preview["image_id"], preview["why"]))
+    assert pool["why"].notna().sum() == 4
+
+
 def test_label_studio_unreachable_is_one_sentence_and_the_rest_works(project):
     url = f"http://127.0.0.1:{free_port()}"
     save_connection(project, url, token="0123456789abcdef")

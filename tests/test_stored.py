@@ -8,6 +8,7 @@ import pytest
 from almdn import views
 from almdn.acquisition.baselines import mean_entropy_scores
 from almdn.acquisition.stored import acquisition_scores, select_for_labeling
+from almdn.store import StoreError
 from tests.app_support import project, store  # noqa: F401
 
 
@@ -47,3 +48,47 @@ def test_by_default_the_versions_own_score_in_ranking_order(store):
     # the paper's method is the same score (the project was scored with max_all)
     assert acquisition_scores(store, "almdn").reindex(own.index).to_numpy() == pytest.approx(own.to_numpy(), nan_ok=True)
     assert select_for_labeling(store, 3, None).image_ids == ranking["image_id"].iloc[:3].tolist()
+
+
+# --------------------------------------------------------------------------- the two-stage methods (issue 19)
+
+
+def test_two_stage_methods_choose_k_distinct_pool_images_each_with_why(store):
+    from almdn.acquisition.stored import TWO_STAGE_METHODS
+
+    pool = set(store.image_ids("pool"))
+    ids, vectors = store.embeddings(1)  # the scoring kept the pool's and the labeled images' embeddings
+    assert set(ids.tolist()) == pool | set(store.labeled_image_ids()) and vectors.dtype == np.float32 and vectors.shape[0] == len(ids)
+    batch = select_for_labeling(store, 5, "almdn+kcenter_balanced")
+    assert len(batch.image_ids) == len(set(batch.image_ids)) == 5 and set(batch.image_ids) <= pool
+    assert len(batch.reasons) == 5 and all(isinstance(r, str) and r for r in batch.reasons)
+    assert any("covers a region no labeled image is near" in r for r in batch.reasons), batch.reasons
+    assert batch.why() == dict(zip(batch.image_ids, batch.reasons))
+    for method in TWO_STAGE_METHODS:
+        chosen = select_for_labeling(store, 4, method)
+        assert len(set(chosen.image_ids)) == 4 and set(chosen.image_ids) <= pool and all(chosen.reasons), method
+    assert select_for_labeling(store, 4, "almdn+kcenter").image_ids == select_for_labeling(store, 4, "almdn+kcenter").image_ids  # stable preview
+    # images out for labeling are left out, and count as covered
+    row = store.ls_project("http://127.0.0.1:1", 7, "t")
+    store.record_batch(row, [(100 + i, image_id) for i, image_id in enumerate(batch.image_ids[:2])], 1, 5, why=batch.why())
+    again = select_for_labeling(store, 5, "almdn+kcenter_balanced")
+    assert not set(again.image_ids) & set(batch.image_ids[:2])
+    assert store.tasks()["selected_why"].tolist() == batch.reasons[:2]
+    # the one-stage methods say why too
+    top = select_for_labeling(store, 3, "almdn")
+    assert all(r.startswith("uncertainty rank ") for r in top.reasons)
+    assert select_for_labeling(store, 2, "random").reasons == ["a random sample of the pool"] * 2
+
+
+def test_a_version_scored_without_embeddings_gives_one_sentence(store):
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM embeddings")  # as a store scored before embeddings were kept
+    before = select_for_labeling(store, 5, "almdn").image_ids
+    for method in ("almdn+kcenter_balanced", "almdn+kcenter", "typiclust"):
+        with pytest.raises(StoreError, match="re-score the pool") as caught:
+            select_for_labeling(store, 5, method)
+        assert "\n" not in str(caught.value) and str(caught.value).count(". ") == 0
+    # the methods that need no embeddings keep working, the old ones unchanged
+    assert len(select_for_labeling(store, 5, "almdn+balance").image_ids) == 5
+    assert len(select_for_labeling(store, 5, "almdn+power").image_ids) == 5
+    assert select_for_labeling(store, 5, "almdn").image_ids == before == views.pool_table(store)["image_id"].iloc[:5].tolist()

@@ -326,3 +326,39 @@ def test_describe_training_names_a_changed_starting_point(project):
         how = describe_training(store, other.model_version)
         assert not how.comparable and how.differences["init"] == ("imagenet", "none")
         assert how.previous == first
+
+
+# --------------------------------------------------------------------------- embeddings kept by the scoring (issue 19)
+
+
+def test_scoring_keeps_the_embeddings_of_acquisition_features_in_one_pass(project):
+    import torch
+
+    from almdn.acquisition.methods import acquisition_features
+    from almdn.data.images import ImageFolderDataset
+    from almdn.engine.checkpoint import load_model
+    from almdn.workflow import score_pool, write_scoring
+
+    with Store.open(project, create=False) as store:
+        model = load_model(store.model_version(1)["checkpoint"], device="cpu")
+        scoring = score_pool(store, model, TINY_SETTINGS)
+        pool, labeled = store.images("pool"), store.images("labeled")
+        assert scoring.embedding_ids == pool["image_id"].tolist() + labeled["image_id"].tolist()
+        expected = np.concatenate([acquisition_features(model, ImageFolderDataset(t["path"].tolist()), None, 16, "cpu")[0] for t in (pool, labeled)])
+        assert scoring.embeddings.dtype == np.float32 and scoring.embeddings == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        write_scoring(store, 1, scoring, TINY_SETTINGS)
+        ids, vectors = store.embeddings(1)
+        assert ids.tolist() == scoring.embedding_ids and np.array_equal(vectors, scoring.embeddings)
+
+        class NoTrunk(torch.nn.Module):  # a detector without an SSD trunk (as Faster R-CNN)
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, images):
+                return self.inner(images)
+
+        plain = score_pool(store, NoTrunk(model), TINY_SETTINGS)
+        assert plain.embeddings is None and "No image embeddings kept for NoTrunk" in plain.embeddings_note
+        write_scoring(store, 1, plain, TINY_SETTINGS)
+        assert store.embeddings(1) is None  # a rescore without embeddings leaves none stale

@@ -602,3 +602,19 @@ def test_adopting_an_interrupted_push_is_reported_by_pull(ls_project, proxy, ann
     assert sorted(pulled.adopted_tasks) == sorted(t["id"] for t in tasks) and pulled.foreign_tasks == []
     assert "2 tasks of an interrupted push adopted" in str(pulled) and pulled.new_annotations == 1
     client.close()
+
+
+def test_a_pushed_task_says_why_its_image_was_chosen(ls_project, annotator):
+    from almdn.acquisition.stored import select_for_labeling
+
+    p = ls_project
+    expected = select_for_labeling(p.store, 3, "almdn+balance", exclude_sent=False)
+    report = push(p.store, p.client, 3, method="almdn+balance")
+    assert [i for _, i in report.created] == expected.image_ids
+    tasks = {t["data"][IMAGE_KEY]: t["data"] for t in annotator.tasks(report.project_id)}
+    for image_id, why in expected.why().items():
+        assert tasks[image_id]["selected_by"] == "almdn+balance" and tasks[image_id]["selected_why"] == why
+    recorded = p.store.tasks().set_index("image_id")["selected_why"].to_dict()
+    assert recorded == expected.why()
+    ranking = p.store.pool_ranking().set_index("image_id")
+    assert ranking.loc[expected.image_ids, "task_why"].tolist() == expected.reasons

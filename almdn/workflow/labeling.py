@@ -369,13 +369,25 @@ def choose_for_push(store: Store, top_k: int, method: str | None = None, model_v
     return list(select_for_labeling(store, int(top_k), method, model_version, exclude_sent=False).image_ids)
 
 
+def _choose_with_reasons(store: Store, top_k: int, method: str | None, model_version: int | None) -> tuple[list[int], dict[int, str]]:
+    """:func:`choose_for_push`'s images and, per image, why it was chosen."""
+    from almdn.acquisition.stored import select_for_labeling
+
+    if top_k is None or int(top_k) < 1:
+        raise InvalidChoice("--top-k must be at least 1.")
+    batch = select_for_labeling(store, int(top_k), method, model_version, exclude_sent=False)
+    return list(batch.image_ids), batch.why()
+
+
 def push(store: Store, server: Server, top_k: int | None = None, *, image_ids: Sequence[int] | None = None,
-         model_version: int | None = None, method: str | None = None) -> PushReport:
+         model_version: int | None = None, method: str | None = None, why: dict[int, str] | None = None) -> PushReport:
     """Make sure the ``top_k`` most informative pool images (:func:`choose_for_push`), or
     exactly ``image_ids`` (a previewed batch), are tasks in Label Studio, with
     ``model_version``'s detections (default: the latest scored) as pre-annotations and the
-    ranking (rank, final score, the four uncertainties, predicted classes, ``method``) in each
-    task's data, which Label Studio's data manager can sort and filter by.
+    ranking (rank, final score, the four uncertainties, predicted classes, ``method`` as
+    ``selected_by`` and why the image was chosen as ``selected_why``) in each task's data, which
+    Label Studio's data manager can sort and filter by. ``why``: the reasons of a previewed batch
+    (``image_ids``); with ``top_k`` they come from the selection. The store's task keeps it too.
 
     Images that already have a live task (open, annotated or skipped) are not sent again. The
     new tasks are recorded as one batch, in one store transaction after the server confirmed
@@ -386,15 +398,16 @@ def push(store: Store, server: Server, top_k: int | None = None, *, image_ids: S
         raise ValueError("give either top_k or image_ids")
     scored = store.latest_model_version(scored=True) if model_version is None else int(model_version)
     with project_lock(store):
-        return _push(store, server, top_k, image_ids, scored, method, t0)
+        return _push(store, server, top_k, image_ids, scored, method, t0, why)
 
 
-def _push(store: Store, server: Server, top_k: int | None, image_ids: Sequence[int] | None, scored: int | None, method: str | None, t0: float) -> PushReport:
+def _push(store: Store, server: Server, top_k: int | None, image_ids: Sequence[int] | None, scored: int | None, method: str | None, t0: float,
+          why: dict[int, str] | None = None) -> PushReport:
     from almdn.labeling import ranking_data
 
     with _client(server) as client:
         if image_ids is None:
-            chosen = choose_for_push(store, top_k, method, scored)
+            chosen, why = _choose_with_reasons(store, top_k, method, scored)
         else:
             chosen = [int(i) for i in image_ids]
             pool = set(store.image_ids("pool"))
@@ -426,13 +439,16 @@ def _push(store: Store, server: Server, top_k: int | None, image_ids: Sequence[i
         created: list[tuple[int, int]] = []
         if new_images:
             data = ranking_data(store, scored, new_images, method) if scored is not None else {}
+            for image_id in new_images:  # why it was chosen, beside selected_by
+                if (why or {}).get(image_id):
+                    data.setdefault(image_id, {})["selected_why"] = str(why[image_id])
             payloads = _task_payloads(store, client, project_id, new_images, scored, data)
             # Recorded before the server is asked: if its answer is lost, the next push or pull
             # adopts exactly these images' tasks (and no task made by anyone else).
             _set_pending_push(store, row, pending | set(new_images))
             created = client.import_tasks(project_id, payloads)
         with store.transaction():
-            batch = store.record_batch(row, created, scored, top_k, adopted=adopted)
+            batch = store.record_batch(row, created, scored, top_k, adopted=adopted, why={int(i): str(w) for i, w in (why or {}).items()})
             recorded = {i for _, i in [*created, *adopted]}
             if pending_push(store, row) & recorded:
                 _set_pending_push(store, row, pending_push(store, row) - recorded)

@@ -12,6 +12,7 @@ scores for the same model and pool, and both record the unreadable files.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -22,20 +23,30 @@ from typing import Any
 from almdn.rounds import RoundError, RoundSettings, unreadable_key
 from almdn.store import Store
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class PoolScoring:
-    """The pool scored by one model: the store's two tables and the files it could not read."""
+    """The pool scored by one model: the store's two tables, the files it could not read, and
+    the image embeddings the two-stage acquisition compares images by
+    (:mod:`almdn.acquisition.batch`): ``embedding_ids`` (the readable pool images, then the
+    labeled ones) and ``embeddings`` ``(N, D)`` float32, None for a model without a trunk
+    (``embeddings_note`` says why)."""
 
     images: Any  # pandas.DataFrame, image_scores()
     detections: Any  # pandas.DataFrame, detections_frame()
     unreadable: list[dict[str, Any]] = field(default_factory=list)  # {"image_id", "path", "error"}
     seconds: float = 0.0
+    embedding_ids: list[int] = field(default_factory=list)
+    embeddings: Any = None  # numpy (N, D) float32
+    embeddings_note: str = ""
+    embedding_seconds: float = 0.0  # the share of ``seconds`` the embeddings cost
 
 
 def score_pool(
     store: Store, model, settings: RoundSettings, progress: Callable[[float], None] | None = None,
-    should_stop: Callable[[], bool] | None = None, progress_bar: bool = False,
+    should_stop: Callable[[], bool] | None = None, progress_bar: bool = False, embeddings: bool = True,
 ) -> PoolScoring:
     """Score every pool image with ``model`` (Sec. 3.3); unreadable files are listed, skipped.
 
@@ -44,7 +55,15 @@ def score_pool(
     (True: :class:`almdn.errors.Cancelled`); ``progress_bar``: a terminal progress bar.
     Returns the tables :meth:`Store.write_scores` takes; the z-scores are taken over the kept
     detections of the readable pool.
+
+    With ``embeddings`` (an SSD: a backbone with ``forward_trunk``) it also keeps each image's
+    embedding, the global-average-pooled last trunk map of
+    :func:`almdn.acquisition.methods.acquisition_features`: for the pool from the same forward
+    pass as the detections (a hook on the trunk: each image is decoded and run once), then for
+    the labeled images (one trunk pass each). Other models: none, with a logged note.
     """
+    import torch
+
     from almdn.acquisition.scoring import detections_frame, image_scores
     from almdn.data.images import ImageFolderDataset, restore_boxes
     from almdn.engine.inference import predict
@@ -53,10 +72,33 @@ def score_pool(
     pool = store.images("pool")
     dataset = ImageFolderDataset(pool["path"].tolist(), sizes=list(zip(pool["width"], pool["height"])))
     dataset.image_ids = [int(i) for i in pool["image_id"]]  # detections carry the store's ids
-    predictions = predict(
-        model, dataset, batch_size=int(settings.score_batch_size), device=settings.device, progress=progress_bar, desc="score",
-        on_progress=(lambda done, total: progress(done / max(total, 1))) if progress is not None else None, should_stop=should_stop,
-    )
+    backbone = getattr(model, "backbone", None)
+    trunk = getattr(backbone, "trunk", None)
+    note = ""
+    if embeddings and not (hasattr(backbone, "forward_trunk") and isinstance(trunk, torch.nn.Module)):
+        note = (f"No image embeddings kept for {type(model).__name__} (it has no SSD trunk): the acquisition methods that compare "
+                "images (almdn+kcenter, almdn+kcenter_balanced, typiclust) need an SSD model.")
+        log.info(note)
+        embeddings = False
+    labeled = store.images("labeled") if embeddings else pool.iloc[:0]
+    share = len(pool) / max(len(pool) + len(labeled), 1)  # of the progress, the pool's part
+    pooled: list[Any] = []
+    hook_seconds = [0.0]
+
+    def keep_embedding(module, inputs, output) -> None:
+        t = time.perf_counter()
+        pooled.append(list(output)[-1].mean(dim=(2, 3)).float().cpu())
+        hook_seconds[0] += time.perf_counter() - t
+
+    hook = trunk.register_forward_hook(keep_embedding) if embeddings else None
+    try:
+        predictions = predict(
+            model, dataset, batch_size=int(settings.score_batch_size), device=settings.device, progress=progress_bar, desc="score",
+            on_progress=(lambda done, total: progress(share * done / max(total, 1))) if progress is not None else None, should_stop=should_stop,
+        )
+    finally:
+        if hook is not None:
+            hook.remove()
     ok = [i for i, p in enumerate(predictions) if p is not None]
     unreadable = [
         # the file is read once more for its sentence: only the few broken ones are
@@ -67,14 +109,62 @@ def score_pool(
     # a large image was decoded reduced: its boxes go back to its own pixels
     detections = detections_frame([restore_boxes(predictions[i], dataset.box_scale(i)) for i in ok], ids, float(settings.conf_threshold))
     table = image_scores(detections, ids, settings.aggregation)
-    return PoolScoring(table, detections, unreadable, time.perf_counter() - t0)
+    scoring = PoolScoring(table, detections, unreadable, 0.0, embeddings_note=note)
+    if embeddings:
+        vectors = torch.cat(pooled) if pooled else torch.zeros(0, 0)
+        if len(vectors) != len(ids):  # the trunk ran other than once per readable image: keep none
+            scoring.embeddings_note = f"No image embeddings kept: the trunk gave {len(vectors)} for {len(ids)} scored images."
+            log.warning(scoring.embeddings_note)
+        else:
+            t1 = time.perf_counter()
+            lab_ids, lab_vectors = _labeled_embeddings(
+                model, labeled, int(settings.score_batch_size), settings.device, should_stop,
+                (lambda f: progress(share + (1 - share) * f)) if progress is not None else None)
+            scoring.embedding_ids = ids + lab_ids
+            parts = [v for v in (vectors, lab_vectors) if len(v)]
+            scoring.embeddings = torch.cat(parts).numpy().astype("float32") if parts else None
+            scoring.embedding_seconds = hook_seconds[0] + time.perf_counter() - t1
+    scoring.seconds = time.perf_counter() - t0
+    return scoring
+
+
+def _labeled_embeddings(model, labeled, batch_size: int, device, should_stop, progress) -> tuple[list[int], Any]:
+    """The labeled images' embeddings (readable ones; the same vector as
+    :func:`~almdn.acquisition.methods.acquisition_features`), through the one inference loop."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from almdn.data.coco import collate_detection
+    from almdn.data.images import ImageFolderDataset
+    from almdn.engine.checkpoint import resolve_device
+    from almdn.engine.inference import inference_batches
+
+    if not len(labeled):
+        return [], torch.zeros(0, 0)
+    dataset = ImageFolderDataset(labeled["path"].tolist(), sizes=list(zip(labeled["width"], labeled["height"])))
+    image_ids = [int(i) for i in labeled["image_id"]]
+    device = resolve_device(device)
+    model.to(device).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection)
+    ids, chunks, start = [], [], 0
+    hook = (lambda done, total: progress(done / max(total, 1))) if progress is not None else None
+    with torch.no_grad():
+        for images, _ in inference_batches(loader, len(dataset), desc="embed", on_progress=hook, should_stop=should_stop):
+            readable = [(image_ids[start + j], img) for j, img in enumerate(images) if img is not None]
+            start += len(images)
+            if readable:
+                ids += [i for i, _ in readable]
+                chunks.append(model.image_features([img.to(device) for _, img in readable]).float().cpu())
+    return ids, torch.cat(chunks) if chunks else torch.zeros(0, 0)
 
 
 def write_scoring(store: Store, model_version: int, scoring: PoolScoring, settings: RoundSettings) -> None:
-    """The scores and the list of unreadable pool files, in one transaction."""
+    """The scores, the list of unreadable pool files and the image embeddings, in one transaction."""
     with store.transaction():
         store.write_scores(model_version, scoring.images, scoring.detections, aggregation=settings.aggregation, conf_threshold=float(settings.conf_threshold))
         store.set_meta(unreadable_key(model_version), json.dumps(scoring.unreadable))
+        if scoring.embeddings is not None:  # else none: write_scores dropped an earlier scoring's
+            store.write_embeddings(model_version, scoring.embedding_ids, scoring.embeddings)
 
 
 def rescore(store: Store, model_version: int | None = None, settings: RoundSettings | None = None) -> PoolScoring:

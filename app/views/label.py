@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import common
+import pandas as pd
 import streamlit as st
 
 from presentation import ACQUISITION_LABELS
@@ -44,16 +45,18 @@ if status.reachable and labeling.has_open_tasks(store) and time.monotonic() - st
         _show_pull(workflow.pull(store, project))
 
 
-def _send(image_ids: tuple[int, ...], method: str, model_version: int) -> None:
-    """Send exactly the images that were previewed (the button carries them), once."""
+def _send(image_ids: tuple[int, ...], method: str, model_version: int, why: tuple[str, ...] = ()) -> None:
+    """Send exactly the images that were previewed (the button carries them and why each was chosen), once."""
     if st.session_state.get("label_sent"):
         return  # a second click on the same preview: it was sent already
     try:
-        report = workflow.push(common.store(), project, image_ids=list(image_ids), model_version=model_version, method=method)
+        report = workflow.push(common.store(), project, image_ids=list(image_ids), model_version=model_version, method=method,
+                               why=dict(zip(image_ids, why)))
     except USER_ERRORS as exc:
         st.session_state["label_send_error"] = str(exc)
         return
     st.session_state["label_sent"] = {"project": str(project), "ids": list(image_ids), "report": str(report)}
+    st.session_state.pop("label_preview", None)  # sent: the store's tasks say why now
     st.session_state["last_pull"] = time.monotonic()
 
 
@@ -96,13 +99,28 @@ else:
         if selection.message:
             st.info(selection.message)
         table = common.pool_table().set_index("image_id")
+        reasons = selection.why()
         chosen = [i for i in selection.image_ids if i in table.index]
+        # the Pool page shows why the previewed images were chosen
+        st.session_state["label_preview"] = {"project": str(project), "model_version": int(mv), "method": method, "why": {int(i): reasons[i] for i in chosen}}
         st.caption(f"Preview: {plural(len(chosen), 'image')} by {method} (images already sent to Label Studio are left out); "
                    f"{selection.by_score} chosen by their score. Send sends exactly these.")
         if chosen:
             _thumbnails(chosen, table)
+            rows = table.loc[chosen]
+            st.dataframe(
+                pd.DataFrame({"image_id": chosen, "file": rows["file"].tolist(), "rank": rows["rank"].tolist(), "score": rows["score"].tolist(),
+                              "why": [reasons[i] for i in chosen]}),
+                hide_index=True,
+                key="label_preview_table",
+                column_config={"image_id": st.column_config.NumberColumn("id"), "rank": st.column_config.NumberColumn("rank", help="by the final score"),
+                               "score": st.column_config.NumberColumn("final score", format="%.2f"),
+                               "why": st.column_config.TextColumn("why", width="large", help="Why the method chose the image: its uncertainty driver, "
+                                                                  "the region or cluster it covers, the rare class it adds")},
+            )
         st.button(f"Send {plural(len(chosen), 'image')} to Label Studio", type="primary", disabled=not (status.reachable and chosen),
-                  help=None if status.reachable else status.sentence(), on_click=_send, args=(tuple(int(i) for i in chosen), method, int(mv)))
+                  help=None if status.reachable else status.sentence(), on_click=_send,
+                  args=(tuple(int(i) for i in chosen), method, int(mv), tuple(reasons[i] for i in chosen)))
 
 # ----------------------------------------------------------------- skipped images
 skipped = labeling.skipped_images(store)

@@ -58,6 +58,13 @@ rows, _ = page_of(shown, page, per_page)
 p3.caption(f"{len(shown):,} of {len(table):,} pool images match; showing {len(rows)} ({(page - 1) * per_page + 1}–{(page - 1) * per_page + len(rows)}).")
 
 view = rows[["rank", "image_id", "file", "score", "driven_by", *UNCERTAINTY_NAMES, "num_detections", "classes", "status", "task_status"]].copy()
+# Why an image was chosen: its Label Studio task's reason, or the Label page's current preview.
+preview = st.session_state.get("label_preview") or {}
+previewed = preview.get("why", {}) if preview.get("project") == str(common.project_dir()) and preview.get("model_version") == mv else {}
+view["why"] = [
+    (w if isinstance(w, str) and s not in (None, "deleted") else None) or (f"(preview, {preview['method']}) {previewed[int(i)]}" if int(i) in previewed else None)
+    for i, s, w in zip(rows["image_id"], rows["task_status"], rows["task_why"] if "task_why" in rows else [None] * len(rows))
+]
 if z_scored:
     for name in UNCERTAINTY_NAMES:
         view[name] = rows[f"z_{name}"]
@@ -83,6 +90,8 @@ event = st.dataframe(
         "num_detections": number("detections"),
         "classes": st.column_config.TextColumn("predicted classes"),
         "task_status": st.column_config.TextColumn("Label Studio"),
+        "why": st.column_config.TextColumn("why chosen", width="large", help="For the images sent to Label Studio or in the Label page's preview: "
+                                           "why the acquisition method chose them"),
     },
 )
 selected = event.selection.rows if event is not None and hasattr(event, "selection") else []
