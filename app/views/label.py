@@ -9,7 +9,7 @@ import common
 import pandas as pd
 import streamlit as st
 
-from presentation import ACQUISITION_LABELS
+from presentation import ACQUISITION_LABELS, as_text
 
 from almdn import labeling, workflow
 from almdn.acquisition.stored import ACQUISITION_METHODS, select_for_labeling
@@ -33,9 +33,11 @@ else:
 
 def _show_pull(report) -> None:
     if report.new_annotations or report.updated_annotations:
-        st.success(f"Imported from Label Studio: {report}", icon=":material/download_done:")
-    for problem in report.problems:
-        st.warning(problem)
+        st.success(as_text(f"Imported from Label Studio: {report}"), icon=":material/download_done:")
+    for problem in report.problems:  # may quote Label Studio label names: shown as text
+        st.warning(as_text(problem))
+    for notice in report.notices:  # annotations deleted in Label Studio, tasks almdn did not push
+        st.warning(as_text(notice), icon=":material/report:")
 
 
 # New labels are imported on page load (at most every 15 s per session, the server is polled).
@@ -76,9 +78,9 @@ if sent and sent["project"] != str(project):
     sent = None
 error = st.session_state.pop("label_send_error", None)
 if error:
-    st.error(error)
+    st.error(as_text(error))
 if sent:
-    st.success(sent["report"], icon=":material/send:")
+    st.success(as_text(sent["report"]), icon=":material/send:")
     st.caption(f"Sent: {plural(len(sent['ids']), 'image')} ({', '.join(f'#{i}' for i in sent['ids'])}), exactly the preview.")
     if mv is not None:  # images labeled since have left the pool: the ids above name them
         _thumbnails(sent["ids"], common.pool_table().set_index("image_id"))
@@ -126,7 +128,7 @@ else:
 skipped = labeling.skipped_images(store)
 notice = st.session_state.pop("label_skipped_notice", None)
 if notice:
-    st.success(notice)
+    st.success(as_text(notice))
 if not skipped.empty:
     st.subheader("Skipped in Label Studio")
     st.caption(f"The annotators skipped {plural(len(skipped), 'image')}. Send them again (the same task opens again, with the model's boxes) "
@@ -165,7 +167,7 @@ else:
             report = workflow.pull(store, project)
             st.session_state["last_pull"] = time.monotonic()
             if not (report.new_annotations or report.updated_annotations):
-                st.info(f"No new labels: {report}")
+                st.info(as_text(f"No new labels: {report}"))
             _show_pull(report)
     counts = store.counts()
     st.caption(f"{plural(counts['labeled'], 'image')} {'is' if counts['labeled'] == 1 else 'are'} labeled; "
