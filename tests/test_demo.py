@@ -465,7 +465,7 @@ def test_shapes_config_file_selects_the_kind(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
     shapes_cfg = ExperimentConfig.from_yaml(root / "shapes.yaml")
     demo_cfg = ExperimentConfig.from_yaml(root / "demo.yaml")
-    assert shapes_cfg.data["kind"] == "shapes" and shapes_cfg.data["root"] == "data/shapes-al"
+    assert shapes_cfg.data["kind"] == "shapes" and shapes_cfg.data["root"] == "data/shapes-al-1000"
     protocol = {k: v for k, v in yaml.safe_load((root / "demo.yaml").read_text()).items() if k not in ("name", "data")}
     assert {k: v for k, v in yaml.safe_load((root / "shapes.yaml").read_text()).items() if k not in ("name", "data")} == protocol
     assert shapes_cfg.data["num_train"] == demo_cfg.data["num_train"]

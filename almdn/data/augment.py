@@ -77,7 +77,7 @@ class FastIoUCrop(v2.RandomIoUCrop):
     """
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        from torchvision.transforms.v2._utils import get_bounding_boxes, query_size
+        from torchvision.transforms.v2._utils import get_bounding_boxes, query_size  # torchvision's own RandomIoUCrop reads its inputs with these; no public API
 
         orig_h, orig_w = query_size(flat_inputs)
         bboxes = get_bounding_boxes(flat_inputs)
