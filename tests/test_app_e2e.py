@@ -147,7 +147,8 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
         at.run()
         at.switch_page("views/label.py").run()
         assert any(f"Pulled {K - 1} new and 0 updated annotations" in t and "1 task skipped by the annotator" in t for t in _texts(at, "success")), _texts(at, "success") + _texts(at, "warning")
-        batches = at.dataframe[0].value
+        # the sent batches' table (the page also shows the preview's table, with its "why" column)
+        [batches] = [d.value for d in at.dataframe if "annotated" in d.value.columns]
         assert batches["annotated"].tolist() == [K - 1] and batches["skipped"].tolist() == [1] and batches["status"].tolist() == ["done"]
 
         # ---- item 9: the skipped image is sent again (the same task opens again) ...
