@@ -93,6 +93,237 @@ def coco_dataset(root: Path, n: int = 6, boxes=None) -> Path:
     return root
 
 
+# ============================================================================ issue 20: the Label Studio round trip and the app's Host header
+# (server half; rows built by label_studio_rows(), called once from main()). A real Label Studio whose task
+# API answers at most 2 tasks a page (so every listing below also runs under a short page), the real CLI in
+# its own processes (two at once for the concurrent rows), an annotator posting what the browser UI posts.
+
+LS_PAGE_CAP = 2
+PUT_BACK = (
+    "import sys\n"
+    "from almdn.errors import USER_ERRORS\n"
+    "from almdn.store import Store\n"
+    "from almdn.workflow import return_skipped_to_pool\n"
+    "try:\n"
+    "    with Store.open(sys.argv[1], create=False) as store:\n"
+    "        print(f'Put {return_skipped_to_pool(store, sys.argv[1], [int(i) for i in sys.argv[2:]])} images back in the pool.')\n"
+    "except USER_ERRORS as exc:\n"
+    "    print(f'Error: {exc}')\n"
+    "    sys.exit(1)\n"
+)
+
+
+def _ls_template() -> Path:
+    from label_studio.server import LABEL_STUDIO_VERSION, default_template_dir, prepare_template
+
+    repo_template = REPO / ".cache" / "label-studio" / f"template-{LABEL_STUDIO_VERSION}"  # the tests' own, when made
+    return prepare_template(repo_template if (repo_template / "READY").exists() else default_template_dir())
+
+
+def _ls_processes(commands: list[list[str]], cwd: Path, env: dict[str, str]) -> list[tuple[int, str]]:
+    """Start every command at once (the real CLI, each in its own process); their exit status and output."""
+    procs = [subprocess.Popen([sys.executable, *c], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
+    return [(p.wait(), p.stdout.read()) for p in procs]
+
+
+def _ls_first(output: str, work: Path) -> str:
+    lines = [line for line in output.splitlines() if line.strip() and "%|" not in line]
+    first = next((line for line in lines if line.startswith("Error:")), lines[0] if lines else "")
+    return first.replace(str(work) + "/", "").replace("|", "\\|")
+
+
+def _ls_row(rows: list[dict], work: Path, item: str, what: str, shown: str, results: list[tuple[int, str]], before: str, after: str, verdict: str) -> None:
+    output = "\n".join(out for _, out in results)
+    first = " / ".join(_ls_first(out, work) for _, out in results)
+    rows.append({
+        "item": item, "input": what, "command": shown, "exit": "/".join(str(c) for c, _ in results),
+        "first": f"{first} **{verdict}**", "before": before, "after": after, "traceback": "Traceback" in output, "crafted": False, "rss": 0.0,
+    })
+    print(f"[{item}] exit {rows[-1]['exit']}: {first[:140]} -> {verdict}", flush=True)
+
+
+def _ls_annotator(url: str, token: str):
+    import types
+
+    import httpx
+    from tests.label_studio_support import Annotator
+
+    return Annotator(types.SimpleNamespace(api=lambda: httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=60)))
+
+
+def _ls_tasks(annotator, project_id: int) -> list[dict]:
+    """Every task of a project, page by page until `total` (the server answers short pages)."""
+    tasks, page = [], 1
+    while True:
+        body = annotator.api.get("/api/tasks", params={"project": project_id, "fields": "all", "page": page, "page_size": 100}).json()
+        tasks += body["tasks"]
+        if not body["tasks"] or len(tasks) >= body["total"]:
+            return tasks
+        page += 1
+
+
+def _ls_project(work: Path, name: str, images: Path, model: Path, url: str, env: dict[str, str]) -> Path:
+    project = work / name
+    for args in (["project", "create", "--project", str(project), "--images", str(images), "--classes", "cat,dog"],
+                 ["project", "score", "--project", str(project), "--checkpoint", str(model), "--conf-threshold", "0"],
+                 ["ls", "connect", "--project", str(project), url]):
+        code, output = _ls_processes([["-m", "almdn.cli", *args]], work, env)[0]
+        if code not in (0, 3):
+            raise RuntimeError(f"setting up {name}: almdn {' '.join(args)} failed: {output[-400:]}")
+    return project
+
+
+def _ls_project_id(project: Path) -> int:
+    with Store.open(project, create=False) as store:
+        return int(store.ls_projects()["project_id"].iloc[-1])
+
+
+def label_studio_rows(work: Path, model: Path) -> list[dict]:
+    """The rows of issue 20's labeling / server half; each ends in one sentence or success, nothing lost."""
+    from almdn import jobs
+    from almdn.data.records import BoxRecord
+    from label_studio.client import IMAGE_KEY, PROJECT_KEY, percent_to_pixels
+    from label_studio.server import LocalServer, free_port
+    from tests.test_records import exif_jpeg
+
+    rows: list[dict] = []
+    server = LocalServer(work / "ls-home", port=free_port(), template=_ls_template(), settings={"LABEL_STUDIO_TASK_API_PAGE_SIZE_MAX": str(LS_PAGE_CAP)})
+    server.start()
+    token = server.credentials().token
+    env = {**ENV, "LABEL_STUDIO_API_KEY": token}
+    annotator = _ls_annotator(server.url, token)
+    try:
+        # Concurrent pushes: two `almdn push --top-k 3` processes at the same moment.
+        p = _ls_project(work, "ls-push", pool_images(work / "ls-pool", 6, seed=11), model, server.url, env)
+        before = counts(p)
+        results = _ls_processes([["-m", "almdn.cli", "push", "--project", str(p), "--top-k", "3"]] * 2, work, env)
+        tasks = _ls_tasks(annotator, _ls_project_id(p))
+        images = [t["data"][IMAGE_KEY] for t in tasks]
+        ok = len(images) == 3 == len(set(images)) and all(c == 0 for c, _ in results)
+        _ls_row(rows, work, "20", "two pushes of the same top 3 at once", "almdn push --top-k 3 (x2, two processes)", results, before, counts(p),
+                f"{len(tasks)} tasks, {len(set(images))} images: {'no duplicates' if ok else 'DUPLICATES'}")
+
+        # A short page under `total`: the server answers 2 tasks a page; the same top 5 twice.
+        results = _ls_processes([["-m", "almdn.cli", "push", "--project", str(p), "--top-k", "5"]], work, env)
+        results += _ls_processes([["-m", "almdn.cli", "push", "--project", str(p), "--top-k", "5"]], work, env)
+        tasks = _ls_tasks(annotator, _ls_project_id(p))
+        ok = len(tasks) == 5 == len({t["data"][IMAGE_KEY] for t in tasks}) and "Pushed 0 new tasks" in results[1][1]
+        _ls_row(rows, work, "20", f"server pages of {LS_PAGE_CAP} tasks under total 5", "almdn push --top-k 5 (twice)", results, before, counts(p),
+                f"{len(tasks)} tasks listed and kept: {'nothing sent twice' if ok else 'TRUNCATED LISTING'}")
+
+        # Concurrent pulls: five annotations, two `almdn pull` processes at the same moment.
+        for k, t in enumerate(_ls_tasks(annotator, _ls_project_id(p))):
+            annotator.submit(_ls_project_id(p), t["id"], [("cat", (2.0 + k, 3.0, 30.0, 40.0))], size=(64, 64))
+        before = counts(p)
+        results = _ls_processes([["-m", "almdn.cli", "pull", "--project", str(p)]] * 2, work, env)
+        after = counts(p)
+        with Store.open(p, create=False) as store:
+            n_annotations, n_labels = len(store.annotations()), len(store.labels())
+        ok = n_annotations == 5 == n_labels and all(c == 0 for c, _ in results)
+        _ls_row(rows, work, "20", "two pulls of the same 5 annotations at once", "almdn pull (x2, two processes)", results, before, after,
+                f"{n_annotations} annotations, {n_labels} labels: {'each once' if ok else 'LOST OR DUPLICATED'}")
+
+        # Put back after a submitted annotation: skipped, pulled, then labeled after all.
+        q = _ls_project(work, "ls-putback", pool_images(work / "ls-pool-q", 3, seed=12), model, server.url, env)
+        _ls_processes([["-m", "almdn.cli", "push", "--project", str(q), "--top-k", "1"]], work, env)
+        [task] = _ls_tasks(annotator, _ls_project_id(q))
+        annotator.skip(_ls_project_id(q), task["id"])
+        _ls_processes([["-m", "almdn.cli", "pull", "--project", str(q)]], work, env)
+        annotator.submit(_ls_project_id(q), task["id"], [("dog", (1.0, 1.0, 20.0, 20.0))], size=(64, 64))
+        before = counts(q)
+        results = _ls_processes([["-c", PUT_BACK, str(q), str(task["data"][IMAGE_KEY])]], work, env)
+        still = [t["id"] for t in _ls_tasks(annotator, _ls_project_id(q))] == [task["id"]]
+        pulled = _ls_processes([["-m", "almdn.cli", "pull", "--project", str(q)]], work, env)
+        ok = results[0][0] == 1 and still and "1 image labeled" in pulled[0][1]
+        _ls_row(rows, work, "20", "put back a skipped image labeled after the last pull", "workflow.return_skipped_to_pool (the Label page's button), then almdn pull",
+                results + pulled, before, counts(q), "refused, task and annotation kept, then imported" if ok else "ANNOTATION LOST")
+
+        # A forged task: our project's id and a test image's id, created by hand, annotated.
+        r = _ls_project(work, "ls-forged", pool_images(work / "ls-pool-r", 3, seed=13), model, server.url, env)
+        with Store.open(r, create=False) as store:
+            [test_image] = store.add_images([pool_images(work / "ls-test", 1, seed=14) / "img000.png"], split="pool")["added"]
+            store.add_labels(test_image, [BoxRecord("cat", 4.0, 4.0, 20.0, 20.0)], split="test")
+            uuid = store.project_uuid
+        _ls_processes([["-m", "almdn.cli", "push", "--project", str(r), "--top-k", "1"]], work, env)
+        pid = _ls_project_id(r)
+        url = _ls_tasks(annotator, pid)[0]["data"]["image"]
+        response = annotator.api.post(f"/api/projects/{pid}/import", params={"return_task_ids": "true"},
+                                      json=[{"data": {"image": url, PROJECT_KEY: uuid, IMAGE_KEY: test_image}}])
+        [forged] = response.json()["task_ids"]
+        annotator.submit(pid, forged, [("dog", (0.0, 0.0, 64.0, 64.0))], size=(64, 64))
+        before = counts(r)
+        results = _ls_processes([["-m", "almdn.cli", "pull", "--project", str(r)]], work, env)
+        with Store.open(r, create=False) as store:
+            test_labels = store.labels(image_ids=[test_image])[["class_name", "x1", "y1", "x2", "y2"]].values.tolist()
+        ok = test_labels == [["cat", 4.0, 4.0, 20.0, 20.0]] and "almdn did not push ignored" in results[0][1] and counts(r) == before
+        _ls_row(rows, work, "20", "forged task: our project's id, a test image's id, annotated", "almdn pull", results, before, counts(r),
+                "ignored and named, test labels unchanged" if ok else "TEST LABELS REPLACED")
+
+        # JPEGs with EXIF orientation 3, 6, 8 (and a square 6): push, draw in the frame the browser shows, pull.
+        exif = work / "ls-exif"
+        exif.mkdir()
+        shapes = {3: (200, 100), 6: (200, 100), 8: (200, 100), 66: (120, 120)}
+        for key, size in shapes.items():
+            exif_jpeg(exif / f"o{key}.jpg", size=size, orientation=6 if key == 66 else key)
+        e = _ls_project(work, "ls-exif-project", exif, model, server.url, env)
+        before = counts(e)
+        results = _ls_processes([["-m", "almdn.cli", "push", "--project", str(e), "--top-k", "4"]], work, env)
+        pid = _ls_project_id(e)
+        drawn = {}
+        for t in _ls_tasks(annotator, pid):
+            with Image.open(work / "ls-exif" / t["data"]["file"]) as im:
+                from PIL import ImageOps
+
+                shown_w, shown_h = ImageOps.exif_transpose(im).size  # what the browser shows
+            box = (shown_w * 0.1, shown_h * 0.6, shown_w * 0.5, shown_h * 0.9)  # lower left of the displayed frame
+            annotator.submit(pid, t["id"], [("cat", box)], size=(shown_w, shown_h))
+            drawn[t["data"][IMAGE_KEY]] = (t["data"]["file"], (shown_w, shown_h), box)
+        results += _ls_processes([["-m", "almdn.cli", "pull", "--project", str(e)]], work, env)
+        with Store.open(e, create=False) as store:
+            images = store.images().set_index("image_id")
+            labels = store.labels()
+        back = []
+        for image_id, (name, shown, box) in drawn.items():
+            mine = labels[labels["image_id"] == image_id][["x1", "y1", "x2", "y2"]].values.tolist()
+            stored = (int(images.at[image_id, "width"]), int(images.at[image_id, "height"]))
+            back.append(stored == shown and len(mine) == 1 and all(abs(a - b) < 1e-6 for a, b in zip(mine[0], box)))
+        _ls_row(rows, work, "20", "JPEGs 200x100 with EXIF orientation 3, 6, 8 and a 120x120 with 6", "almdn push --top-k 4, annotate, almdn pull", results, before, counts(e),
+                f"{sum(back)} of {len(back)} boxes back as drawn, in the displayed frame" + ("" if all(back) else " (NOT ALL)"))
+    finally:
+        annotator.close()
+        server.stop()
+
+    # An import during a retrain: the retrain job runs while `almdn project add` writes new images.
+    t = work / "ls-retrain"
+    _ls_processes([["-m", "almdn.cli", "project", "create", "--project", str(t), "--coco", str(coco_dataset(work / "ls-coco", n=6))]], work, ENV)
+    before = counts(t)
+    job = jobs.start_job(t, "retrain", {"project_dir": str(t), "settings": {"iterations": 30}})
+    time.sleep(2.0)
+    results = _ls_processes([["-m", "almdn.cli", "project", "add", "--project", str(t), "--images", str(pool_images(work / "ls-more", 20, seed=15))]], work, ENV)
+    state = job.wait(timeout=600)
+    results.append((0 if state["status"] == "done" else 1, f"retrain job: {state['status']}: {state.get('message') or (state.get('result') or {}).get('summary', '')}"))
+    ok = state["status"] == "done" and results[0][0] == 0
+    _ls_row(rows, work, "20", "almdn project add of 20 images while a retrain job runs", "jobs.start_job(retrain) + almdn project add", results, before, counts(t),
+            "both finished" if ok else "ONE FAILED")
+
+    # A foreign Host header (DNS rebinding): the app renders only the refusal.
+    from scripts.app_screenshots import streamlit_server
+    from tests.test_app_pages import _rendered
+
+    with streamlit_server(t) as app_url:
+        port = int(app_url.rsplit(":", 1)[1])
+        with Store.open(t, create=False) as store:
+            name = store.name
+        page = _rendered(port, f"evil.example:{port}")
+        own = _rendered(port, f"127.0.0.1:{port}")
+    refusal = next((line.split('body: "', 1)[1].rstrip('"') for line in page.splitlines() if 'body: "' in line), "")
+    ok = "shows nothing of the project" in refusal and name not in page and name in own
+    _ls_row(rows, work, "20", "app page requested with Host: evil.example", "streamlit run app/main.py; websocket with a foreign Host", [(0, refusal.replace("\\'", "'"))],
+            counts(t), counts(t), "only the refusal, nothing of the project" if ok else "PROJECT SHOWN")
+    return rows
+# ============================================================================ end of issue 20's labeling / server rows
+
+
 # ----------------------------------------------------------------- issue 20: import and decode rows
 # (own section: the Label Studio rows of issue 20 live in their own functions elsewhere in this file)
 
@@ -395,6 +626,8 @@ def main() -> int:
     # 12. A failed create, then the same create without the bad folder.
     case("12", "create with a truncated image", ["project", "create", "--project", str(work / "p12"), "--images", str(pool), "--images", str(trunc)], work / "p12")
     case("12", "the retry", ["project", "create", "--project", str(work / "p12"), "--images", str(pool)], work / "p12")
+
+    rows += label_studio_rows(work, model)  # issue 20, labeling / server half
 
     import_notes, exif_agree = import_decode_rows(case, work, base)  # issue 20, import / decode half
     import_notes.append(import_during_a_write_row(rows, work))
