@@ -1,4 +1,4 @@
-"""Names every layer needs without importing torch (the CLI's choices, the store, the app).
+"""Names and defaults every layer needs without importing torch (the CLI's choices, the store, the app).
 
 The library modules that implement these names import them from here, so a choice offered by
 the command line or the app is always one the library knows.
@@ -55,3 +55,27 @@ ROUND_ARCH_NAMES: tuple[str, ...] = (
 )
 #: The heads a round offers: the mixture heads (the plain head has no uncertainty to rank by).
 ROUND_HEAD_TYPES: tuple[str, ...] = MIXTURE_HEAD_TYPES
+
+# ---- Defaults: each named once; the CLI, the app's settings, the runner and the library read
+# them from here (a test searches the tree for second literals).
+
+#: Detections at or above this score are the ones kept, scored and shown (Sec. 3.4's
+#: "detections" of an image; the SSD convention the paper follows).
+DEFAULT_CONF_THRESHOLD: float = 0.5
+#: K, the number of mixture components per box coordinate and per class (Eq. 2); the paper
+#: uses 4. A head may have 1 (a single Gaussian: no epistemic spread) to 16.
+DEFAULT_NUM_COMPONENTS: int = 4
+MIN_COMPONENTS: int = 1
+MAX_COMPONENTS: int = 16
+#: How the four z-scored uncertainties make an image's score (Tab. 2): the maximum of all
+#: four, the paper's best.
+DEFAULT_AGGREGATION: str = "max_all"
+#: Training-time augmentation: "auto" (SSD's recipe for SSD, flips for Faster R-CNN), "ssd"
+#: (photometric distortion, zoom-out, IoU crop, flip), "flip" and "none".
+AUGMENT_POLICIES: tuple[str, ...] = ("auto", "ssd", "flip", "none")
+DEFAULT_AUGMENT: str = "auto"
+#: Optimizers a training run takes; AdamW by measurement on the demo (README, Results).
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+DEFAULT_OPTIMIZER: str = "adamw"
+#: The port of a locally started Label Studio server (always on 127.0.0.1).
+LABEL_STUDIO_PORT: int = 8080
