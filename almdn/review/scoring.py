@@ -40,8 +40,8 @@ Three scorings rank each kind (higher: more likely an error):
   of is weak evidence that the label is real).
 
 ``q(u)`` is the quantile of an uncertainty among the confident detections of the same model
-(the fraction of them with a smaller value, ties counted half; scale-free, as the pool's z-scores of
-Sec. 3.3 are, and robust to their heavy tails); a certainty of several uncertainties is
+(the fraction of them with a smaller value, ties counted half; scale-free, as the pool's
+z-scores of Sec. 3.3 are, and robust to their heavy tails); a certainty of several uncertainties is
 ``1 - max`` of their quantiles (``combine="max"``, as the paper's best image score takes the
 maximum) or ``1 - mean``. When the frame has a ``model`` column (out-of-fold detections,
 :func:`almdn.review.folds.out_of_fold_detections`), quantiles are taken within each model.
@@ -164,8 +164,8 @@ def uncertainty_quantiles(
 ) -> pd.DataFrame:
     """Per detection and per uncertainty (the four and ``cls_entropy``), its quantile among
     the confident detections of the same model: the fraction of them with a smaller value,
-    ties counted half (the mid-rank), in [0, 1]; NaN where the value is NaN. With no confident detection (of that
-    model), all the detections are the reference."""
+    ties counted half (the mid-rank), in [0, 1]; NaN where the value is NaN. With no
+    confident detection (of that model), all its detections are the reference."""
     names = (*UNCERTAINTY_NAMES, "cls_entropy")
     out = np.full((len(detections), len(names)), np.nan)
     if len(detections) == 0:
