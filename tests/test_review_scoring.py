@@ -13,7 +13,7 @@ import torch
 from torchvision.ops import box_iou
 
 from almdn.review import KINDS, SCORINGS, label_quality, labels_frame, pairwise_iou
-from almdn.review.scoring import RESULT_COLUMNS, uncertainty_quantiles
+from almdn.review.scoring import RESULT_COLUMNS, overlapping_pairs, uncertainty_quantiles
 
 #: The true objects of the planted image (image 7): class, box.
 OBJECTS = [(1, (10, 10, 40, 40)), (2, (60, 10, 95, 45)), (3, (10, 60, 45, 95)), (4, (60, 60, 95, 95)), (5, (100, 10, 125, 40))]
@@ -212,3 +212,13 @@ def test_labels_frame_and_iou():
 def test_the_scoring_module_imports_no_torch():
     code = "import sys, almdn.review; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_pairs_taken_in_runs_of_images_are_the_same_pairs():
+    dets, labels = planted()
+    whole = overlapping_pairs(labels, dets)
+    runs = overlapping_pairs(labels, dets, chunk=3)  # about one image a run
+    order_whole, order_runs = np.lexsort(whole[:2]), np.lexsort(runs[:2])
+    for a, b in zip(whole, runs):
+        np.testing.assert_array_equal(a[order_whole], b[order_runs])
+    assert len(whole[0]) > 0 and (whole[2] > 0).all()

@@ -47,8 +47,9 @@ maximum) or ``1 - mean``. When the frame has a ``model`` column (out-of-fold det
 :func:`almdn.review.folds.out_of_fold_detections`), quantiles are taken within each model.
 A head without box variances (NaN box uncertainties) leaves out what it lacks.
 
-Everything is vectorised over all label-detection pairs of all images at once (a merge on
-``image_id``); there is no loop over images or boxes.
+Everything is vectorised over all label-detection pairs of many images at once (a merge on
+``image_id``, :func:`overlapping_pairs`); there is no loop over boxes, and images are taken
+in runs only to bound the memory.
 """
 
 from __future__ import annotations
@@ -196,6 +197,40 @@ def _certainty(quantiles: pd.DataFrame, names: Sequence[str], combine: str) -> n
     return 1.0 - pooled.fillna(0.0).to_numpy(dtype=np.float64)
 
 
+#: Label-detection pairs compared at once (memory: about 100 bytes a pair).
+PAIRS_PER_CHUNK: int = 2_000_000
+
+
+def overlapping_pairs(labels: pd.DataFrame, detections: pd.DataFrame, chunk: int = PAIRS_PER_CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (label, detection) pair of the same image whose boxes overlap (IoU > 0), as
+    ``(label rows, detection rows, IoU)`` (row positions). All pairs of a run of images are
+    compared at once, in runs of about ``chunk`` pairs, so memory stays bounded however many
+    images there are."""
+    lab_image = labels["image_id"].to_numpy(dtype=np.int64)
+    det_image = detections["image_id"].to_numpy(dtype=np.int64)
+    lab_boxes = labels[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
+    det_boxes = detections[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
+    images, lab_count = np.unique(lab_image, return_counts=True)
+    det_count = pd.Series(det_image).value_counts().reindex(images, fill_value=0).to_numpy()
+    cost = np.cumsum(lab_count * det_count)
+    run = cost // max(int(chunk), 1)  # the run of images each image falls in
+    out_l, out_d, out_iou = [], [], []
+    for r in np.unique(run):  # one run in all unless there are millions of pairs
+        mine = images[run == r]
+        left = pd.DataFrame({"image_id": lab_image, "l": np.arange(len(lab_image))})[np.isin(lab_image, mine)]
+        right = pd.DataFrame({"image_id": det_image, "d": np.arange(len(det_image))})[np.isin(det_image, mine)]
+        pairs = left.merge(right, on="image_id")
+        li, di = pairs["l"].to_numpy(dtype=np.int64), pairs["d"].to_numpy(dtype=np.int64)
+        iou = _iou(lab_boxes[li], det_boxes[di])
+        keep = iou > 0
+        out_l.append(li[keep])
+        out_d.append(di[keep])
+        out_iou.append(iou[keep])
+    if not out_l:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(out_l), np.concatenate(out_d), np.concatenate(out_iou)
+
+
 def label_quality(
     detections: pd.DataFrame,
     labels: pd.DataFrame,
@@ -252,14 +287,7 @@ def label_quality(
     det_label = det["label"].to_numpy(dtype=np.int64)
     lab_label = lab["label"].to_numpy(dtype=np.int64)
 
-    # Every (label, detection) pair of the same image that overlaps at all.
-    left = pd.DataFrame({"image_id": lab["image_id"].to_numpy(dtype=np.int64), "l": np.arange(len(lab))})
-    right = pd.DataFrame({"image_id": det["image_id"].to_numpy(dtype=np.int64), "d": np.arange(len(det))})
-    pairs = left.merge(right, on="image_id")
-    li, di = pairs["l"].to_numpy(dtype=np.int64), pairs["d"].to_numpy(dtype=np.int64)
-    iou = _iou(lab[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)[li], det[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)[di])
-    keep = iou > 0
-    li, di, iou = li[keep], di[keep], iou[keep]
+    li, di, iou = overlapping_pairs(lab, det)
     p_score, same_class = det_score[di], det_label[di] == lab_label[li]
 
     parts = []
