@@ -18,7 +18,6 @@ from almdn.models import build_model
 from almdn.models.anchors import (
     AnchorCoverageWarning,
     BoxSet,
-    _grid_best_iou,
     anchor_coverage,
     apply_fitted_anchors,
     best_anchor_iou,
@@ -30,6 +29,7 @@ from almdn.models.anchors import (
     parse_anchor_scales,
     training_boxes,
 )
+from almdn.models.anchors.fitting import _grid_best_iou
 
 
 def planted_small_boxes(path, num_images=40, per_image=12, side=300, sizes=(14.0, 40.0), seed=0):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,10 @@ import pytest
 from PIL import Image
 
 from almdn.data import demo
+from almdn.data.demo import render as demo_render
+from almdn.data.demo import scene as demo_scene
+from almdn.data.demo import sources as demo_sources
+from almdn.data.demo import writing as demo_writing
 from almdn.data.demo import (
     INK_THRESHOLD,
     DemoConfig,
@@ -145,13 +150,13 @@ def test_ink_is_really_drawn_inside_the_box(kind: str) -> None:
                         occlusion_fraction=0.0, clutter_fraction=0.0, kind=kind)
     checked = 0
     for index in range(8):
-        scene = demo._sample_scene(config, "train", index)
-        full = demo._render(scene, config, return_masks=True)
-        digits = [layer for layer in scene.layers if isinstance(layer, demo._Digit)]
+        scene = demo_scene._sample_scene(config, "train", index)
+        full = demo_render._render(scene, config, return_masks=True)
+        digits = [layer for layer in scene.layers if isinstance(layer, demo_scene._Digit)]
         assert len(full["boxes"]) == len(digits)  # nothing occludes, so nothing is dropped
         if not digits:
             continue
-        empty = demo._render(demo.dataclasses.replace(scene, layers=()), config)
+        empty = demo_render._render(dataclasses.replace(scene, layers=()), config)
         diff = np.abs(full["image"].astype(int) - empty["image"].astype(int)).max(axis=-1)
         union = full["masks"].max(axis=0)
         assert diff[union == 0].max() == 0, "pixels changed where no digit was drawn"
@@ -237,7 +242,7 @@ def test_existing_dataset_is_reused(tiny: Path, monkeypatch: pytest.MonkeyPatch)
     def fail(*args, **kwargs):
         raise AssertionError("must not regenerate")
 
-    monkeypatch.setattr(demo, "_write_split", fail)
+    monkeypatch.setattr(demo_writing, "_write_split", fail)
     info = generate_demo_dataset(tiny, TINY, progress=False)
     assert info["reused"] is True
     assert {p: p.stat().st_mtime_ns for p in tiny.rglob("*")} == before
@@ -245,7 +250,7 @@ def test_existing_dataset_is_reused(tiny: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = demo.render_demo_image
+    real = demo_writing.render_demo_image
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -253,13 +258,13 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(demo, "render_demo_image", flaky)
+    monkeypatch.setattr(demo_writing, "render_demo_image", flaky)
     with pytest.raises(KeyboardInterrupt):
         generate_demo_dataset(tmp_path / "ds", TINY, progress=False)
     assert list(tmp_path.iterdir()) == []
 
     # A run killed outright leaves its work folder behind; the next run clears it (dead pid).
-    monkeypatch.setattr(demo, "render_demo_image", real)
+    monkeypatch.setattr(demo_writing, "render_demo_image", real)
     stale = tmp_path / ".ds.tmp-999999999-abcd"
     (stale / "images").mkdir(parents=True)
     unrelated = tmp_path / ".ds.tmp-notes"
@@ -430,8 +435,8 @@ def test_shapes_differ_from_digits() -> None:
         assert (a.mnist_indices >= 0).all() and (b.mnist_indices == -1).all() and len(b.fills) == len(b.boxes)
     # No background of one kind is a background of the other.
     fingerprint = lambda photo: (photo.size, np.asarray(photo.resize((16, 16))).tobytes())  # noqa: E731
-    assert not {fingerprint(p) for p in demo._photos("digits")} & {fingerprint(p) for p in demo._photos("shapes")}
-    assert len(demo._photos("shapes")) == 10
+    assert not {fingerprint(p) for p in demo_sources._photos("digits")} & {fingerprint(p) for p in demo_sources._photos("shapes")}
+    assert len(demo_sources._photos("shapes")) == 10
 
 
 def test_shape_fills_and_rotation_limits() -> None:
@@ -441,7 +446,7 @@ def test_shape_fills_and_rotation_limits() -> None:
     for label, name in enumerate(SHAPE_NAMES):
         solid = draw_shape(label, 30, 1.0, 0.0, "solid", np.random.default_rng(1))  # same geometry as the outline
         assert solid.max() == pytest.approx(1.0) and solid[0].max() == 0 and solid[:, -1].max() == 0
-        ink = demo._tight(solid)
+        ink = demo_scene._tight(solid)
         assert max(ink.shape) == pytest.approx(30, abs=2)
         outline = draw_shape(label, 30, 1.0, 0.0, "outline", np.random.default_rng(1))
         assert not ((outline >= INK_THRESHOLD) & (solid < INK_THRESHOLD)).any()  # the outline lies on the shape
@@ -469,7 +474,7 @@ def test_shapes_config_file_selects_the_kind(tmp_path: Path) -> None:
     protocol = {k: v for k, v in yaml.safe_load((root / "demo.yaml").read_text()).items() if k not in ("name", "data")}
     assert {k: v for k, v in yaml.safe_load((root / "shapes.yaml").read_text()).items() if k not in ("name", "data")} == protocol
     assert shapes_cfg.data["num_train"] == demo_cfg.data["num_train"]
-    small = demo.dataclasses.replace(shapes_cfg, data={**shapes_cfg.data, "root": str(tmp_path / "s"), "num_train": 4, "num_test": 2})
+    small = dataclasses.replace(shapes_cfg, data={**shapes_cfg.data, "root": str(tmp_path / "s"), "num_train": 4, "num_test": 2})
     train, test = load_datasets(small, progress=False)
     assert len(train) == 4 and len(test) == 2
     assert json.loads((tmp_path / "s" / "demo_config.json").read_text())["config"]["kind"] == "shapes"
@@ -491,3 +496,12 @@ def test_demo_data_command_makes_shapes(tmp_path: Path) -> None:
     assert lines[-2].startswith(f"train: {stats['splits']['train']['objects']} shapes")
     assert [c["name"] for c in _load(out, "train")["categories"]] == list(SHAPE_NAMES)
     assert CliRunner().invoke(main, ["demo-data", "--out", str(tmp_path / "x"), "--kind", "letters"]).exit_code != 0
+
+
+def test_the_package_keeps_every_public_name() -> None:
+    """``almdn.data.demo`` is a package now; every name the single module offered is still there."""
+    public = {"CLASS_NAMES", "INK_THRESHOLD", "KINDS", "KIND_DEFAULTS", "DemoConfig", "DemoImage", "class_names",
+              "describe", "generate_demo_dataset", "render_demo_image", "split_digit_indices"}
+    assert set(demo.__all__) == public
+    for name in public | {"GENERATOR_VERSION", "SKIMAGE_PHOTOS"}:
+        assert hasattr(demo, name), name

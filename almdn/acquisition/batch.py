@@ -210,6 +210,48 @@ def weighted_kcenter(
     return np.asarray(picks, np.int64), np.asarray(at_pick)
 
 
+def _candidate_stage(
+    policy: BatchPolicy, pool: BatchInputs, values: np.ndarray, rank: np.ndarray, counts: np.ndarray | None, n_main: int,
+) -> tuple[list[int], list[str]]:
+    """Stage 2 over the stage-1 candidates (top-K, k-center, k-medoids, class balance, CALD):
+    the picks (indices into ``pool``) and why each was chosen."""
+    cand, _ = diversity.candidate_indices(values, n_main, factor=1.0 if policy.stage2 == "topk" else policy.factor)
+    sub = pool.subset(cand)
+    if policy.stage2 == "topk" or n_main == 0:
+        local = np.arange(min(n_main, len(cand)))
+        reasons = [_score_reason(pool, int(cand[j]), rank[cand[j]]) for j in local]
+    elif policy.stage2 == "kcenter":
+        local, dist = weighted_kcenter(sub.embeddings, pool.labeled_embeddings, n_main, sub.class_mass, counts, policy.balance)
+        reasons = []
+        running = None if counts is None else counts.copy()
+        for j, d in zip(local, dist):
+            i = int(cand[j])
+            parts = [_score_reason(pool, i, rank[i]), "covers a region no labeled image is near" + ("" if not np.isfinite(d) else f" (distance {d:.2f})")]
+            if policy.balance > 0 and running is not None and (rare := _rare_class(pool, i, running)):
+                parts.append(rare)
+            if running is not None and pool.class_mass is not None:
+                running = running + pool.class_mass[i]
+            reasons.append("; ".join(parts))
+    elif policy.stage2 == "kmedoids":
+        distances = diversity.matching_distance(sub.detection_features, sub.detection_labels, sub.detection_scores)
+        local = diversity.kmedoids(distances, min(n_main, len(cand)))
+        reasons = [f"{_score_reason(pool, int(cand[j]), rank[cand[j]])}; stands for a group of similar candidates (class-matched detections)" for j in local]
+    elif policy.stage2 == "balance":
+        local = diversity.class_balanced_greedy(sub.scores.to_numpy(dtype=np.float64), sub.class_mass, counts, n_main, strength=policy.balance or 1.0)
+        running = counts.copy()
+        reasons = []
+        for j in local:
+            i = int(cand[j])
+            rare = _rare_class(pool, i, running)
+            reasons.append("; ".join(filter(None, [_score_reason(pool, i, rank[i]), rare])))
+            running = running + pool.class_mass[i]
+    elif policy.stage2 == "cald":
+        dist = counts / max(counts.sum(), 1e-12)
+        local = diversity.divergence_greedy(sub.class_mass, dist, n_main)
+        reasons = [f"{_score_reason(pool, int(cand[j]), rank[cand[j]])}; its predicted classes differ most from the labeled set's" for j in local]
+    return [int(cand[j]) for j in local], reasons
+
+
 def select(
     policy: BatchPolicy, inputs: BatchInputs, budget: int, labeled: Collection[int] = (), seed: int = 0,
 ) -> Batch:
@@ -254,41 +296,7 @@ def select(
         picks = [int(i) for i in chosen]
         reasons = [f"sampled in proportion to its score ({_score_reason(pool, i, rank[i])})" for i in picks]
     else:
-        cand, _ = diversity.candidate_indices(values, n_main, factor=1.0 if policy.stage2 == "topk" else policy.factor)
-        sub = pool.subset(cand)
-        if policy.stage2 == "topk" or n_main == 0:
-            local = np.arange(min(n_main, len(cand)))
-            reasons = [_score_reason(pool, int(cand[j]), rank[cand[j]]) for j in local]
-        elif policy.stage2 == "kcenter":
-            local, dist = weighted_kcenter(sub.embeddings, pool.labeled_embeddings, n_main, sub.class_mass, counts, policy.balance)
-            reasons = []
-            running = None if counts is None else counts.copy()
-            for j, d in zip(local, dist):
-                i = int(cand[j])
-                parts = [_score_reason(pool, i, rank[i]), "covers a region no labeled image is near" + ("" if not np.isfinite(d) else f" (distance {d:.2f})")]
-                if policy.balance > 0 and running is not None and (rare := _rare_class(pool, i, running)):
-                    parts.append(rare)
-                if running is not None and pool.class_mass is not None:
-                    running = running + pool.class_mass[i]
-                reasons.append("; ".join(parts))
-        elif policy.stage2 == "kmedoids":
-            distances = diversity.matching_distance(sub.detection_features, sub.detection_labels, sub.detection_scores)
-            local = diversity.kmedoids(distances, min(n_main, len(cand)))
-            reasons = [f"{_score_reason(pool, int(cand[j]), rank[cand[j]])}; stands for a group of similar candidates (class-matched detections)" for j in local]
-        elif policy.stage2 == "balance":
-            local = diversity.class_balanced_greedy(sub.scores.to_numpy(dtype=np.float64), sub.class_mass, counts, n_main, strength=policy.balance or 1.0)
-            running = counts.copy()
-            reasons = []
-            for j in local:
-                i = int(cand[j])
-                rare = _rare_class(pool, i, running)
-                reasons.append("; ".join(filter(None, [_score_reason(pool, i, rank[i]), rare])))
-                running = running + pool.class_mass[i]
-        elif policy.stage2 == "cald":
-            dist = counts / max(counts.sum(), 1e-12)
-            local = diversity.divergence_greedy(sub.class_mass, dist, n_main)
-            reasons = [f"{_score_reason(pool, int(cand[j]), rank[cand[j]])}; its predicted classes differ most from the labeled set's" for j in local]
-        picks = [int(cand[j]) for j in local]
+        picks, reasons = _candidate_stage(policy, pool, values, rank, counts, n_main)
 
     if n_reserve:
         # The reserved share: images with no kept detection, farthest from everything labeled or chosen.

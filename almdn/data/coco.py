@@ -180,8 +180,20 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
 
     def _parse(self, coco: dict[str, Any], class_names: Sequence[str] | None) -> None:
         path = self.annotation_file
+        label_of_cat = self._parse_categories(coco, class_names)
+        index_of = self._parse_images(coco)
+        boxes, labels, clipped, degenerate = self._parse_annotations(coco, index_of, label_of_cat)
+        #: One sentence on the boxes fixed while reading (None when none were), e.g. for a CLI to show.
+        self.box_summary = _box_summary(path, clipped, degenerate, self.file_paths)
+        if self.box_summary:
+            # One warning per dataset, not one per image: a big dataset would print thousands.
+            warnings.warn(BoxesAdjusted(self.box_summary), stacklevel=3)
+        self._boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
+        self._labels = [torch.tensor(lb, dtype=torch.int64) for lb in labels]
 
-        # Categories -> labels 1..C.
+    def _parse_categories(self, coco: dict[str, Any], class_names: Sequence[str] | None) -> dict[int, int]:
+        """Categories -> labels 1..C: sets ``classes`` and ``category_ids``; returns the label of each category id."""
+        path = self.annotation_file
         cat_names: dict[int, str] = {}
         for k, cat in enumerate(coco["categories"]):
             if not isinstance(cat, dict) or not _is_int(cat.get("id")) or not isinstance(cat.get("name"), str):
@@ -210,8 +222,11 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
             self.category_ids = [by_name.get(n) for n in self.classes]
         label_of_name = {n: k + 1 for k, n in enumerate(self.classes)}
         label_of_cat = {cid: label_of_name[name] for cid, name in cat_names.items()}
+        return label_of_cat
 
-        # Images.
+    def _parse_images(self, coco: dict[str, Any]) -> dict[int, int]:
+        """Images: sets ``image_ids``, ``file_paths`` and ``image_sizes``; returns the index of each image id."""
+        path = self.annotation_file
         self.image_ids: list[int] = []
         self.file_paths: list[Path] = []
         self.image_sizes: list[tuple[int, int] | None] = []
@@ -234,8 +249,14 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
             self.image_ids.append(image_id)
             self.file_paths.append(file_path)
             self.image_sizes.append(self._image_size(im, k, file_path))
+        return index_of
 
-        # Annotations, grouped per image.
+    def _parse_annotations(
+        self, coco: dict[str, Any], index_of: dict[int, int], label_of_cat: dict[int, int],
+    ) -> tuple[list[list[list[float]]], list[list[int]], dict[int, int], dict[int, int]]:
+        """Annotations, grouped per image: the boxes and labels of each image and, per image, how
+        many boxes were clipped to it and how many were dropped as empty."""
+        path = self.annotation_file
         boxes: list[list[list[float]]] = [[] for _ in self.image_ids]
         labels: list[list[int]] = [[] for _ in self.image_ids]
         clipped: dict[int, int] = {}
@@ -274,13 +295,7 @@ class CocoDetectionDataset(torch.utils.data.Dataset):
                 clipped[i] = clipped.get(i, 0) + 1
             boxes[i].append([x0, y0, x1, y1])
             labels[i].append(label_of_cat[ann["category_id"]])
-        #: One sentence on the boxes fixed while reading (None when none were), e.g. for a CLI to show.
-        self.box_summary = _box_summary(path, clipped, degenerate, self.file_paths)
-        if self.box_summary:
-            # One warning per dataset, not one per image: a big dataset would print thousands.
-            warnings.warn(BoxesAdjusted(self.box_summary), stacklevel=3)
-        self._boxes = [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
-        self._labels = [torch.tensor(lb, dtype=torch.int64) for lb in labels]
+        return boxes, labels, clipped, degenerate
 
     def _image_size(self, im: dict[str, Any], k: int, file_path: Path) -> tuple[int, int] | None:
         """``(height, width)`` of image entry #k: the file's ``width``/``height``, else the image

@@ -77,6 +77,15 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
     return model, None
 
 
+def _round_folder(store: Store) -> Path:
+    """A new folder for a round's exported labels and model, under the project's ``models``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = store.path.parent / "models" / f"{stamp}-{os.getpid()}"
+    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.mkdir(exist_ok=True, mode=0o700)  # the exported labels and the model: private to the user
+    return folder
+
+
 def run_round(
     store: Store,
     settings: RoundSettings | None = None,
@@ -117,10 +126,7 @@ def run_round(
     labeled = store.labeled_image_ids()
     if not labeled:
         raise RoundError("No image is labeled yet; label some in Label Studio and import them before training.")
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = store.path.parent / "models" / f"{stamp}-{os.getpid()}"
-    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    folder.mkdir(exist_ok=True, mode=0o700)  # the exported labels and the model: private to the user
+    folder = _round_folder(store)
     recorded = False
     try:
         progress(0.0, f"exporting {len(labeled)} labeled images")
