@@ -438,6 +438,7 @@ def experiment(config_path, out, methods, seeds, transfer, device, report_only) 
 
 # The project store and the Label Studio round trip: almdn project / ls / push / pull.
 from almdn import cli_labeling  # noqa: E402
+from almdn import cli_review  # noqa: E402,F401  (adds 'almdn project review' to cli_labeling's project group, issue 22)
 
 for _command in cli_labeling.COMMANDS:
     main.add_command(_command)

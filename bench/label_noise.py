@@ -301,10 +301,11 @@ def cleanlab_available() -> bool:
 
 
 def cleanlab_inputs(detections: pd.DataFrame, labels: pd.DataFrame, image_ids: Sequence[int], num_classes: int):
-    """cleanlab's ``labels`` (per image ``{"bboxes": (L, 4), "labels": (L,)}``, classes 0..C-1)
-    and ``predictions`` (per image one ``(M_k, 5)`` array ``[x1, y1, x2, y2, prob]`` per
+    """cleanlab's ``labels`` (per image ``{"bboxes": (L, 4), "labels": (L,)}``, xyxy, classes
+    0..C-1) and ``predictions`` (per image one ``(M_k, 5)`` array ``[x1, y1, x2, y2, prob]`` per
     class), and the (image_id, detection) of every predicted box in cleanlab's order (class
-    by class). Degenerate boxes, which cleanlab refuses, are left out."""
+    by class). Degenerate boxes, which cleanlab refuses, are left out. Float64 throughout: in
+    float32 a score of 0.95 is 0.9499999, below a threshold of 0.95."""
     det = detections[(detections["x2"] > detections["x1"]) & (detections["y2"] > detections["y1"])]
     det = det.sort_values(["image_id", "label", "detection"], kind="mergesort")
     det_groups = dict(tuple(det.groupby("image_id")))
@@ -313,39 +314,71 @@ def cleanlab_inputs(detections: pd.DataFrame, labels: pd.DataFrame, image_ids: S
     for image_id in image_ids:  # a loop over images
         lab = lab_groups.get(image_id)
         if lab is None:
-            cl_labels.append({"bboxes": np.zeros((0, 4), dtype=np.float32), "labels": np.zeros(0, dtype=np.int64)})
+            cl_labels.append({"bboxes": np.zeros((0, 4), dtype=np.float64), "labels": np.zeros(0, dtype=np.int64)})
         else:
-            cl_labels.append({"bboxes": lab[list(BOX_COLUMNS)].to_numpy(dtype=np.float32), "labels": lab["label"].to_numpy(dtype=np.int64) - 1})
+            cl_labels.append({"bboxes": lab[list(BOX_COLUMNS)].to_numpy(dtype=np.float64), "labels": lab["label"].to_numpy(dtype=np.int64) - 1})
         d = det_groups.get(image_id)
         per_class = np.empty(num_classes, dtype=object)
         for k in range(num_classes):
             rows = d[d["label"] == k + 1] if d is not None else None
-            per_class[k] = (rows[[*BOX_COLUMNS, "score"]].to_numpy(dtype=np.float32) if rows is not None and len(rows)
-                            else np.zeros((0, 5), dtype=np.float32))
+            per_class[k] = (rows[[*BOX_COLUMNS, "score"]].to_numpy(dtype=np.float64) if rows is not None and len(rows)
+                            else np.zeros((0, 5), dtype=np.float64))
             if rows is not None:
                 order.extend(zip([image_id] * len(rows), rows["detection"].tolist()))
         cl_predictions.append(per_class)
     return cl_labels, cl_predictions, order
 
 
-def add_cleanlab(items: pd.DataFrame, detections: pd.DataFrame, labels: pd.DataFrame, num_classes: int) -> pd.DataFrame:
-    """A ``cleanlab`` column: 1 - cleanlab's box score of the item's kind (overlooked for a
-    missing box, swap for a class, badloc for a loose box; cleanlab has no spurious-label
-    score, badloc, low for a label far from every prediction of its class, is the nearest)."""
-    from cleanlab.object_detection.rank import compute_badloc_box_scores, compute_overlooked_box_scores, compute_swap_box_scores
+def cleanlab_error(quality: np.ndarray) -> np.ndarray:
+    """An error score in [0, 1] (higher: more likely an error) from cleanlab box qualities
+    (higher: better). NaN, cleanlab's "this box was not considered" (an overlooked score of a
+    prediction below its probability threshold or overlapping a label; an item cleanlab got no
+    box for), is no evidence of an error: quality 1. cleanlab's similarity
+    ``alpha IoU + (1 - alpha) exp(-distance)`` of two equal boxes can exceed 1 by a rounding
+    error; qualities are clipped to [0, 1], cleanlab's documented range."""
+    quality = np.asarray(quality, dtype=np.float64)
+    return 1.0 - np.clip(np.nan_to_num(quality, nan=1.0), 0.0, 1.0)
+
+
+def add_cleanlab(items: pd.DataFrame, detections: pd.DataFrame, labels: pd.DataFrame, num_classes: int,
+                 conf_threshold: float = DEFAULT_CONF_THRESHOLD) -> pd.DataFrame:
+    """A ``cleanlab`` column: :func:`cleanlab_error` of cleanlab's box quality of the item's
+    kind (overlooked for a missing box, swap for a class, badloc for a loose box; cleanlab has
+    no spurious-label score, badloc is the nearest, and it rates a label no prediction of its
+    class reaches as good, so it cannot find spurious labels).
+
+    cleanlab's probability thresholds (which predictions count for overlooked, swap and badloc;
+    by default 0.95, 0.95 and 0.5) are set to ``conf_threshold``, the "confident" of
+    :func:`almdn.review.scoring.label_quality`, so that both see the same detections."""
+    from cleanlab.object_detection.rank import (
+        _get_valid_inputs_for_compute_scores,
+        compute_badloc_box_scores,
+        compute_overlooked_box_scores,
+        compute_swap_box_scores,
+    )
+    from cleanlab.internal.constants import ALPHA
 
     image_ids = sorted(set(labels["image_id"].tolist()) | set(detections["image_id"].tolist()))
     cl_labels, cl_predictions, order = cleanlab_inputs(detections, labels, image_ids, num_classes)
-    overlooked = np.concatenate([np.asarray(s, dtype=np.float64) for s in compute_overlooked_box_scores(labels=cl_labels, predictions=cl_predictions)] or [np.zeros(0)])
-    swap = compute_swap_box_scores(labels=cl_labels, predictions=cl_predictions)
-    badloc = compute_badloc_box_scores(labels=cl_labels, predictions=cl_predictions)
-    by_detection = pd.Series(1.0 - overlooked, index=pd.MultiIndex.from_tuples(order, names=["image_id", "detection"]) if order else None)
+    # the label-prediction similarities once, for the three scores (cleanlab's own shortcut)
+    auxiliary = _get_valid_inputs_for_compute_scores(ALPHA, cl_labels, cl_predictions)
+    # cleanlab's swap and badloc count predictions strictly above their threshold, overlooked
+    # at or above it: the next float below conf_threshold makes all three ">= conf_threshold"
+    below = float(np.nextafter(conf_threshold, -np.inf))
+    overlooked = compute_overlooked_box_scores(auxiliary_inputs=auxiliary, high_probability_threshold=conf_threshold)
+    swap = compute_swap_box_scores(auxiliary_inputs=auxiliary, high_probability_threshold=below)
+    badloc = compute_badloc_box_scores(auxiliary_inputs=auxiliary, low_probability_threshold=below)
+
+    def flat(scores: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores] or [np.zeros(0)])
+
+    by_detection = pd.Series(cleanlab_error(flat(overlooked)),
+                             index=pd.MultiIndex.from_tuples(order, names=["image_id", "detection"]) if order else None, dtype=np.float64)
     sorted_labels = labels.sort_values(["image_id", "label_index"])
     keys = pd.MultiIndex.from_frame(sorted_labels[["image_id", "label_index"]].astype("int64"))
-    by_label = {name: pd.Series(1.0 - np.concatenate([np.asarray(s, dtype=np.float64) for s in scores] or [np.zeros(0)]), index=keys)
-                for name, scores in (("swap", swap), ("badloc", badloc))}
+    by_label = {name: pd.Series(cleanlab_error(flat(scores)), index=keys) for name, scores in (("swap", swap), ("badloc", badloc))}
     items = items.copy()
-    values = np.zeros(len(items))
+    values = np.full(len(items), np.nan)
     missing = (items["kind"] == "missing").to_numpy()
     if missing.any() and order:
         key = pd.MultiIndex.from_arrays([items.loc[missing, "image_id"].astype("int64"), items.loc[missing, "detection"].astype("int64")])
@@ -355,7 +388,7 @@ def add_cleanlab(items: pd.DataFrame, detections: pd.DataFrame, labels: pd.DataF
         if rows.any():
             key = pd.MultiIndex.from_arrays([items.loc[rows, "image_id"].astype("int64"), items.loc[rows, "label_index"].astype("int64")])
             values[rows] = by_label[name].reindex(key).to_numpy()
-    items["cleanlab"] = np.nan_to_num(values, nan=0.0)  # NaN: a prediction cleanlab does not consider
+    items["cleanlab"] = np.nan_to_num(values, nan=0.0)  # an item cleanlab has no box for (a degenerate one): no evidence
     return items
 
 
@@ -459,7 +492,7 @@ def run_seed(args: argparse.Namespace, seed: int, classes: list[str], clean, use
     for source, detections in frames.items():
         items = label_quality(detections, labels, conf_threshold=args.conf_threshold, all_items=True)
         if use_cleanlab:
-            items = add_cleanlab(items, detections, labels, len(classes))
+            items = add_cleanlab(items, detections, labels, len(classes), args.conf_threshold)
         results[source] = measure(items, labels, deleted, scorings, args.top_fraction, seed)
     return {
         "version": VERSION, "seed": seed, "settings": settings_key(args), "scorings": scorings,

@@ -125,3 +125,34 @@ def test_cleanlab_scores_fill_a_column_when_it_is_installed(bench):
     assert items["cleanlab"].between(0, 1).all()
     result = bench.measure(items, labels, deleted, ["cleanlab"], 0.05, seed=0)
     assert result["class"]["cleanlab"]["auroc"] > 0.5
+
+
+def test_cleanlab_qualities_become_error_scores_with_nan_as_no_evidence(bench):
+    """NaN (a box cleanlab did not consider) is quality 1, error 0; a rounding error above 1
+    is clipped; lower quality, higher error. Runs without cleanlab installed."""
+    errors = bench.cleanlab_error(np.array([np.nan, 1.0 + 3e-8, 1.0, 0.25, 0.0, -1e-9]))
+    assert errors.tolist() == pytest.approx([0.0, 0.0, 0.0, 0.75, 1.0, 1.0])
+    assert bench.cleanlab_error(np.zeros(0)).shape == (0,)
+
+
+def test_cleanlab_column_on_images_without_labels_or_detections(bench):
+    """An image with labels and no detection, one with a confident detection and no label, one
+    with neither: every item gets a score in [0, 1], the unlabeled detection is overlooked
+    (a missing box), the label no prediction reaches gets no error from badloc."""
+    pytest.importorskip("cleanlab")
+    labels = labels_frame([
+        {"boxes": np.array([[10.0, 10, 40, 40], [60, 60, 90, 90]]), "labels": np.array([1, 2])},
+        {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, dtype=np.int64)},
+        {"boxes": np.array([[5.0, 5, 30, 30]]), "labels": np.array([1])},
+    ], [1, 2, 3])
+    detections = pd.DataFrame({
+        "image_id": [1, 1, 2], "detection": [0, 1, 0], "label": [1, 1, 2], "score": [0.9, 0.3, 0.95],
+        "x1": [10.0, 61, 20], "y1": [10.0, 61, 20], "x2": [40.0, 90, 60], "y2": [40.0, 90, 60],
+        "loc_aleatoric": 0.01, "loc_epistemic": 0.001, "cls_aleatoric": 0.01, "cls_epistemic": 0.001, "cls_entropy": 0.2,
+    })
+    items = bench.add_cleanlab(label_quality(detections, labels, all_items=True), detections, labels, 2)
+    assert items["cleanlab"].notna().all() and items["cleanlab"].between(0, 1).all()
+    missing = items[items["kind"] == "missing"].set_index("image_id")["cleanlab"]
+    assert missing[2] > 0.5 and missing[1] == 0.0  # image 2's detection is overlooked; image 1's matches its label
+    loose = items[items["kind"] == "loose"].set_index(["image_id", "label_index"])["cleanlab"]
+    assert loose[(1, 0)] == pytest.approx(0.0, abs=1e-9) and loose[(3, 0)] == 0.0

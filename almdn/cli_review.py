@@ -1,0 +1,46 @@
+"""``almdn project review``: the review queue of the labeled images (issue 22).
+
+Prints the labels that look wrong (missing box, wrong class, loose box, spurious label), ranked,
+from :func:`almdn.workflow.review.review_queue`. The command joins the ``project`` group of
+:mod:`almdn.cli_labeling` (registered by :mod:`almdn.cli`).
+"""
+
+from __future__ import annotations
+
+import click
+
+from almdn.cli_labeling import _open, _project_option, project  # the project commands' shared --project option and store opening
+from almdn.cli_errors import friendly
+from almdn.review.scoring import KINDS, SCORINGS
+
+
+@project.command("review")
+@_project_option
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only this kind of label error (default: every kind).")
+@click.option("--top-k", "top_k", type=click.IntRange(min=1), default=20, show_default=True, help="The highest N items of each kind.")
+@click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True,
+              help="0: score with the project's current model (quick, but it has learnt these labels); K >= 2: train K out-of-fold "
+                   "models with the project's round settings, so that no model scores an image it was trained on (K trainings).")
+@click.option("--scoring", type=click.Choice(SCORINGS), default="mixture", show_default=True, help="What ranks the items.")
+@click.option("--conf-threshold", type=float, default=None, help="A detection at or above this score is confident [default: 0.5].")
+@friendly
+def project_review(project_dir, kind, top_k, folds, scoring, conf_threshold) -> None:
+    """Print the labeled images' labels that look wrong, ranked: missing boxes (a confident
+    detection no label matches), wrong classes, loose or shifted boxes, spurious labels."""
+    from almdn.workflow.review import queue_table, review_queue
+
+    extra = {"conf_threshold": conf_threshold} if conf_threshold is not None else {}
+    with _open(project_dir) as store:
+        stage = {"last": None}
+
+        def progress(fraction: float, text: str | None = None) -> None:
+            if text and text != stage["last"]:
+                stage["last"] = text
+                click.echo(f"{text} ...", err=True)
+
+        queue = review_queue(store, kind=kind, top_k=top_k, folds=folds, scoring=scoring, progress=progress, **extra)
+    source = (f"{folds} out-of-fold models" if folds else f"model version {queue.attrs['model_version']} (in sample: it was trained on "
+              "these labels, so it agrees with errors it learnt; --folds 4 avoids that)")
+    what = f"'{kind}' items" if kind else "items of each kind"
+    click.echo(f"Review queue of {queue.attrs['num_labeled']} labeled images, scored by {source}; the top {top_k} {what} by the {scoring} scoring:")
+    click.echo(queue_table(queue))
