@@ -15,7 +15,7 @@ from presentation import data_url, thumbnail
 
 from almdn import jobs, views
 from almdn.demo_project import default_projects_root
-from almdn.errors import USER_ERRORS, user_message
+from almdn.user_errors import USER_ERRORS, user_message
 from almdn.store import STORE_FILE, Store
 
 PAGE_IMAGE = "views/image.py"
@@ -185,7 +185,7 @@ def scored_version() -> int | None:
 
 @contextmanager
 def sentence_on_error():
-    """Show a user's error (:data:`almdn.errors.USER_ERRORS`) as one sentence; the page goes on."""
+    """Show a user's error (:data:`almdn.user_errors.USER_ERRORS`) as one sentence; the page goes on."""
     try:
         yield
     except USER_ERRORS as exc:

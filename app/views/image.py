@@ -11,7 +11,7 @@ from presentation import as_text
 
 from almdn import views
 from almdn.data.coco import DatasetError, decode_image
-from almdn.errors import USER_ERRORS
+from almdn.user_errors import USER_ERRORS
 from almdn.registry import DEFAULT_CONF_THRESHOLD, UNCERTAINTY_NAMES
 
 st.title("Image")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from almdn import jobs, labeling, workflow
 from almdn.acquisition.aggregation import AGGREGATIONS
-from almdn.errors import USER_ERRORS
+from almdn.user_errors import USER_ERRORS
 from almdn.models.pretrained import TORCHVISION_COCO_WEIGHTS
 from almdn.registry import (
     ARCHITECTURES, AUGMENT_POLICIES, CLASS_LOSSES, DEFAULT_AUGMENT, DEFAULT_OPTIMIZER, LABEL_STUDIO_PORT, MAX_COMPONENTS,
