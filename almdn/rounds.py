@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from almdn.errors import Cancelled, UserError
+from almdn.errors import UserError
 from almdn.registry import (
     AUGMENT_POLICIES, CLASS_LOSSES, DEFAULT_AGGREGATION, DEFAULT_AUGMENT, DEFAULT_CLS_LOSS, DEFAULT_CONF_THRESHOLD,
     DEFAULT_NUM_COMPONENTS, DEFAULT_OPTIMIZER, FIXED_IMAGE_SIZES, MAX_COMPONENTS, MIN_COMPONENTS, OPTIMIZERS,
@@ -38,11 +38,6 @@ HEAD_CHOICES = ROUND_HEAD_TYPES
 
 class RoundError(UserError, RuntimeError):
     """A round cannot run; the message says what to do."""
-
-
-#: The round was stopped by its ``should_stop`` callback; nothing was recorded (the one
-#: cancellation of the library, :class:`almdn.errors.Cancelled`, by the round's name).
-RoundCancelled = Cancelled
 
 
 @dataclass

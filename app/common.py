@@ -4,7 +4,6 @@ and the panel that follows a background job."""
 from __future__ import annotations
 
 import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from almdn.store import STORE_FILE, Store
 PAGE_IMAGE = "views/image.py"
 PAGE_TRAIN = "views/train.py"
 PAGE_SETTINGS = "views/settings.py"
-PAGE_PROJECTS = "views/projects.py"
 
 
 # --------------------------------------------------------------------------- where the app may be reached
@@ -307,14 +305,3 @@ def job_status_line(style: str = "caption", suffix: str = "", key: str = "status
             st.caption(":material/hourglass_top: " + text + suffix)
 
     line()
-
-
-def age(stamp: str | None) -> str:
-    """'3 min ago' from an ISO time stamp."""
-    if not stamp:
-        return ""
-    seconds = time.time() - pd.Timestamp(stamp).timestamp()
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
-    return "just now"

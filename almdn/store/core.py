@@ -105,10 +105,6 @@ class StoreCore:
     def __repr__(self) -> str:
         return f"Store('{self.path}')"
 
-    @property
-    def schema_version(self) -> int:
-        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-
     def _migrate(self, name: str | None, target: int = SCHEMA_VERSION) -> None:
         with self.transaction() as conn:
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])

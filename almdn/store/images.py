@@ -208,23 +208,6 @@ class ImagesMixin:
         )
         return len(boxes)
 
-    def set_split(self, image_ids: Iterable[int], split: str) -> int:
-        """Move images to ``split``; returns how many changed."""
-        if split not in SPLITS:
-            raise StoreError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
-        ids = [int(i) for i in image_ids]
-        with self.transaction() as conn:
-            missing = [i for i in ids if conn.execute("SELECT 1 FROM images WHERE id = ?", (i,)).fetchone() is None]
-            if missing:
-                raise StoreError(f"Images {missing[:10]} are not in the store; nothing was changed.")
-            if split != "pool":
-                unlabeled = [i for i in ids if conn.execute("SELECT 1 FROM annotations WHERE image_id = ? AND is_current = 1", (i,)).fetchone() is None]
-                if unlabeled:
-                    raise StoreError(f"Images {unlabeled[:10]} have no labels and cannot go to the '{split}' split; label them first. Nothing was changed.")
-            before = conn.total_changes
-            conn.executemany("UPDATE images SET split = ? WHERE id = ? AND split != ?", [(split, i, split) for i in ids])
-            return conn.total_changes - before
-
     def images(self, split: str | None = None) -> pd.DataFrame:
         """One row per image: id, path, width, height, size_bytes, sha256, split, source,
         source_id, added_at, num_labels (boxes of its current annotation, NaN if unlabeled)."""

@@ -26,10 +26,6 @@ class VersionsMixin:
         with self.transaction() as conn:
             return int(conn.execute("INSERT INTO rounds (started_at, note) VALUES (?, ?)", (now(), note)).lastrowid)
 
-    def current_round(self) -> int | None:
-        rows = self._query("SELECT MAX(id) FROM rounds")
-        return rows[0][0]
-
     def rounds(self) -> pd.DataFrame:
         """Rounds with their model versions and batches counted."""
         return self._frame(
@@ -86,10 +82,6 @@ class VersionsMixin:
         if hit.empty:
             raise StoreError(f"Model version {model_version!r} is not in the store; see the list with almdn project info.")
         return hit.iloc[0].to_dict()
-
-    def training_set(self, model_version: int) -> list[int]:
-        """The labeled image ids a model version was trained on."""
-        return [r[0] for r in self._query("SELECT image_id FROM model_version_images WHERE model_version_id = ? ORDER BY image_id", (int(model_version),))]
 
     def latest_model_version(self, scored: bool = False) -> int | None:
         """The newest model version (with scores if ``scored``), or None."""
