@@ -41,8 +41,6 @@ import math
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
 
 __all__ = [
     "coco_map",
@@ -145,6 +143,11 @@ def box_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union is zero (two degenerate boxes) gets IoU 0, where torchvision would give a negative
     area or NaN.
     """
+    # imported here: the quality reports (and the app's pages that show them) read this module
+    # without loading torch
+    import torch
+    from torchvision.ops import box_iou
+
     a = torch.from_numpy(np.array(a, dtype=np.float64).reshape(-1, 4))
     b = torch.from_numpy(np.array(b, dtype=np.float64).reshape(-1, 4))
     a = torch.cat([a[:, :2], torch.maximum(a[:, 2:], a[:, :2])], dim=1)
