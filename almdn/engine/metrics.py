@@ -42,14 +42,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-__all__ = [
-    "coco_map",
-    "voc07_map",
-    "voc_ap",
-    "box_iou_xyxy",
-    "MATCH_IOU",
-    "evaluate_predictions",
-]
+__all__ = ["coco_map", "voc07_map", "voc_ap", "box_iou_xyxy", "MATCH_IOU", "greedy_match", "evaluate_predictions"]
 
 
 # --------------------------------------------------------------------------
@@ -199,9 +192,7 @@ def _coco_results(preds: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]]) ->
             continue
         image_id = img_idx + 1
         for box, score, label in zip(_coco_xywh(boxes).tolist(), scores.tolist(), labels.tolist()):
-            results.append(
-                {"image_id": image_id, "category_id": int(label), "bbox": box, "score": float(score)}
-            )
+            results.append({"image_id": image_id, "category_id": int(label), "bbox": box, "score": float(score)})
     return results
 
 
