@@ -7,7 +7,8 @@ import warnings
 
 import click
 
-from almdn.errors import USER_ERRORS, UserError, user_message  # noqa: F401  (UserError: what the commands raise)
+from almdn.errors import UserError  # noqa: F401  (what the commands raise)
+from almdn.user_errors import USER_ERRORS, user_message
 
 
 #: Exit status of a command that did its work but skipped some inputs (unreadable images);
@@ -16,7 +17,7 @@ EXIT_SKIPPED = 3
 
 
 def friendly(func):
-    """Print the library's user errors (:data:`almdn.errors.USER_ERRORS`) as one-line CLI
+    """Print the library's user errors (:data:`almdn.user_errors.USER_ERRORS`) as one-line CLI
     errors (exit status 1), with no traceback."""
 
     @functools.wraps(func)

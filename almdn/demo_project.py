@@ -41,6 +41,10 @@ def default_projects_root() -> Path:
     return Path(os.environ.get("ALMDN_PROJECTS") or "projects").absolute()
 
 
+#: The demo project's scoring threshold: lower than the default, for its young first model.
+DEMO_CONF_THRESHOLD: float = 0.3
+
+
 @dataclass
 class DemoProjectConfig:
     """Sizes of the demo project.
@@ -50,7 +54,9 @@ class DemoProjectConfig:
     (``ssd_mobilenet_v2_small``), 400 AdamW iterations at batch 32 with SSD's augmentation
     (no horizontal flip: a mirrored digit is another digit or none) on the 500-image initial
     set, leaving 800 images in the pool (``bench/demo_detector.py`` measures it). A confidence
-    threshold of 0.3 keeps enough of the young model's detections to rank most of the pool.
+    threshold of :data:`DEMO_CONF_THRESHOLD` (0.3, below the default
+    :data:`almdn.registry.DEFAULT_CONF_THRESHOLD`) keeps enough of the young model's detections to
+    rank most of the pool.
     """
 
     data: DemoConfig = field(default_factory=lambda: _demo_config(
@@ -62,7 +68,7 @@ class DemoProjectConfig:
     settings: RoundSettings = field(
         default_factory=lambda: RoundSettings(
             arch="ssd_mobilenet_v2_small", iterations=400, batch_size=32, lr=0.002, optimizer="adamw", augment="ssd", hflip=False,
-            zoom_out_max=2.0, conf_threshold=0.3,
+            zoom_out_max=2.0, conf_threshold=DEMO_CONF_THRESHOLD,
         )
     )
     seed: int = 0

@@ -6,14 +6,13 @@ stores it as its failure message (:mod:`almdn.jobs`) and the app shows it in a b
 (``app/common.py``). Every library error of that kind derives from it (dataset, checkpoint,
 store, training, round, job and start-weights errors).
 
-The Label Studio integration (``label_studio/``) does not import the library, so its base
-class :class:`label_studio.errors.LabelStudioError` cannot derive from :class:`UserError`; it
-is the only other entry of :data:`USER_ERRORS`, the tuple every front end catches.
+This base module imports nothing, the Label Studio integration included: the tuple every
+front end catches, :class:`UserError` beside the integration's own
+:class:`label_studio.errors.LabelStudioError`, is :data:`almdn.user_errors.USER_ERRORS`, where
+both are known.
 """
 
 from __future__ import annotations
-
-from label_studio.errors import LabelStudioError
 
 
 class UserError(Exception):
@@ -31,14 +30,3 @@ class DatasetError(UserError):
 
 class InvalidChoice(UserError, ValueError):
     """An option outside its allowed values (a sort key, an acquisition method, a batch size)."""
-
-
-#: What the CLI, the jobs and the app catch and show as one sentence. ``FileExistsError``: a
-#: project or output that already exists (its message names the path).
-USER_ERRORS: tuple[type[BaseException], ...] = (UserError, LabelStudioError, FileExistsError)
-
-
-def user_message(exc: BaseException) -> str | None:
-    """The sentence to show for ``exc``, or None when it is not a user error (a bug: the front
-    end shows where the traceback went instead)."""
-    return str(exc) if isinstance(exc, USER_ERRORS) else None

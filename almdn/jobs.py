@@ -2,7 +2,7 @@
 
 The app must stay responsive while a model trains for minutes, and a page reload (or a closed
 browser tab) must not lose the training. So a job is a separate process
-(``python -m almdn.jobs run <job folder>``) in its own session, and everything about it lives
+(``python -m almdn.job_kinds run <job folder>``) in its own session, and everything about it lives
 in files under ``<project>/jobs/``:
 
 - ``active``: the id of the running job, created exclusively (``O_EXCL``) when a job starts,
@@ -17,14 +17,15 @@ in files under ``<project>/jobs/``:
 - ``<id>/log.txt``: the process's output (a traceback of an unexpected error goes here, the
   user sees one sentence naming this file).
 
-A job's work is a function ``fn(context, **params)`` registered in :data:`JOB_KINDS`; it reports
-through its :class:`JobContext` and returns a JSON-able result.
+A job's work is a function ``fn(context, **params)``, registered by kind in
+:data:`almdn.job_kinds.JOB_FUNCTIONS` (which imports the workflow functions; this module
+imports none of them); it reports through its :class:`JobContext` and returns a JSON-able
+result. The job's process is ``python -m almdn.job_kinds run <job folder>``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import secrets
@@ -34,22 +35,21 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from almdn.errors import Cancelled, UserError, user_message
+from almdn.errors import Cancelled, UserError
+from almdn.user_errors import user_message
 
-#: Job kinds and the functions that do their work (``module:function``).
-JOB_KINDS: dict[str, str] = {
-    "retrain": "almdn.workflow.training:retrain_job",
-    "demo": "almdn.demo_project:demo_job",
-    "label_studio": "almdn.workflow.labeling:label_studio_job",
-}
-#: What each kind is called in a sentence.
+#: The job kinds and what each is called in a sentence; their functions are
+#: :data:`almdn.job_kinds.JOB_FUNCTIONS`.
 JOB_TITLES = {"retrain": "a retrain", "demo": "the demo project set-up", "label_studio": "the start of Label Studio"}
+JOB_KINDS: tuple[str, ...] = tuple(JOB_TITLES)
+#: The module whose ``main`` a job's process runs (it registers the job functions).
+RUNNER_MODULE = "almdn.job_kinds"
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -201,7 +201,7 @@ def start_job(project_dir: str | os.PathLike[str], kind: str, params: dict[str, 
         env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(os.open(folder / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             process = subprocess.Popen(
-                [python or sys.executable, "-m", "almdn.jobs", "run", str(folder)],
+                [python or sys.executable, "-m", RUNNER_MODULE, "run", str(folder)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, cwd=repo,
                 start_new_session=True,  # survives the app's process and its page reloads
@@ -324,13 +324,10 @@ class JobContext:
     def cancelled(self) -> bool:
         return self.folder is not None and (self.folder / "cancel").exists()
 
-    def check_cancelled(self) -> None:
-        if self.cancelled():
-            raise JobCancelled()
 
-
-def run_job(folder: str | os.PathLike[str]) -> int:
-    """Do the job in ``folder`` (the child process's main); returns the exit status."""
+def run_job(folder: str | os.PathLike[str], functions: Mapping[str, Callable[..., Any]]) -> int:
+    """Do the job in ``folder`` with its kind's function of ``functions`` (the child process's
+    main, :func:`almdn.job_kinds.main`); returns the exit status."""
     folder = Path(folder)
     context = JobContext(folder)
     context._state = json.loads((folder / "job.json").read_text(encoding="utf-8"))
@@ -340,8 +337,7 @@ def run_job(folder: str | os.PathLike[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: (folder / "cancel").touch())
     code = 0
     try:
-        module, _, name = JOB_KINDS[context._state["kind"]].partition(":")
-        fn = getattr(importlib.import_module(module), name)
+        fn = functions[context._state["kind"]]
         result = fn(context, **context._state.get("params", {}))
         context._update(force=True, status="done", progress=1.0, stage="finished", result=result, finished_at=_now())
     except JobCancelled:
@@ -356,20 +352,3 @@ def run_job(folder: str | os.PathLike[str]) -> int:
     finally:
         _release(folder.parent, folder.name)
     return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 2 and argv[0] == "run":
-        return run_job(argv[1])
-    print("usage: python -m almdn.jobs run JOB_FOLDER", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # Run the imported module's main, not this ``__main__`` copy: the job functions raise
-    # ``almdn.jobs.JobCancelled``, which must be the class run_job catches.
-    from almdn.jobs import main as _main
-
-    sys.exit(_main())

@@ -12,8 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from almdn.errors import Cancelled, UserError
-from almdn.registry import CLASS_LOSSES, DEFAULT_CLS_LOSS, FIXED_IMAGE_SIZES, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
+from almdn.errors import UserError
+from almdn.registry import (
+    AUGMENT_POLICIES, CLASS_LOSSES, DEFAULT_AGGREGATION, DEFAULT_AUGMENT, DEFAULT_CLS_LOSS, DEFAULT_CONF_THRESHOLD,
+    DEFAULT_NUM_COMPONENTS, DEFAULT_OPTIMIZER, FIXED_IMAGE_SIZES, MAX_COMPONENTS, MIN_COMPONENTS, OPTIMIZERS,
+    ROUND_ARCH_NAMES, ROUND_HEAD_TYPES,
+)
 from almdn.store import Store
 
 #: Store meta key of a project's round settings (JSON).
@@ -34,11 +38,6 @@ HEAD_CHOICES = ROUND_HEAD_TYPES
 
 class RoundError(UserError, RuntimeError):
     """A round cannot run; the message says what to do."""
-
-
-#: The round was stopped by its ``should_stop`` callback; nothing was recorded (the one
-#: cancellation of the library, :class:`almdn.errors.Cancelled`, by the round's name).
-RoundCancelled = Cancelled
 
 
 @dataclass
@@ -78,21 +77,21 @@ class RoundSettings:
 
     arch: str = "ssd_mobilenet_v2_small"
     head: str = "gmm"
-    num_components: int = 4
+    num_components: int = DEFAULT_NUM_COMPONENTS
     iterations: int = 300
     batch_size: int = 32
     lr: float = 0.002
-    optimizer: str = "adamw"
+    optimizer: str = DEFAULT_OPTIMIZER
     cls_loss: str = DEFAULT_CLS_LOSS
-    augment: str = "auto"
+    augment: str = DEFAULT_AUGMENT
     hflip: bool = True
     zoom_out_max: float = 4.0
     image_size: int | None = None
     fit_anchors: bool = False
     start_from: str = "initial"
     init: str = "imagenet"
-    conf_threshold: float = 0.5
-    aggregation: str = "max_all"
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD
+    aggregation: str = DEFAULT_AGGREGATION
     seed: int = 0
     device: str = "auto"
     score_batch_size: int = 32
@@ -105,10 +104,10 @@ class RoundSettings:
             problems.append(f"architecture '{self.arch}' is not one of {', '.join(ARCH_CHOICES)}")
         if self.cls_loss not in CLASS_LOSSES:
             problems.append(f"classification loss '{self.cls_loss}' is not one of {', '.join(CLASS_LOSSES)}")
-        if self.optimizer not in ("sgd", "adamw"):
-            problems.append(f"optimizer '{self.optimizer}' is not sgd or adamw")
-        if self.augment not in ("auto", "ssd", "flip", "none"):
-            problems.append(f"augmentation '{self.augment}' is not one of auto, ssd, flip, none")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer '{self.optimizer}' is not one of {', '.join(OPTIMIZERS)}")
+        if self.augment not in AUGMENT_POLICIES:
+            problems.append(f"augmentation '{self.augment}' is not one of {', '.join(AUGMENT_POLICIES)}")
         problems += _init_problems(self.init, self.arch)
         if self.image_size is not None and not MIN_IMAGE_SIZE <= int(self.image_size) <= MAX_IMAGE_SIZE:
             problems.append(f"image size {self.image_size} is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} px")
@@ -119,8 +118,8 @@ class RoundSettings:
             problems.append(f"start '{self.start_from}' is not one of {', '.join(START_CHOICES)}")
         if self.head not in HEAD_CHOICES:
             problems.append(f"head '{self.head}' is not one of {', '.join(HEAD_CHOICES)}")
-        if not 1 <= int(self.num_components) <= 16:
-            problems.append(f"K = {self.num_components} is outside 1..16")
+        if not MIN_COMPONENTS <= int(self.num_components) <= MAX_COMPONENTS:
+            problems.append(f"K = {self.num_components} is outside {MIN_COMPONENTS}..{MAX_COMPONENTS}")
         if int(self.iterations) < 1 or int(self.batch_size) < 1:
             problems.append("iterations and batch size must be at least 1")
         if not float(self.lr) > 0:

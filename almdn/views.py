@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from almdn.errors import InvalidChoice
-from almdn.store import UNCERTAINTY_NAMES, Z_NAMES, Store, StoreError
+from almdn.registry import DEFAULT_AGGREGATION, UNCERTAINTY_NAMES
+from almdn.store import Z_NAMES, Store, StoreError
 
 #: The four uncertainties in words (Sec. 3.3: box / class x aleatoric / epistemic).
 UNCERTAINTY_LABELS = {
@@ -93,12 +94,12 @@ def pool_table(store: Store, model_version: int | None = None) -> pd.DataFrame:
         ranking[column] = pd.to_numeric(ranking[column], errors="coerce").astype(np.float64)  # SQL NULL -> NaN
     ranking["file"] = [Path(p).name for p in ranking["path"]]
     ranking["num_detections"] = ranking["num_detections"].fillna(0).astype(int)
-    aggregation = str(store.model_version(mv).get("aggregation") or "max_all") if mv is not None else "max_all"
+    aggregation = str(store.model_version(mv).get("aggregation") or DEFAULT_AGGREGATION) if mv is not None else DEFAULT_AGGREGATION
     ranking[["driver", "driver_detection", "driven_by"]] = score_drivers(ranking, detections, aggregation)
     return ranking
 
 
-def score_drivers(ranking: pd.DataFrame, detections: pd.DataFrame, aggregation: str = "max_all") -> pd.DataFrame:
+def score_drivers(ranking: pd.DataFrame, detections: pd.DataFrame, aggregation: str = DEFAULT_AGGREGATION) -> pd.DataFrame:
     """Which uncertainty and which detection give each image its final score.
 
     The final score is a z-score (standard deviations above the pool's mean detection), so a
@@ -112,7 +113,7 @@ def score_drivers(ranking: pd.DataFrame, detections: pd.DataFrame, aggregation: 
     """
     from almdn.acquisition.aggregation import AGGREGATIONS, SHORT_NAMES
 
-    _, members = AGGREGATIONS.get(aggregation, AGGREGATIONS["max_all"])
+    _, members = AGGREGATIONS.get(aggregation, AGGREGATIONS[DEFAULT_AGGREGATION])
     names = [SHORT_NAMES[m] for m in members]
     z = ranking[[f"z_{n}" for n in names]].to_numpy(dtype=np.float64)
     has = ~np.isnan(z).all(axis=1) & ranking["score"].notna().to_numpy()
@@ -218,7 +219,7 @@ def explain_image(store: Store, image_id: int, model_version: int | None = None,
         pool_detections = store.detections(mv)
         pool_detections = pool_detections[pool_detections["image_id"].isin(set(table["image_id"]))]
     info = store.model_version(mv)
-    aggregation = str(info.get("aggregation") or "max_all")
+    aggregation = str(info.get("aggregation") or DEFAULT_AGGREGATION)
     row = table[table["image_id"] == int(image_id)]
     own = pool_detections[pool_detections["image_id"] == int(image_id)].reset_index(drop=True)
     det_rows = own[["detection", "class_name", "score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES]].copy()

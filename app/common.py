@@ -4,7 +4,6 @@ and the panel that follows a background job."""
 from __future__ import annotations
 
 import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,12 @@ from presentation import data_url, thumbnail
 
 from almdn import jobs, views
 from almdn.demo_project import default_projects_root
-from almdn.errors import USER_ERRORS, user_message
+from almdn.user_errors import USER_ERRORS, user_message
 from almdn.store import STORE_FILE, Store
 
 PAGE_IMAGE = "views/image.py"
 PAGE_TRAIN = "views/train.py"
 PAGE_SETTINGS = "views/settings.py"
-PAGE_PROJECTS = "views/projects.py"
 
 
 # --------------------------------------------------------------------------- where the app may be reached
@@ -185,7 +183,7 @@ def scored_version() -> int | None:
 
 @contextmanager
 def sentence_on_error():
-    """Show a user's error (:data:`almdn.errors.USER_ERRORS`) as one sentence; the page goes on."""
+    """Show a user's error (:data:`almdn.user_errors.USER_ERRORS`) as one sentence; the page goes on."""
     try:
         yield
     except USER_ERRORS as exc:
@@ -307,14 +305,3 @@ def job_status_line(style: str = "caption", suffix: str = "", key: str = "status
             st.caption(":material/hourglass_top: " + text + suffix)
 
     line()
-
-
-def age(stamp: str | None) -> str:
-    """'3 min ago' from an ISO time stamp."""
-    if not stamp:
-        return ""
-    seconds = time.time() - pd.Timestamp(stamp).timestamp()
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit} ago"
-    return "just now"

@@ -51,7 +51,7 @@ if common.is_loopback(st_config.get_option("server.address")):
         st.stop()
 
 from almdn import demo_project, jobs  # noqa: E402
-from almdn.errors import USER_ERRORS  # noqa: E402
+from almdn.user_errors import USER_ERRORS  # noqa: E402
 
 PAGES = {
     "Active learning": [

@@ -101,7 +101,7 @@ def coco_dataset(root: Path, n: int = 6, boxes=None) -> Path:
 LS_PAGE_CAP = 2
 PUT_BACK = (
     "import sys\n"
-    "from almdn.errors import USER_ERRORS\n"
+    "from almdn.user_errors import USER_ERRORS\n"
     "from almdn.store import Store\n"
     "from almdn.workflow import return_skipped_to_pool\n"
     "try:\n"

@@ -140,8 +140,13 @@ class LabelStudioClient:
         self.page_size = int(page_size)
         # Reads may be retried; every write passes max_retries=0, because a retried POST whose
         # first attempt reached the server would create its tasks twice.
-        self._sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout, max_retries=2)
-        self._http = httpx.Client(base_url=self.url, headers={"Authorization": f"Token {token}"}, timeout=timeout)
+        # One HTTP stack: the SDK runs on our httpx client (its public ``httpx_client``
+        # argument), and the few calls the SDK has no fitting method for (the task listing, see
+        # _list_tasks; a task by id with a 404 as None; deletes and the file upload, whose
+        # errors must name what was being done) go through the same client, its connection
+        # pool and its timeout. ``follow_redirects`` as the SDK sets it on the client it would make.
+        self._http = httpx.Client(base_url=self.url, headers={"Authorization": f"Token {token}"}, timeout=timeout, follow_redirects=True)
+        self._sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout, max_retries=2, httpx_client=self._http)
         self._users: dict[int, str] | None = None
 
     @classmethod
@@ -154,9 +159,7 @@ class LabelStudioClient:
         return f"LabelStudioClient(url={self.url!r}, token=***)"
 
     def close(self) -> None:
-        self._http.close()
-        with contextlib.suppress(Exception):
-            self._sdk._client_wrapper.httpx_client.httpx_client.close()  # the SDK has no close(): its httpx client sits in its wrapper
+        self._http.close()  # the SDK's client too: it is the same one
 
     def __enter__(self) -> LabelStudioClient:
         return self
@@ -257,7 +260,8 @@ class LabelStudioClient:
         page, or the 404 Label Studio answers past the last page) is. The SDK's own task
         pager does not fit: it asks for pages until one is empty, which Label Studio answers
         with 404 (an error), and it never reads ``total``. A task listed twice (pages shifted
-        by a deletion during the listing) is kept once.
+        by a deletion during the listing) is kept once. So this pager is written here, on the
+        SDK's own HTTP client (one stack, see ``__init__``).
         """
         tasks: dict[int, dict[str, Any]] = {}
         page = 1

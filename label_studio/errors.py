@@ -1,7 +1,7 @@
 """Errors of the Label Studio integration; each message is one sentence that says what to do.
 
 This package does not import the library (``almdn`` calls it, never the other way round), so
-its base class stands beside :class:`almdn.errors.UserError` in :data:`almdn.errors.USER_ERRORS`.
+its base class stands beside :class:`almdn.errors.UserError` in :data:`almdn.user_errors.USER_ERRORS`.
 """
 
 from __future__ import annotations

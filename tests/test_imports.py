@@ -126,3 +126,42 @@ def test_private_names_of_other_modules_are_imported_only_with_a_reason():
             if private and not any("#" in line for line in source):
                 unexplained.append(f"{path.relative_to(REPO)}:{node.lineno} imports {', '.join(private)}")
     assert unexplained == []
+
+
+def test_jobs_are_registered_by_import_so_this_test_sees_what_they_run():
+    """A job's process runs :data:`almdn.jobs.RUNNER_MODULE`, whose registry imports each job's
+    function: the import graph above holds every module a job runs (no import strings)."""
+    from almdn import jobs
+    from almdn.job_kinds import JOB_FUNCTIONS
+
+    graph = import_graph(modules())
+    assert jobs.RUNNER_MODULE in graph
+    assert set(JOB_FUNCTIONS) == set(jobs.JOB_TITLES) == set(jobs.JOB_KINDS)
+    for kind, fn in JOB_FUNCTIONS.items():
+        assert fn.__module__ in graph[jobs.RUNNER_MODULE], (kind, fn.__module__)
+    assert "job_kinds" not in "".join(sorted(graph["almdn.jobs"]))  # jobs starts the runner, never imports it
+
+
+def test_no_module_imports_by_string():
+    """``importlib.import_module`` or ``__import__`` hides a dependency from the graph above."""
+    found = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                f = node.func
+                called = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+                if called in ("import_module", "__import__"):
+                    found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert found == []
+
+
+def test_base_modules_import_no_integration_and_data_no_models():
+    """The base modules (errors, registry, the store, the datasets) import no ``label_studio``,
+    and ``almdn.data`` never imports ``almdn.models``."""
+    graph = import_graph(modules())
+    base = [m for m in graph if m in ("almdn.errors", "almdn.registry") or m.startswith(("almdn.store", "almdn.data"))]
+    assert "almdn.errors" in base and "almdn.store.schema" in base
+    to_label_studio = sorted(f"{m} -> {t}" for m in base for t in graph[m] if t.startswith("label_studio"))
+    assert to_label_studio == []
+    data_to_models = sorted(f"{m} -> {t}" for m in graph if m.startswith("almdn.data") for t in graph[m] if t.startswith("almdn.models"))
+    assert data_to_models == []

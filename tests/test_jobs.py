@@ -11,6 +11,7 @@ import pytest
 from almdn import jobs
 from almdn.store import Store
 from tests.app_support import project  # noqa: F401
+from tests.store_support import move_to_pool
 
 
 def _wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
@@ -60,7 +61,7 @@ def test_one_job_at_a_time_and_cancel_leaves_the_store_unchanged(project):
 
 def test_a_failing_job_ends_in_one_sentence(project):
     with Store.open(project, create=False) as store:
-        store.set_split(store.labeled_image_ids(), "pool")
+        move_to_pool(store, store.labeled_image_ids())
     state = jobs.start_job(project, "retrain", {"project_dir": str(project)}).wait(timeout=120)
     assert state["status"] == "failed"
     assert state["message"].startswith("No image is labeled yet;")

@@ -57,6 +57,31 @@ def test_box_iou():
     assert box_iou_xyxy(np.zeros((0, 4)), np.zeros((3, 4))).shape == (0, 3)
 
 
+def _hand_written_iou(a, b):
+    """The hand-written IoU that torchvision.ops.box_iou replaced (kept here as the reference)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def test_box_iou_matches_the_hand_written_one_with_degenerate_and_inverted_boxes():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, size=(60, 2))
+    wh = rng.uniform(-20, 60, size=(60, 2))  # some inverted
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    boxes[:5, 2:] = boxes[:5, :2]  # points
+    boxes[5:10, 2] = boxes[5:10, 0]  # zero width
+    np.testing.assert_allclose(box_iou_xyxy(boxes, boxes[::-1]), _hand_written_iou(boxes, boxes[::-1]), rtol=1e-12, atol=1e-15)
+    assert box_iou_xyxy(boxes, boxes).dtype == np.float64
+
+
 def test_perfect_predictions():
     rng = np.random.default_rng(0)
     targets = _random_targets(rng, 12, 3)

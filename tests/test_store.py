@@ -24,6 +24,7 @@ from almdn.data.coco import CocoDetectionDataset, DatasetError
 from almdn.data.records import BoxRecord, ImageRecord
 from almdn.errors import UserError
 from almdn.store import MIGRATIONS, SCHEMA_VERSION, UNCERTAINTY_NAMES, Z_NAMES, Store, StoreError, _statements, file_sha256
+from tests.store_support import move_to_pool, training_set
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,7 @@ def store(tmp_path):
 
 def test_new_store_has_current_schema_in_wal_mode(tmp_path):
     s = Store.open(tmp_path / "p", name="demo")
-    assert s.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
+    assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
     assert s.path == tmp_path / "p" / "almdn.sqlite"
     assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert s.name == "demo" and len(s.project_uuid) == 32
@@ -79,12 +80,12 @@ def test_migration_from_an_older_store_keeps_its_data(tmp_path):
     conn.close()
 
     s = Store.open(db)
-    assert s.schema_version == SCHEMA_VERSION
+    assert s._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert s.project_uuid == "u1"
     labels = s.labels()
     assert labels[["x1", "y1", "x2", "y2"]].values.tolist() == [[1, 2, 3, 4]]
     mv = s.record_model_version("m.pt", labeled_image_ids=[1])  # tables of later migrations work
-    assert s.training_set(mv) == [1]
+    assert training_set(s, mv) == [1]
     assert s.check_integrity() == []
     s.close()
 
@@ -131,8 +132,6 @@ def test_unlabeled_image_cannot_enter_the_labeled_split(store, tmp_path):
     with pytest.raises(StoreError, match="has no labels and cannot go to the 'labeled' split"):
         store.add_images([paths[0]], split="labeled")
     store.add_images([paths[0]], split="pool")
-    with pytest.raises(StoreError, match="have no labels"):
-        store.set_split([1], "labeled")
     assert store.images()["split"].tolist() == ["pool"]
 
 
@@ -160,7 +159,7 @@ def test_unknown_class_rolls_back_the_whole_import(store, tmp_path):
 def test_add_labels_keeps_history_and_moves_the_image(store, tmp_path):
     paths = write_images(tmp_path / "imgs", 1)
     store.add_images([ImageRecord(paths[0], boxes=[BoxRecord("cat", 0, 0, 10, 10)])], split="labeled")
-    store.set_split([1], "pool")
+    move_to_pool(store, [1])
     new = store.add_labels(1, [BoxRecord("bird", 5, 6, 20, 30)], annotator="ann@example.org")
     assert store.images()["split"].tolist() == ["labeled"]
     assert store.labels()[["class_name", "x1", "annotator", "annotation_id"]].values.tolist() == [["bird", 5, "ann@example.org", new]]
@@ -214,7 +213,7 @@ def test_scores_round_trip_and_pool_ranking(store, tmp_path):
     pool = store.image_ids("pool")
     assert pool == [2, 3, 4, 5]
     mv = store.record_model_version("runs/m.pt", {"map50": 0.4}, name="first", class_names=["cat", "dog", "bird"])
-    assert store.training_set(mv) == [1]
+    assert training_set(store, mv) == [1]
     images, detections = _scores(pool, [2, 0, 3, 1])
     store.write_scores(mv, images, detections, conf_threshold=0.5)
 
@@ -407,10 +406,10 @@ def test_meta_and_rounds(store):
     store.set_meta("note", "x")
     store.set_meta("note", "y")
     assert store.meta("note") == "y"
-    assert store.current_round() is None
+    assert store.rounds().empty
     r1 = store.start_round("warm start")
     r2 = store.start_round()
-    assert (r1, r2) == (1, 2) and store.current_round() == 2
+    assert (r1, r2) == (1, 2) and store.rounds()["round_id"].max() == 2
     assert store.rounds()["note"].tolist() == ["warm start", ""]
     assert json.loads(json.dumps(store.counts()))["classes"] == 3
 

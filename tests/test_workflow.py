@@ -15,10 +15,11 @@ from click.testing import CliRunner
 from almdn import jobs, views
 from almdn.cli import main
 from almdn.errors import Cancelled, UserError
-from almdn.rounds import RoundCancelled, RoundError, unreadable_key
+from almdn.rounds import RoundError, unreadable_key
 from almdn.store import STORE_FILE, UNCERTAINTY_NAMES, Z_NAMES, Store
 from almdn.workflow import create_project, document_root, rescore, run_round
 from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project, write_small_box_dataset  # noqa: F401
+from tests.store_support import move_to_pool, training_set
 
 
 # --------------------------------------------------------------------------- a round
@@ -33,7 +34,7 @@ def test_round_records_a_scored_model_version_trained_on_the_labeled_set(project
         result = run_round(store, TINY_SETTINGS, progress=lambda f, s=None: stages.append((f, s)), on_metrics=steps.append)
         assert result.model_version == before + 1
         assert result.previous_model_version == before
-        assert store.training_set(result.model_version) == sorted(labeled)
+        assert training_set(store, result.model_version) == sorted(labeled)
         assert store.latest_model_version(scored=True) == result.model_version
         scores = store.image_scores(result.model_version)
         assert sorted(scores["image_id"]) == sorted(pool)
@@ -57,7 +58,7 @@ def test_cancelled_round_changes_nothing(project):
     with Store.open(project, create=False) as store:
         before = (store.counts(), len(store.rounds()))
         models_before = set((project / "models").glob("*")) if (project / "models").exists() else set()
-        with pytest.raises(RoundCancelled):
+        with pytest.raises(Cancelled):
             run_round(store, TINY_SETTINGS.replace(iterations=50), should_stop=lambda: True)
         assert (store.counts(), len(store.rounds())) == before
     models_after = set((project / "models").glob("*")) if (project / "models").exists() else set()
@@ -66,7 +67,7 @@ def test_cancelled_round_changes_nothing(project):
 
 def test_round_without_labels_says_so(project):
     with Store.open(project, create=False) as store:
-        store.set_split(store.labeled_image_ids(), "pool")
+        move_to_pool(store, store.labeled_image_ids())
         with pytest.raises(RoundError, match="No image is labeled yet"):
             run_round(store, TINY_SETTINGS)
 
@@ -123,7 +124,7 @@ def test_document_root_is_the_projects_own_media_folder_never_the_images_folders
 
 
 def test_a_cancelled_round_is_the_one_cancellation_jobs_catch():
-    assert RoundCancelled is Cancelled is jobs.JobCancelled
+    assert Cancelled is jobs.JobCancelled
 
 
 # --------------------------------------------------------------------------- the CLI and the app score alike

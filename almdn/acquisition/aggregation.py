@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from almdn.errors import InvalidChoice
-from almdn.store import UNCERTAINTY_NAMES
+from almdn.registry import DEFAULT_AGGREGATION, UNCERTAINTY_NAMES
 
 #: The paper's short names (u_alb, u_epb, u_alc, u_epc) for the four uncertainties.
 SHORT_NAMES = dict(zip(("alb", "epb", "alc", "epc"), UNCERTAINTY_NAMES))
@@ -35,7 +35,7 @@ def _aggregation_table() -> dict[str, tuple[str, tuple[str, ...]]]:
 
 #: Every aggregation of Tab. 2 by name; ``max_all`` is the paper's (and the default).
 AGGREGATIONS: dict[str, tuple[str, tuple[str, ...]]] = _aggregation_table()
-DEFAULT_AGGREGATION = "max_all"
+assert DEFAULT_AGGREGATION in AGGREGATIONS
 
 
 def image_scores(
@@ -49,7 +49,7 @@ def image_scores(
     :func:`almdn.acquisition.selection.select_batch` for what happens to them).
 
     Args:
-        aggregation: a key of :data:`AGGREGATIONS`; ``"max_all"`` (the paper's best) takes the
+        aggregation: a key of :data:`AGGREGATIONS`; ``max_all`` (the paper's best) takes the
             maximum of the four z-scored values, ``"sum_loc"`` the sum of the localization
             head's two, ``"alc"`` only the classification aleatoric one, and so on.
         score_weighted: multiply each detection's uncertainties by its score before the

@@ -16,7 +16,7 @@ stream that the mixture noise uses is left untouched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -26,8 +26,10 @@ from torchvision.ops.boxes import box_iou
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-AugmentPolicy = Literal["auto", "ssd", "flip", "none"]
-AUGMENT_POLICIES: tuple[str, ...] = ("auto", "ssd", "flip", "none")
+from almdn.registry import AUGMENT_POLICIES, DEFAULT_AUGMENT  # noqa: F401  (AUGMENT_POLICIES: re-exported)
+
+#: One of :data:`almdn.registry.AUGMENT_POLICIES`.
+AugmentPolicy = str
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class AugmentConfig:
         fill: RGB fill of the zoom-out canvas, in [0, 1] (the dataset's mean colour).
     """
 
-    policy: AugmentPolicy = "auto"
+    policy: AugmentPolicy = DEFAULT_AUGMENT
     zoom_out_max: float = 4.0
     zoom_out_p: float = 0.5
     hflip: bool = True

@@ -18,6 +18,11 @@ import torch
 from almdn.data.coco import MAX_DECODE_SIDE, DatasetError, decode_image, reduced_size  # noqa: F401  (decoding lives with read_image in coco.py)
 from almdn.data.records import image_size
 
+#: Detection keys in image pixels (x, y, x, y order): what goes back to the original image
+#: size with the boxes (:func:`restore_boxes`): the boxes, the K component means and their
+#: sigmas, the anchors.
+BOX_KEYS: tuple[str, ...] = ("boxes", "component_boxes", "component_sigmas", "anchor_boxes")
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -31,8 +36,7 @@ def list_images(root: str | os.PathLike[str]) -> list[Path]:
 
 def restore_boxes(prediction: dict, box_scale: tuple[float, float] | None) -> dict:
     """A detector's prediction on a reduced image, with every pixel-valued key (boxes, component
-    boxes and sigmas, anchors: :data:`almdn.models.postprocess.BOX_KEYS`) in the original pixels."""
-    from almdn.models.postprocess import BOX_KEYS
+    boxes and sigmas, anchors: :data:`BOX_KEYS`) in the original pixels."""
 
     if box_scale is None or box_scale == (1.0, 1.0):
         return prediction

@@ -181,15 +181,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` of rank ``src`` on every rank."""
-    if not is_active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 class RankSliceSampler(Sampler[int]):
     """This rank's share of a global index stream cut into global batches.
 

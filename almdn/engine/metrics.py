@@ -42,13 +42,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-__all__ = [
-    "coco_map",
-    "voc07_map",
-    "voc_ap",
-    "box_iou_xyxy",
-    "evaluate_predictions",
-]
+__all__ = ["coco_map", "voc07_map", "voc_ap", "box_iou_xyxy", "MATCH_IOU", "greedy_match", "evaluate_predictions"]
 
 
 # --------------------------------------------------------------------------
@@ -129,28 +123,127 @@ def _nanmean(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------
 # IoU
 # --------------------------------------------------------------------------
+#: The IoU at or above which a detection matches a ground-truth box of its class (a true
+#: positive): the PASCAL VOC criterion, COCO's AP@.5, and the match of the quality reports.
+MATCH_IOU: float = 0.5
+
+
 def box_iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU ``[len(a), len(b)]`` of xyxy boxes, continuous coordinates.
 
-    No "+1" is added to widths/heights (unlike the original VOC devkit).  A
-    pair whose union is zero (two degenerate boxes) gets IoU 0.
+    :func:`torchvision.ops.box_iou` in float64. No "+1" is added to widths/heights (unlike the
+    original VOC devkit). An inverted box (``x2 < x1``) counts as zero-width, and a pair whose
+    union is zero (two degenerate boxes) gets IoU 0, where torchvision would give a negative
+    area or NaN.
     """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou
+    # imported here: the quality reports (and the app's pages that show them) read this module
+    # without loading torch
+    import torch
+    from torchvision.ops import box_iou
+
+    a = torch.from_numpy(np.array(a, dtype=np.float64).reshape(-1, 4))
+    b = torch.from_numpy(np.array(b, dtype=np.float64).reshape(-1, 4))
+    a = torch.cat([a[:, :2], torch.maximum(a[:, 2:], a[:, :2])], dim=1)
+    b = torch.cat([b[:, :2], torch.maximum(b[:, 2:], b[:, :2])], dim=1)
+    return torch.nan_to_num(box_iou(a, b), nan=0.0).numpy()
 
 
 # --------------------------------------------------------------------------
 # COCO (pycocotools)
 # --------------------------------------------------------------------------
+def _coco_xywh(boxes: np.ndarray) -> np.ndarray:
+    return np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], axis=1)
+
+
+def _coco_ground_truth(gts: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int) -> Dict[str, Any]:
+    """The in-memory COCO dataset of the targets: image ids ``1..len(gts)``, categories
+    ``1..num_classes``, xywh boxes, ``area = w * h``, difficult boxes as ``iscrowd = 1``."""
+    images = []
+    annotations = []
+    ann_id = 1  # must start at 1: COCOeval uses id 0 to mean "unmatched"
+    for img_idx, (boxes, labels, difficult) in enumerate(gts):
+        image_id = img_idx + 1
+        images.append({"id": image_id})
+        if len(boxes) == 0:
+            continue
+        xywh = _coco_xywh(boxes)
+        areas = (xywh[:, 2] * xywh[:, 3]).tolist()
+        for box, area, label, diff in zip(xywh.tolist(), areas, labels.tolist(), difficult.tolist()):
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": box,
+                    "area": float(area),
+                    "iscrowd": 1 if diff else 0,
+                }
+            )
+            ann_id += 1
+    categories = [{"id": c, "name": str(c)} for c in range(1, num_classes + 1)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _coco_results(preds: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]]) -> List[Dict[str, Any]]:
+    """The detections in COCO's result format (xywh boxes, image ids ``1..len(preds)``)."""
+    results = []
+    for img_idx, (boxes, scores, labels) in enumerate(preds):
+        if len(boxes) == 0:
+            continue
+        image_id = img_idx + 1
+        for box, score, label in zip(_coco_xywh(boxes).tolist(), scores.tolist(), labels.tolist()):
+            results.append({"image_id": image_id, "category_id": int(label), "bbox": box, "score": float(score)})
+    return results
+
+
+def _run_cocoeval(dataset: Dict[str, Any], results: List[Dict[str, Any]], num_classes: int, max_dets: int) -> Any:
+    """pycocotools' ``COCOeval`` (bbox), evaluated and accumulated, its printing silenced."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = dataset
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(results)
+        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        ev.params.imgIds = [im["id"] for im in dataset["images"]]
+        ev.params.catIds = list(range(1, num_classes + 1))
+        ev.params.maxDets = sorted({1, 10, max_dets}) if max_dets >= 10 else sorted({1, max_dets})
+        ev.evaluate()
+        ev.accumulate()
+    return ev
+
+
+def _coco_summary(ev: Any, max_dets: int) -> Dict[str, Any]:
+    """AP@[.5:.95], AP@.5, AP@.75 and per-class AP@.5 from ``ev.eval["precision"]``, the way
+    ``COCOeval.summarize`` computes ``stats[0:3]`` (area "all", at ``max_dets``)."""
+    nan = float("nan")
+    p = ev.params
+    precision = ev.eval["precision"]  # [T, R, K, A, M]
+    a_idx = list(p.areaRngLbl).index("all")
+    m_idx = list(p.maxDets).index(max_dets)
+
+    def _mean_valid(arr: np.ndarray) -> float:
+        valid = arr[arr > -1]
+        return float(np.mean(valid)) if valid.size else nan
+
+    def _iou_index(thr: float) -> int:
+        return int(np.where(np.isclose(p.iouThrs, thr))[0][0])
+
+    i50, i75 = _iou_index(0.5), _iou_index(0.75)
+    per_class: Dict[int, float] = {}
+    for k, cat in enumerate(p.catIds):
+        per_class[int(cat)] = _mean_valid(precision[i50, :, k, a_idx, m_idx])
+
+    return {
+        "map": _mean_valid(precision[:, :, :, a_idx, m_idx]),
+        "map50": _mean_valid(precision[i50, :, :, a_idx, m_idx]),
+        "map75": _mean_valid(precision[i75, :, :, a_idx, m_idx]),
+        "per_class_ap50": per_class,
+    }
+
+
 def coco_map(
     predictions: Sequence[Mapping[str, Any]],
     targets: Sequence[Mapping[str, Any]],
@@ -195,9 +288,6 @@ def coco_map(
     ``summarize`` does, so that a non-default ``max_dets`` is honoured).
     If no class has ground truth every value is ``nan``.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     _check_lengths(predictions, targets, num_classes)
     num_classes = int(num_classes)
     max_dets = int(max_dets)
@@ -211,89 +301,14 @@ def coco_map(
     for _, labels, difficult in gts:
         has_gt[labels[~difficult]] = True
 
-    # ---- ground truth in memory ------------------------------------------
-    images = []
-    annotations = []
-    ann_id = 1  # must start at 1: COCOeval uses id 0 to mean "unmatched"
-    for img_idx, (boxes, labels, difficult) in enumerate(gts):
-        image_id = img_idx + 1
-        images.append({"id": image_id})
-        if len(boxes) == 0:
-            continue
-        w = boxes[:, 2] - boxes[:, 0]
-        h = boxes[:, 3] - boxes[:, 1]
-        xywh = np.stack([boxes[:, 0], boxes[:, 1], w, h], axis=1).tolist()
-        areas = (w * h).tolist()
-        for box, area, label, diff in zip(xywh, areas, labels.tolist(), difficult.tolist()):
-            annotations.append(
-                {
-                    "id": ann_id,
-                    "image_id": image_id,
-                    "category_id": int(label),
-                    "bbox": box,
-                    "area": float(area),
-                    "iscrowd": 1 if diff else 0,
-                }
-            )
-            ann_id += 1
-    categories = [{"id": c, "name": str(c)} for c in range(1, num_classes + 1)]
-
-    # ---- detections ------------------------------------------------------
-    results = []
-    for img_idx, (boxes, scores, labels) in enumerate(preds):
-        if len(boxes) == 0:
-            continue
-        image_id = img_idx + 1
-        xywh = np.stack(
-            [boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]],
-            axis=1,
-        ).tolist()
-        for box, score, label in zip(xywh, scores.tolist(), labels.tolist()):
-            results.append(
-                {"image_id": image_id, "category_id": int(label), "bbox": box, "score": float(score)}
-            )
-
-    nan = float("nan")
+    results = _coco_results(preds)
     if not results:
+        nan = float("nan")
         per_class = {c: (0.0 if has_gt[c] else nan) for c in range(1, num_classes + 1)}
         v = 0.0 if has_gt.any() else nan
         return {"map": v, "map50": v, "map75": v, "per_class_ap50": per_class}
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = {"images": images, "annotations": annotations, "categories": categories}
-        coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
-        ev.params.imgIds = [im["id"] for im in images]
-        ev.params.catIds = list(range(1, num_classes + 1))
-        ev.params.maxDets = sorted({1, 10, max_dets}) if max_dets >= 10 else sorted({1, max_dets})
-        ev.evaluate()
-        ev.accumulate()
-
-    p = ev.params
-    precision = ev.eval["precision"]  # [T, R, K, A, M]
-    a_idx = list(p.areaRngLbl).index("all")
-    m_idx = list(p.maxDets).index(max_dets)
-
-    def _mean_valid(arr: np.ndarray) -> float:
-        valid = arr[arr > -1]
-        return float(np.mean(valid)) if valid.size else nan
-
-    def _iou_index(thr: float) -> int:
-        return int(np.where(np.isclose(p.iouThrs, thr))[0][0])
-
-    i50, i75 = _iou_index(0.5), _iou_index(0.75)
-    per_class: Dict[int, float] = {}
-    for k, cat in enumerate(p.catIds):
-        per_class[int(cat)] = _mean_valid(precision[i50, :, k, a_idx, m_idx])
-
-    return {
-        "map": _mean_valid(precision[:, :, :, a_idx, m_idx]),
-        "map50": _mean_valid(precision[i50, :, :, a_idx, m_idx]),
-        "map75": _mean_valid(precision[i75, :, :, a_idx, m_idx]),
-        "per_class_ap50": per_class,
-    }
+    ev = _run_cocoeval(_coco_ground_truth(gts, num_classes), results, num_classes, max_dets)
+    return _coco_summary(ev, max_dets)
 
 
 # --------------------------------------------------------------------------
@@ -330,11 +345,83 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool = True
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
+def _flatten_ground_truth(gts: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]], num_classes: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(offsets, difficult, npos)``: where each image's boxes start in the flat list of all
+    ground truth, the flat difficult flags, and the non-difficult boxes per class."""
+    gt_offsets = np.zeros(len(gts) + 1, dtype=np.int64)
+    for i, (boxes, _, _) in enumerate(gts):
+        gt_offsets[i + 1] = gt_offsets[i] + len(boxes)
+    if gt_offsets[-1] > 0:
+        gt_labels = np.concatenate([g[1] for g in gts])
+        gt_difficult = np.concatenate([g[2] for g in gts])
+    else:
+        gt_labels = np.zeros(0, dtype=np.int64)
+        gt_difficult = np.zeros(0, dtype=bool)
+    npos = np.bincount(gt_labels[~gt_difficult], minlength=num_classes + 1)
+    return gt_offsets, gt_difficult, npos
+
+
+def _same_class_iou(dboxes: np.ndarray, dlabels: np.ndarray, gboxes: np.ndarray, glabels: np.ndarray) -> np.ndarray:
+    """IoU of one image's detections with its ground truth, -1 for pairs of different classes."""
+    if not len(gboxes):
+        return np.full((len(dboxes), 0), -1.0)
+    iou = box_iou_xyxy(dboxes, gboxes)
+    return np.where(dlabels[:, None] == glabels[None, :], iou, -1.0)  # other classes never match
+
+
+def _devkit_best(iou: np.ndarray, offset: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Each detection's highest-IoU same-class box (flat index, -1 for none) and that IoU."""
+    n = iou.shape[0]
+    if not iou.shape[1]:
+        return np.full(n, -1, dtype=np.int64), np.full(n, -1.0)
+    best = iou.argmax(axis=1)
+    best_iou = iou[np.arange(n), best]
+    return np.where(best_iou >= 0, best + offset, -1), best_iou
+
+
+def _devkit_status(best_gt: np.ndarray, best_iou: np.ndarray, gt_difficult: np.ndarray, thr: float) -> np.ndarray:
+    """Status (1 TP / 0 FP / -1 ignored) of the ranked detections under the devkit's matching:
+    a hit on a difficult box is ignored, the first hit on a regular box is the TP, later hits
+    are duplicates (FP)."""
+    status = np.zeros(len(best_gt), dtype=np.int8)  # FP by default
+    hit = (best_iou >= thr) & (best_gt >= 0)
+    hit_diff = hit.copy()
+    hit_diff[hit] = gt_difficult[best_gt[hit]]
+    status[hit_diff] = -1
+    cand = np.where(hit & ~hit_diff)[0]  # ranked positions hitting a regular GT
+    if cand.size:
+        # the first (highest-ranked) detection of each GT is the TP, later ones duplicates
+        _, first = np.unique(best_gt[cand], return_index=True)
+        status[cand[first]] = 1
+    return status
+
+
+def _class_aps(status: np.ndarray, labels: np.ndarray, npos: np.ndarray, num_classes: int, use_07_metric: bool) -> Dict[int, float]:
+    """Per-class AP from the ranked detections' status: nan without positives, 0 without a
+    detection that counts."""
+    per_class: Dict[int, float] = {}
+    for c in range(1, num_classes + 1):
+        if npos[c] == 0:
+            per_class[c] = float("nan")
+            continue
+        st = status[labels == c]
+        st = st[st >= 0]
+        if st.size == 0:
+            per_class[c] = 0.0
+            continue
+        tp = np.cumsum(st == 1, dtype=np.float64)
+        fp = np.cumsum(st == 0, dtype=np.float64)
+        rec = tp / float(npos[c])
+        prec = tp / (tp + fp)
+        per_class[c] = voc_ap(rec, prec, use_07_metric=use_07_metric)
+    return per_class
+
+
 def voc07_map(
     predictions: Sequence[Mapping[str, Any]],
     targets: Sequence[Mapping[str, Any]],
     num_classes: int,
-    iou_threshold: float = 0.5,
+    iou_threshold: float = MATCH_IOU,
     use_07_metric: bool = True,
     matching: str = "devkit",
 ) -> Dict[str, Any]:
@@ -381,93 +468,37 @@ def voc07_map(
     thr = float(iou_threshold)
     preds = _prepare_predictions(predictions, num_classes)
     gts = _prepare_targets(targets, num_classes)
+    gt_offsets, gt_difficult, npos = _flatten_ground_truth(gts, num_classes)
 
-    # ---- flatten ground truth ------------------------------------------------
-    gt_offsets = np.zeros(len(gts) + 1, dtype=np.int64)
-    for i, (boxes, _, _) in enumerate(gts):
-        gt_offsets[i + 1] = gt_offsets[i] + len(boxes)
-    if gt_offsets[-1] > 0:
-        gt_labels = np.concatenate([g[1] for g in gts])
-        gt_difficult = np.concatenate([g[2] for g in gts])
-    else:
-        gt_labels = np.zeros(0, dtype=np.int64)
-        gt_difficult = np.zeros(0, dtype=bool)
-    npos = np.bincount(gt_labels[~gt_difficult], minlength=num_classes + 1)
-
-    # ---- per detection: status (1 TP, 0 FP, -1 ignored) ---------------------
+    # ---- per detection: status (1 TP, 0 FP, -1 ignored), or the devkit's best box ----
     det_scores: List[np.ndarray] = []
     det_labels: List[np.ndarray] = []
     det_status: List[np.ndarray] = []
-    if matching == "devkit":
-        det_best_gt: List[np.ndarray] = []  # global GT index or -1
-        det_best_iou: List[np.ndarray] = []
+    det_best: List[Tuple[np.ndarray, np.ndarray]] = []  # devkit: (global GT index or -1, IoU)
     for img_idx, ((dboxes, dscores, dlabels), (gboxes, glabels, gdiff)) in enumerate(zip(preds, gts)):
-        n = len(dboxes)
-        if n == 0:
+        if len(dboxes) == 0:
             continue
         det_scores.append(dscores)
         det_labels.append(dlabels)
-        if len(gboxes):
-            iou = box_iou_xyxy(dboxes, gboxes)
-            iou = np.where(dlabels[:, None] == glabels[None, :], iou, -1.0)  # other classes never match
-        else:
-            iou = np.full((n, 0), -1.0)
+        iou = _same_class_iou(dboxes, dlabels, gboxes, glabels)
         if matching == "devkit":
-            if iou.shape[1]:
-                best = iou.argmax(axis=1)
-                best_iou = iou[np.arange(n), best]
-                det_best_gt.append(np.where(best_iou >= 0, best + gt_offsets[img_idx], -1))
-                det_best_iou.append(best_iou)
-            else:
-                det_best_gt.append(np.full(n, -1, dtype=np.int64))
-                det_best_iou.append(np.full(n, -1.0))
+            det_best.append(_devkit_best(iou, int(gt_offsets[img_idx])))
         else:
             det_status.append(_match_best_unmatched(dscores, dlabels, iou, gdiff, thr))
 
-    num_det = sum(len(s) for s in det_scores)
-    per_class: Dict[int, float] = {}
-    if num_det == 0:
-        for c in range(1, num_classes + 1):
-            per_class[c] = 0.0 if npos[c] > 0 else float("nan")
+    if not det_scores:
+        per_class = {c: 0.0 if npos[c] > 0 else float("nan") for c in range(1, num_classes + 1)}
         return {"map": _nanmean(list(per_class.values())), "per_class_ap": per_class}
 
-    scores = np.concatenate(det_scores)
-    labels = np.concatenate(det_labels)
     # global ranking: score desc, stable w.r.t. (image, position) order
-    order = np.argsort(-scores, kind="stable")
-
+    order = np.argsort(-np.concatenate(det_scores), kind="stable")
     if matching == "devkit":
-        best_gt = np.concatenate(det_best_gt)[order]
-        best_iou = np.concatenate(det_best_iou)[order]
-        status = np.zeros(num_det, dtype=np.int8)  # FP by default
-        hit = (best_iou >= thr) & (best_gt >= 0)
-        hit_diff = hit.copy()
-        hit_diff[hit] = gt_difficult[best_gt[hit]]
-        status[hit_diff] = -1
-        cand = np.where(hit & ~hit_diff)[0]  # ranked positions hitting a regular GT
-        if cand.size:
-            # the first (highest-ranked) detection of each GT is the TP, later ones duplicates
-            _, first = np.unique(best_gt[cand], return_index=True)
-            status[cand[first]] = 1
+        best_gt = np.concatenate([b[0] for b in det_best])[order]
+        best_iou = np.concatenate([b[1] for b in det_best])[order]
+        status = _devkit_status(best_gt, best_iou, gt_difficult, thr)
     else:
         status = np.concatenate(det_status)[order]
-    labels = labels[order]
-
-    for c in range(1, num_classes + 1):
-        if npos[c] == 0:
-            per_class[c] = float("nan")
-            continue
-        st = status[labels == c]
-        st = st[st >= 0]
-        if st.size == 0:
-            per_class[c] = 0.0
-            continue
-        tp = np.cumsum(st == 1, dtype=np.float64)
-        fp = np.cumsum(st == 0, dtype=np.float64)
-        rec = tp / float(npos[c])
-        prec = tp / (tp + fp)
-        per_class[c] = voc_ap(rec, prec, use_07_metric=use_07_metric)
-
+    per_class = _class_aps(status, np.concatenate(det_labels)[order], npos, num_classes, use_07_metric)
     return {"map": _nanmean(list(per_class.values())), "per_class_ap": per_class}
 
 
@@ -505,7 +536,7 @@ def _greedy_assign(scores: np.ndarray, iou: np.ndarray, difficult: np.ndarray, t
 
 
 def greedy_match(
-    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray, iou_threshold: float = 0.5
+    boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, gt_boxes: np.ndarray, gt_labels: np.ndarray, iou_threshold: float = MATCH_IOU
 ) -> tuple[np.ndarray, np.ndarray]:
     """True/false positives of one image's detections, greedy by descending score.
 
@@ -552,7 +583,7 @@ def evaluate_predictions(
     Classes without ground truth are ``nan`` per class and left out of means.
     """
     coco = coco_map(predictions, targets, num_classes, max_dets=max_dets)
-    voc = voc07_map(predictions, targets, num_classes, iou_threshold=0.5, use_07_metric=True)
+    voc = voc07_map(predictions, targets, num_classes, iou_threshold=MATCH_IOU, use_07_metric=True)
     return {
         "map": coco["map"],
         "map50": coco["map50"],

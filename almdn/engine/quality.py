@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from almdn.engine.metrics import greedy_match
+from almdn.engine.metrics import MATCH_IOU, greedy_match
+from almdn.registry import DEFAULT_CONF_THRESHOLD
 
 #: The class-side signals scored by their AUROC for false vs true positives.
 CLASS_SIGNALS: tuple[str, ...] = ("cls_aleatoric", "cls_epistemic", "cls_entropy", "one_minus_score")
@@ -51,7 +52,7 @@ def effective_components(weights: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def mixture_collapse(
-    predictions: Sequence[Mapping[str, Any] | None], conf_threshold: float = 0.5, collapse_threshold: float = 0.99
+    predictions: Sequence[Mapping[str, Any] | None], conf_threshold: float = DEFAULT_CONF_THRESHOLD, collapse_threshold: float = 0.99
 ) -> dict[str, Any]:
     """Collapse statistics of the class and box mixtures of the kept detections.
 
@@ -119,8 +120,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
 def matched_detections(
     predictions: Sequence[Mapping[str, Any] | None],
     targets: Sequence[Mapping[str, Any]],
-    conf_threshold: float = 0.5,
-    iou_threshold: float = 0.5,
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
+    iou_threshold: float = MATCH_IOU,
 ) -> dict[str, np.ndarray]:
     """Every kept detection's signals with its match: columns ``is_tp``, ``iou``, ``score``,
     the four uncertainties, ``cls_entropy`` and ``one_minus_score``."""
@@ -156,8 +157,8 @@ def reliability(scores: np.ndarray, is_tp: np.ndarray, bins: int = 10, low: floa
 def uncertainty_quality(
     predictions: Sequence[Mapping[str, Any] | None],
     targets: Sequence[Mapping[str, Any]],
-    conf_threshold: float = 0.5,
-    iou_threshold: float = 0.5,
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
+    iou_threshold: float = MATCH_IOU,
     tight_iou: float = 0.75,
     reliability_bins: int = 10,
 ) -> dict[str, Any]:
@@ -187,7 +188,7 @@ def uncertainty_quality(
 def quality_report(
     predictions: Sequence[Mapping[str, Any] | None],
     targets: Sequence[Mapping[str, Any]],
-    conf_threshold: float = 0.5,
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
     collapse_threshold: float = 0.99,
 ) -> dict[str, Any]:
     """Both reports, ``{"mixture_collapse": ..., "uncertainty_quality": ...}`` (JSON-ready)."""

@@ -27,7 +27,7 @@ from torchvision.models.detection.ssd import SSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead
 
 from almdn.models.backbones import SSDLITE_NORM
-from almdn.registry import HEAD_TYPES, MIXTURE_HEAD_TYPES
+from almdn.registry import DEFAULT_NUM_COMPONENTS, HEAD_TYPES, MIXTURE_HEAD_TYPES
 
 HeadType = Literal["gmm", "eff", "plain"]  # the names of almdn.registry.HEAD_TYPES
 
@@ -72,7 +72,7 @@ class MixtureHead(nn.Module):
         in_channels: list[int],
         num_anchors: list[int],
         num_classes: int,
-        num_components: int = 4,
+        num_components: int = DEFAULT_NUM_COMPONENTS,
         cls_head: Literal["gmm", "eff"] = "gmm",
         hidden_channels: int | list[int] = 128,
         depthwise: bool = False,
@@ -166,7 +166,7 @@ def build_head(
     in_channels: list[int],
     num_anchors: list[int],
     num_classes: int,
-    num_components: int = 4,
+    num_components: int = DEFAULT_NUM_COMPONENTS,
     hidden_channels: int | list[int] = 128,
     depthwise: bool = False,
 ) -> nn.Module:

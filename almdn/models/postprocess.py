@@ -27,6 +27,9 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+# BOX_KEYS (re-exported): the detection keys in image pixels, defined beside
+# almdn.data.images.restore_boxes, which rescales them.
+from almdn.data.images import BOX_KEYS
 from almdn.losses import log_variance
 from almdn.uncertainty import (
     classification_uncertainty,
@@ -49,9 +52,6 @@ __all__ = [
     "split_per_image",
 ]
 
-#: Detection keys in image pixels (x, y, x, y order): what goes back to the original image
-#: size with the boxes.
-BOX_KEYS: tuple[str, ...] = ("boxes", "component_boxes", "component_sigmas", "anchor_boxes")
 #: Per-detection mixture keys (N, ...) that describe a detection's distribution.
 MIXTURE_KEYS: tuple[str, ...] = (
     "component_boxes", "component_weights", "component_variances", "component_sigmas", "class_weights", "class_probs",

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from almdn.labeling import label_studio_home, local_server_running
+from almdn.registry import LABEL_STUDIO_PORT
 from almdn.store import Store
 from almdn.workflow.labeling_lock import LOCK_FILE, Server, pending_push, project_lock
 from almdn.workflow.labeling_pull import PullReport, pull, resend_skipped, return_skipped_to_pool
@@ -100,7 +101,7 @@ class ServerStart:
 
 
 def start_label_studio(
-    project_dir: str | os.PathLike[str], port: int = 8080, template: bool = True,
+    project_dir: str | os.PathLike[str], port: int = LABEL_STUDIO_PORT, template: bool = True,
     progress: Callable[[float, str | None], None] | None = None,
 ) -> ServerStart:
     """Start the project's local Label Studio on 127.0.0.1 and connect the project to it.
@@ -141,7 +142,7 @@ def start_label_studio_job(project_dir: str | os.PathLike[str], port: int):
     return jobs.start_job(project_dir, "label_studio", {"project_dir": str(Path(project_dir)), "port": int(port)})
 
 
-def label_studio_job(context, port: int = 8080, project_dir: str | None = None) -> dict[str, Any]:
+def label_studio_job(context, port: int = LABEL_STUDIO_PORT, project_dir: str | None = None) -> dict[str, Any]:
     """The job of :func:`start_label_studio_job`."""
     project_dir = Path(project_dir) if project_dir else context.folder.parent.parent
     started = start_label_studio(project_dir, port, progress=context.progress)

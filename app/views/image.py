@@ -11,8 +11,8 @@ from presentation import as_text
 
 from almdn import views
 from almdn.data.coco import DatasetError, decode_image
-from almdn.errors import USER_ERRORS
-from almdn.store import UNCERTAINTY_NAMES
+from almdn.user_errors import USER_ERRORS
+from almdn.registry import DEFAULT_CONF_THRESHOLD, UNCERTAINTY_NAMES
 
 st.title("Image")
 store = common.store()
@@ -84,7 +84,7 @@ except USER_ERRORS as exc:  # e.g. the model's checkpoint was moved away
     st.stop()
 # The same numbers as the store's (what the tables and the reason refer to).
 all_detections = views.align_to_stored(all_detections, store.detections(mv, [image_id]))
-kept_threshold = float(info["conf_threshold"]) if info.get("conf_threshold") == info.get("conf_threshold") and info.get("conf_threshold") is not None else 0.5
+kept_threshold = float(info["conf_threshold"]) if info.get("conf_threshold") == info.get("conf_threshold") and info.get("conf_threshold") is not None else DEFAULT_CONF_THRESHOLD
 left, right = st.columns([3, 2])
 with right:
     threshold = st.slider("Show detections with score at least", 0.0, 1.0, kept_threshold, 0.01,

@@ -13,7 +13,7 @@ from presentation import ACQUISITION_LABELS, as_text
 
 from almdn import labeling, workflow
 from almdn.acquisition.stored import ACQUISITION_METHODS, select_for_labeling
-from almdn.errors import USER_ERRORS
+from almdn.user_errors import USER_ERRORS
 from almdn.rounds import plural
 
 st.title("Label")

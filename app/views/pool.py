@@ -7,7 +7,7 @@ import streamlit as st
 from presentation import page_of
 
 from almdn import views
-from almdn.store import UNCERTAINTY_NAMES
+from almdn.registry import UNCERTAINTY_NAMES
 
 st.title("Pool")
 store = common.store()

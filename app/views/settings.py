@@ -7,9 +7,12 @@ import streamlit as st
 
 from almdn import jobs, labeling, workflow
 from almdn.acquisition.aggregation import AGGREGATIONS
-from almdn.errors import USER_ERRORS
+from almdn.user_errors import USER_ERRORS
 from almdn.models.pretrained import TORCHVISION_COCO_WEIGHTS
-from almdn.registry import ARCHITECTURES, CLASS_LOSSES, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES
+from almdn.registry import (
+    ARCHITECTURES, AUGMENT_POLICIES, CLASS_LOSSES, DEFAULT_AUGMENT, DEFAULT_OPTIMIZER, LABEL_STUDIO_PORT, MAX_COMPONENTS,
+    MIN_COMPONENTS, OPTIMIZERS, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES,
+)
 from almdn.rounds import MAX_IMAGE_SIZE, START_CHOICES, RoundSettings
 
 st.title("Settings")
@@ -44,7 +47,7 @@ with right:
     if local["running"]:
         # Starting is idempotent: while the project's server runs there is nothing to start.
         st.caption(f"This project's Label Studio runs at {local['url']} (process {local['pid']}).")
-    port = st.number_input("Port (on 127.0.0.1)", min_value=1024, max_value=65535, value=8080, key="ls_port", disabled=bool(local["running"]))
+    port = st.number_input("Port (on 127.0.0.1)", min_value=1024, max_value=65535, value=LABEL_STUDIO_PORT, key="ls_port", disabled=bool(local["running"]))
     if st.button("Start a local Label Studio", icon=":material/play_arrow:", disabled=running is not None or bool(local["running"]),
                  help="It already runs." if local["running"] else None):
         try:
@@ -69,7 +72,7 @@ with st.form("model"):
                         help="; ".join(f"{name}: {ARCHITECTURES[name]}" for name in ROUND_ARCH_NAMES) + ".")
     head = c2.selectbox("Mixture head", ROUND_HEAD_TYPES, index=ROUND_HEAD_TYPES.index(current.head) if current.head in ROUND_HEAD_TYPES else 0,
                         help="gmm: the paper's head (Fig. 2a); eff: its efficient variant without class variances (Fig. 2b).")
-    k = c3.number_input("K (mixture components)", min_value=1, max_value=16, value=int(current.num_components))
+    k = c3.number_input("K (mixture components)", min_value=MIN_COMPONENTS, max_value=MAX_COMPONENTS, value=int(current.num_components))
     c4, c5, c6 = st.columns(3)
     iterations = c4.number_input("Iterations per retrain", min_value=1, max_value=1_000_000, value=int(current.iterations))
     batch_size = c5.number_input("Batch size", min_value=1, max_value=1024, value=int(current.batch_size))
@@ -88,10 +91,9 @@ with st.form("model"):
     cls_loss = c10.selectbox("Class loss", CLASS_LOSSES, index=CLASS_LOSSES.index(current.cls_loss) if current.cls_loss in CLASS_LOSSES else 0,
                              help="type2: the mixture likelihood of the true class, which keeps the class mixture from collapsing to one "
                                   "component; eq5: the paper's Eq. 5 (pi-weighted cross-entropies).")
-    optimizers = ("adamw", "sgd")
-    optimizer = c11.selectbox("Optimizer", optimizers, index=optimizers.index(current.optimizer) if current.optimizer in optimizers else 0)
-    augmentations = ("auto", "ssd", "flip", "none")
-    augment = c12.selectbox("Augmentation", augmentations, index=augmentations.index(current.augment) if current.augment in augmentations else 0,
+    optimizer = c11.selectbox("Optimizer", OPTIMIZERS, index=OPTIMIZERS.index(current.optimizer if current.optimizer in OPTIMIZERS else DEFAULT_OPTIMIZER))
+    augment = c12.selectbox("Augmentation", AUGMENT_POLICIES,
+                            index=AUGMENT_POLICIES.index(current.augment if current.augment in AUGMENT_POLICIES else DEFAULT_AUGMENT),
                             help="auto: SSD's recipe (photometric distortion, zoom-out, IoU crop, flip); none switches it off.")
     hflip = st.toggle("Flip images horizontally while training", value=bool(current.hflip),
                       help="Off for classes a mirror changes (digits, text, left/right signs).")

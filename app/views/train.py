@@ -8,7 +8,7 @@ import streamlit as st
 from presentation import as_text
 
 from almdn import jobs, views
-from almdn.errors import USER_ERRORS
+from almdn.user_errors import USER_ERRORS
 from almdn.rounds import START_CHOICES, RoundSettings, describe_training
 
 st.title("Train")

@@ -1,0 +1,18 @@
+"""Store set-ups and reads only the tests need (the library has no use for them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from almdn.store import Store
+
+
+def move_to_pool(store: Store, image_ids: Iterable[int]) -> None:
+    """Put images back in the pool (their labels stay): a project without labeled images."""
+    with store.transaction() as conn:
+        conn.executemany("UPDATE images SET split = 'pool' WHERE id = ?", [(int(i),) for i in image_ids])
+
+
+def training_set(store: Store, model_version: int) -> list[int]:
+    """The labeled image ids a model version was trained on."""
+    return [r[0] for r in store._query("SELECT image_id FROM model_version_images WHERE model_version_id = ? ORDER BY image_id", (int(model_version),))]
