@@ -15,4 +15,4 @@ def move_to_pool(store: Store, image_ids: Iterable[int]) -> None:
 
 def training_set(store: Store, model_version: int) -> list[int]:
     """The labeled image ids a model version was trained on."""
-    return [r[0] for r in store._query("SELECT image_id FROM model_version_images WHERE model_version_id = ? ORDER BY image_id", (int(model_version),))]
+    return store.training_set(model_version)

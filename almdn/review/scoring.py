@@ -276,94 +276,16 @@ def label_quality(
         raise ValueError(f"combine '{combine}' is not one of {', '.join(COMBINES)}")
     _missing(detections, _DETECTION_NEEDED, "detections")
     _missing(labels, _LABEL_NEEDED, "labels")
-    det = detections.reset_index(drop=True)
-    lab = labels.reset_index(drop=True)
-    det_index = _within_image_index(det, "detection")
-    lab_index = _within_image_index(lab, "label_index")
-    quantiles = uncertainty_quantiles(det, conf_threshold, model_column)
-    certainty = {kind: _certainty(quantiles, KIND_UNCERTAINTIES[kind], combine) for kind in KINDS}
-    certainty["entropy"] = _certainty(quantiles, ("cls_entropy",), combine)
-    det_score = det["score"].to_numpy(dtype=np.float64)
-    det_label = det["label"].to_numpy(dtype=np.int64)
-    lab_label = lab["label"].to_numpy(dtype=np.int64)
-
-    li, di, iou = overlapping_pairs(lab, det)
-    p_score, same_class = det_score[di], det_label[di] == lab_label[li]
-
+    pairs = _Pairs(detections, labels, conf_threshold, combine, model_column)
     parts = []
-    label_rows = {
-        "image_id": lab["image_id"].to_numpy(dtype=np.int64), "label_index": _optional(lab_index), "class": lab_label,
-        **{c: lab[c].to_numpy(dtype=np.float64) for c in BOX_COLUMNS},
-    }
-
-    def best(mask: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per label, the pair among ``mask`` ranking first by ``keys`` (each descending):
-        ``(labels that have one, their pair positions)``."""
-        rows = np.flatnonzero(mask)
-        if len(rows) == 0:
-            return np.zeros(0, dtype=np.int64), rows
-        # by label, then each key descending, then the first detection
-        order = np.lexsort([di[rows]] + [-k[rows] for k in reversed(keys)] + [li[rows]])
-        rows = rows[order]
-        first = np.r_[True, li[rows][1:] != li[rows][:-1]]
-        return li[rows][first], rows[first]
-
     if "missing" in kinds:
-        best_iou = np.zeros(len(det))
-        np.maximum.at(best_iou, di, iou)
-        conf = np.flatnonzero(det_score >= conf_threshold)
-        value = det_score[conf] * (1.0 - best_iou[conf])
-        parts.append(pd.DataFrame({
-            "image_id": det["image_id"].to_numpy(dtype=np.int64)[conf], "kind": "missing",
-            "label_index": _optional(np.full(len(conf), -1)), "detection": _optional(det_index[conf]),
-            "class": det_label[conf], "other_class": _optional(np.full(len(conf), -1)),
-            **{c: det[c].to_numpy(dtype=np.float64)[conf] for c in BOX_COLUMNS},
-            "iou": best_iou[conf], "score": det_score[conf], "flagged": best_iou[conf] < match_iou,
-            "mixture": value * certainty["missing"][conf], "entropy": value * certainty["entropy"][conf], "plain": value,
-        }))
-
-    def label_part(kind: str, has: np.ndarray, pair: np.ndarray, value: np.ndarray, flagged: np.ndarray,
-                   cert: np.ndarray, other: np.ndarray | None = None) -> pd.DataFrame:
-        """The rows of a label kind: every label, with the detection of its pair where it has one."""
-        n = len(lab)
-        detection, other_class = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
-        iou_col, score_col = np.full(n, np.nan), np.full(n, np.nan)
-        v, f, c, ce = np.zeros(n), np.zeros(n, dtype=bool), np.ones(n), np.ones(n)
-        if len(has):
-            detection[has] = det_index[di[pair]]
-            iou_col[has], score_col[has] = iou[pair], p_score[pair]
-            v[has], f[has], c[has], ce[has] = value, flagged, cert[di[pair]], certainty["entropy"][di[pair]]
-            if other is not None:
-                other_class[has] = np.where(other, det_label[di[pair]], -1)
-        return pd.DataFrame({
-            **label_rows, "kind": kind, "detection": _optional(detection), "other_class": _optional(other_class),
-            "iou": iou_col, "score": score_col, "flagged": f, "mixture": v * c, "entropy": v * ce, "plain": v,
-        })
-
+        parts.append(pairs.missing_rows(match_iou))
     if "class" in kinds:
-        # The confident match with the highest score (the greedy matching by descending score).
-        has, pair = best((p_score >= conf_threshold) & (iou >= match_iou), p_score, iou)
-        other = ~same_class[pair]
-        parts.append(label_part("class", has, pair, np.where(other, p_score[pair], 0.0), other, certainty["class"], other=other))
-
+        parts.append(pairs.class_rows(match_iou))
     if "loose" in kinds:
-        has, pair = best((p_score >= conf_threshold) & same_class & (iou >= min_loose_iou), iou, p_score)
-        parts.append(label_part("loose", has, pair, 1.0 - iou[pair], iou[pair] < loose_iou, certainty["loose"]))
-
+        parts.append(pairs.loose_rows(loose_iou, min_loose_iou))
     if "spurious" in kinds:
-        cover = (iou >= cover_iou) & (p_score >= cover_score)
-        n = len(lab)
-        evidence = {name: np.zeros(n) for name in SCORINGS}
-        np.maximum.at(evidence["plain"], li[cover], p_score[cover])
-        np.maximum.at(evidence["mixture"], li[cover], p_score[cover] * certainty["spurious"][di[cover]])
-        np.maximum.at(evidence["entropy"], li[cover], p_score[cover] * certainty["entropy"][di[cover]])
-        has, pair = best(cover, p_score, iou)  # the strongest covering detection, to show
-        rows = label_part("spurious", has, pair, np.zeros(len(has)), np.zeros(len(has), dtype=bool), certainty["spurious"])
-        rows["flagged"] = ~np.isin(np.arange(n), li[cover])
-        for name in SCORINGS:
-            rows[name] = 1.0 - evidence[name]
-        parts.append(rows)
-
+        parts.append(pairs.spurious_rows(cover_iou, cover_score))
     columns = [*RESULT_COLUMNS, "flagged", *SCORINGS]
     frame = pd.concat([p[columns] for p in parts], ignore_index=True) if parts else pd.DataFrame(columns=columns)
     frame["kind_order"] = frame["kind"].map({k: i for i, k in enumerate(KINDS)})
@@ -373,3 +295,105 @@ def label_quality(
     if not all_items:
         frame = frame[frame["flagged"].astype(bool)].drop(columns="flagged").reset_index(drop=True)
     return frame
+
+
+class _Pairs:
+    """The labels and detections of the labeled images, their overlapping pairs and the
+    detections' certainties: what each kind's rule reads."""
+
+    def __init__(self, detections: pd.DataFrame, labels: pd.DataFrame, conf_threshold: float, combine: str, model_column: str | None):
+        det = self.det = detections.reset_index(drop=True)
+        lab = self.lab = labels.reset_index(drop=True)
+        self.conf_threshold = conf_threshold
+        self.det_index = _within_image_index(det, "detection")
+        lab_index = _within_image_index(lab, "label_index")
+        quantiles = uncertainty_quantiles(det, conf_threshold, model_column)
+        self.certainty = {kind: _certainty(quantiles, KIND_UNCERTAINTIES[kind], combine) for kind in KINDS}
+        self.certainty["entropy"] = _certainty(quantiles, ("cls_entropy",), combine)
+        self.det_score = det["score"].to_numpy(dtype=np.float64)
+        self.det_label = det["label"].to_numpy(dtype=np.int64)
+        lab_label = lab["label"].to_numpy(dtype=np.int64)
+        self.li, self.di, self.iou = overlapping_pairs(lab, det)
+        self.p_score, self.same_class = self.det_score[self.di], self.det_label[self.di] == lab_label[self.li]
+        self.label_rows = {
+            "image_id": lab["image_id"].to_numpy(dtype=np.int64), "label_index": _optional(lab_index), "class": lab_label,
+            **{c: lab[c].to_numpy(dtype=np.float64) for c in BOX_COLUMNS},
+        }
+
+    def best(self, mask: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per label, the pair among ``mask`` ranking first by ``keys`` (each descending):
+        ``(labels that have one, their pair positions)``."""
+        li, di = self.li, self.di
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            return np.zeros(0, dtype=np.int64), rows
+        # by label, then each key descending, then the first detection
+        order = np.lexsort([di[rows]] + [-k[rows] for k in reversed(keys)] + [li[rows]])
+        rows = rows[order]
+        first = np.r_[True, li[rows][1:] != li[rows][:-1]]
+        return li[rows][first], rows[first]
+
+    def missing_rows(self, match_iou: float) -> pd.DataFrame:
+        """Every confident detection; flagged where it matches no label of any class."""
+        det, det_score, certainty = self.det, self.det_score, self.certainty
+        best_iou = np.zeros(len(det))
+        np.maximum.at(best_iou, self.di, self.iou)
+        conf = np.flatnonzero(det_score >= self.conf_threshold)
+        value = det_score[conf] * (1.0 - best_iou[conf])
+        return pd.DataFrame({
+            "image_id": det["image_id"].to_numpy(dtype=np.int64)[conf], "kind": "missing",
+            "label_index": _optional(np.full(len(conf), -1)), "detection": _optional(self.det_index[conf]),
+            "class": self.det_label[conf], "other_class": _optional(np.full(len(conf), -1)),
+            **{c: det[c].to_numpy(dtype=np.float64)[conf] for c in BOX_COLUMNS},
+            "iou": best_iou[conf], "score": det_score[conf], "flagged": best_iou[conf] < match_iou,
+            "mixture": value * certainty["missing"][conf], "entropy": value * certainty["entropy"][conf], "plain": value,
+        })
+
+    def label_part(self, kind: str, has: np.ndarray, pair: np.ndarray, value: np.ndarray, flagged: np.ndarray,
+                   cert: np.ndarray, other: np.ndarray | None = None) -> pd.DataFrame:
+        """The rows of a label kind: every label, with the detection of its pair where it has one."""
+        di = self.di
+        n = len(self.lab)
+        detection, other_class = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        iou_col, score_col = np.full(n, np.nan), np.full(n, np.nan)
+        v, f, c, ce = np.zeros(n), np.zeros(n, dtype=bool), np.ones(n), np.ones(n)
+        if len(has):
+            detection[has] = self.det_index[di[pair]]
+            iou_col[has], score_col[has] = self.iou[pair], self.p_score[pair]
+            v[has], f[has], c[has], ce[has] = value, flagged, cert[di[pair]], self.certainty["entropy"][di[pair]]
+            if other is not None:
+                other_class[has] = np.where(other, self.det_label[di[pair]], -1)
+        return pd.DataFrame({
+            **self.label_rows, "kind": kind, "detection": _optional(detection), "other_class": _optional(other_class),
+            "iou": iou_col, "score": score_col, "flagged": f, "mixture": v * c, "entropy": v * ce, "plain": v,
+        })
+
+    def class_rows(self, match_iou: float) -> pd.DataFrame:
+        """Every label; flagged where its confident match with the highest score (the greedy
+        matching by descending score) is of another class."""
+        p_score, iou = self.p_score, self.iou
+        has, pair = self.best((p_score >= self.conf_threshold) & (iou >= match_iou), p_score, iou)
+        other = ~self.same_class[pair]
+        return self.label_part("class", has, pair, np.where(other, p_score[pair], 0.0), other, self.certainty["class"], other=other)
+
+    def loose_rows(self, loose_iou: float, min_loose_iou: float) -> pd.DataFrame:
+        """Every label; flagged where its best same-class confident match overlaps it loosely."""
+        p_score, iou = self.p_score, self.iou
+        has, pair = self.best((p_score >= self.conf_threshold) & self.same_class & (iou >= min_loose_iou), iou, p_score)
+        return self.label_part("loose", has, pair, 1.0 - iou[pair], iou[pair] < loose_iou, self.certainty["loose"])
+
+    def spurious_rows(self, cover_iou: float, cover_score: float) -> pd.DataFrame:
+        """Every label; flagged where no detection covers it at any confidence."""
+        li, di, p_score, certainty = self.li, self.di, self.p_score, self.certainty
+        cover = (self.iou >= cover_iou) & (p_score >= cover_score)
+        n = len(self.lab)
+        evidence = {name: np.zeros(n) for name in SCORINGS}
+        np.maximum.at(evidence["plain"], li[cover], p_score[cover])
+        np.maximum.at(evidence["mixture"], li[cover], p_score[cover] * certainty["spurious"][di[cover]])
+        np.maximum.at(evidence["entropy"], li[cover], p_score[cover] * certainty["entropy"][di[cover]])
+        has, pair = self.best(cover, p_score, self.iou)  # the strongest covering detection, to show
+        rows = self.label_part("spurious", has, pair, np.zeros(len(has)), np.zeros(len(has), dtype=bool), certainty["spurious"])
+        rows["flagged"] = ~np.isin(np.arange(n), li[cover])
+        for name in SCORINGS:
+            rows[name] = 1.0 - evidence[name]
+        return rows

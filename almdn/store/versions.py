@@ -83,6 +83,11 @@ class VersionsMixin:
             raise StoreError(f"Model version {model_version!r} is not in the store; see the list with almdn project info.")
         return hit.iloc[0].to_dict()
 
+    def training_set(self, model_version: int) -> list[int]:
+        """The labeled image ids a model version was trained on (the review queue tells
+        in-sample scores apart by it)."""
+        return [r[0] for r in self._query("SELECT image_id FROM model_version_images WHERE model_version_id = ? ORDER BY image_id", (int(model_version),))]
+
     def latest_model_version(self, scored: bool = False) -> int | None:
         """The newest model version (with scores if ``scored``), or None."""
         sql = "SELECT MAX(model_version_id) FROM scorings" if scored else "SELECT MAX(id) FROM model_versions"
