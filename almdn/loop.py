@@ -38,12 +38,10 @@ from almdn.acquisition.scoring import detections_frame
 from almdn.acquisition.selection import select_batch
 from almdn.data.coco import CocoDetectionDataset, write_coco
 from almdn.engine.checkpoint import load_model
-from almdn.engine.fit import train_evaluate_save
+from almdn.engine.fit import build_starting_model, train_evaluate_save
 from almdn.engine.inference import predict
 from almdn.engine.quality import headline
 from almdn.engine.train import TrainConfig
-from almdn.models import build_model
-from almdn.models.pretrained import apply_init, init_build_options
 
 METRIC_KEYS = ("map50", "map75", "map", "voc07_map50")
 #: Flat mixture-collapse and uncertainty-quality numbers recorded per cycle (:func:`almdn.engine.quality.headline`).
@@ -241,23 +239,18 @@ class ModelCache:
         if model_path.exists() and metrics_path.exists():
             return load_model(model_path, device="cpu"), json.loads(metrics_path.read_text())
         _write_json(folder / "spec.json", dataclasses.asdict(spec))
-        torch.manual_seed(spec.train["seed"])  # the initial weights are a function of the seed
         build = dict(spec.build)
-        init = build.pop("init", None)  # the starting point: coco | imagenet | none | PATH (almdn.models.pretrained)
-        fit_to_boxes = bool(build.pop("fit_anchors", False))  # fit the SSD's anchors to the labeled boxes (almdn.models.anchors)
-        if init is not None:
-            build = {**init_build_options(build.get("arch", "ssd_small"), build.get("head", "gmm"), init), **build}
-        model = build_model(num_classes=len(self.train_set.classes), class_names=self.train_set.classes, **build)
-        if init is not None and (message := apply_init(model, init, build.get("arch", "ssd_small"))):
-            self.log(f"  {message}")
-        config = TrainConfig(**{**spec.train, "milestones": tuple(spec.train["milestones"])})
         subset = self.train_set.subset([self.train_set.index_of(i) for i in spec.labeled_ids])
-        if fit_to_boxes:
-            from almdn.models.anchors import apply_fitted_anchors, fit_anchors
-
-            anchor_fit = fit_anchors(model, subset)
-            apply_fitted_anchors(model, anchor_fit)  # in place: weights (and a loaded init) kept
-            self.log(f"  {anchor_fit.summary()}")
+        # the initial weights are a function of the seed; init: coco | imagenet | none | PATH
+        # (almdn.models.pretrained); fit_anchors: the SSD's anchors fitted to the labeled boxes
+        started = build_starting_model(
+            build.pop("arch", "ssd_small"), list(self.train_set.classes), init=build.pop("init", None),
+            fit_anchors_to=subset if build.pop("fit_anchors", False) else None, seed=spec.train["seed"], **build,
+        )
+        model = started.model
+        for note in started.notes:
+            self.log(f"  {note}")
+        config = TrainConfig(**{**spec.train, "milestones": tuple(spec.train["milestones"])})
         self.log(f"  training {spec.build.get('arch')}/{spec.build.get('head')} on {len(subset)} images ({folder.name})")
         trained = train_evaluate_save(
             model, subset, config, folder, test_set=self.test_set, device=self.device, resume=True, progress=progress,

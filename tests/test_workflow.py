@@ -309,9 +309,9 @@ def test_a_rounds_initial_weights_follow_the_starting_point(project):
 
     with Store.open(project, create=False) as store:
         classes = store.classes()
-        imagenet, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
-        again, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
-        none, _ = _initial_model(store, TINY_SETTINGS.replace(init="none"), classes)
+        imagenet, _, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
+        again, _, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
+        none, _, _ = _initial_model(store, TINY_SETTINGS.replace(init="none"), classes)
     first = next(imagenet.backbone.parameters())
     assert torch.equal(first, next(again.backbone.parameters()))  # a function of the seed and the starting point
     assert not torch.equal(first, next(none.backbone.parameters()))  # random backbone, not ImageNet's
