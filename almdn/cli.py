@@ -292,8 +292,8 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
     """
     import numpy as np
 
-    from almdn.acquisition.scoring import image_scores, pool_detections
-    from almdn.acquisition.selection import select_batch
+    from almdn.acquisition.methods import PoolInputs, paper_method
+    from almdn.acquisition.scoring import kept_pool_detections
     from almdn.data.coco import CocoDetectionDataset
     from almdn.data.images import ImageFolderDataset
     from almdn.engine import distributed
@@ -320,7 +320,7 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
         names = [str(p.relative_to(coco.image_root)) if p.is_relative_to(coco.image_root) else str(p) for p in coco.file_paths]
     if len(dataset) == 0:
         raise UserError(f"No images found in '{images}'.")
-    detections, readable = pool_detections(
+    detections, readable = kept_pool_detections(
         model, dataset, conf_threshold, batch_size, ctx.device, workers, amp, channels_last, progress=True, mixture=True
     )
     if not ctx.is_main:  # every rank holds the whole pool's detections; one writes them
@@ -329,21 +329,13 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
     broken = [names[i] for i in np.flatnonzero(~readable)]
     ok = np.flatnonzero(readable).tolist()
     ids = [dataset.image_ids[i] for i in ok]
-    for i in ok:  # detections on a large image decoded reduced go back to its own pixels
-        sx, sy = dataset.box_scale(i)
-        if (sx, sy) != (1.0, 1.0):
-            rows = detections["image_id"] == dataset.image_ids[i]
-            detections.loc[rows, ["x1", "x2"]] *= sx
-            detections.loc[rows, ["y1", "y2"]] *= sy
-            scale = np.array([sx, sy, sx, sy], dtype=np.float32)
-            for key in ("component_boxes", "component_sigmas"):  # the mixture's pixel values (x, y, x, y)
-                detections.loc[rows, key] = detections.loc[rows, key].map(lambda value: value * scale)
     try:
-        table = image_scores(detections, ids, aggregation)
+        method = paper_method(aggregation)
+        table = method.score(PoolInputs(ids, detections=detections)).table
     except ValueError as exc:
         raise UserError(str(exc)) from None
     table.insert(1, "file_name", [names[i] for i in ok])
-    order = select_batch(table.set_index("image_id")["score"], len(table), no_detection=no_detection).image_ids
+    order = method.select(table.set_index("image_id")["score"], len(table), no_detection=no_detection).image_ids
     table = table.set_index("image_id").loc[order].reset_index()
     table.insert(0, "rank", range(1, len(table) + 1))
     detections.insert(4, "class_name", [model.class_names[int(label) - 1] for label in detections["label"]])

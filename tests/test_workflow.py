@@ -334,7 +334,7 @@ def test_describe_training_names_a_changed_starting_point(project):
 def test_scoring_keeps_the_embeddings_of_acquisition_features_in_one_pass(project):
     import torch
 
-    from almdn.acquisition.methods import acquisition_features
+    from almdn.acquisition.scoring import acquisition_features
     from almdn.data.images import ImageFolderDataset
     from almdn.engine.checkpoint import load_model
     from almdn.workflow import score_pool, write_scoring
