@@ -91,7 +91,7 @@ class MixtureBoxPredictor(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        num_components: int = 4,
+        num_components: int = DEFAULT_NUM_COMPONENTS,
         cls_head: Literal["gmm", "eff"] = "gmm",
         class_agnostic_boxes: bool = True,
     ) -> None:
