@@ -14,7 +14,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import click  # noqa: E402
 
-from almdn.registry import ARCH_NAMES, CLASS_LOSSES, DEFAULT_CLS_LOSS, HEAD_TYPES  # noqa: E402
+from almdn.registry import (  # noqa: E402
+    ARCH_NAMES, AUGMENT_POLICIES, CLASS_LOSSES, DEFAULT_AGGREGATION, DEFAULT_AUGMENT, DEFAULT_CLS_LOSS, DEFAULT_CONF_THRESHOLD,
+    DEFAULT_NUM_COMPONENTS, HEAD_TYPES, OPTIMIZERS,
+)
 
 from almdn.cli_errors import UserError, friendly, skipped_exit  # noqa: E402
 
@@ -82,7 +85,7 @@ def _model_options(func):
     options = [
         click.option("--arch", default="ssd_small", show_default=True, type=click.Choice(list(ARCH_NAMES))),
         click.option("--head", default="gmm", show_default=True, type=click.Choice(list(HEAD_TYPES))),
-        click.option("-K", "--components", "components", default=4, show_default=True, help="Mixture components K."),
+        click.option("-K", "--components", "components", default=DEFAULT_NUM_COMPONENTS, show_default=True, help="Mixture components K."),
         click.option("--loc-density", default="paper", show_default=True, type=click.Choice(["paper", "reference"])),
         click.option("--cls-loss", default=DEFAULT_CLS_LOSS, show_default=True, type=click.Choice(list(CLASS_LOSSES)), help="Classification loss: eq5 (the paper's Eq. 5) or type2 (mixture likelihood; keeps the class mixture from collapsing)."),
         click.option("--extras-dropout", default=0.0, show_default=True, help="Dropout on the extra layers (MC-dropout: 0.1)."),
@@ -136,8 +139,8 @@ def _anchor_build_options(image_size, anchor_scales, anchor_ratios) -> dict:
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run folder's checkpoint.")
 @click.option("--no-pretrained", is_flag=True, help="Do not load ImageNet backbone weights (same as --init none).")
 @click.option("--init", "init", default="imagenet", show_default=True, help="Starting point: coco (torchvision's COCO-trained detector: ssd300_vgg16, ssdlite320_mobilenet_v3_large, frcnn_resnet50_fpn), imagenet (ImageNet backbone), none (random), or PATH to a torchvision state dict of the same architecture.")
-@click.option("--optimizer", default=None, type=click.Choice(["sgd", "adamw"]), help="Optimizer (default: the preset's).")
-@click.option("--augment", default="auto", show_default=True, type=click.Choice(["auto", "ssd", "flip", "none"]), help="Training augmentation: auto = SSD's recipe for SSD, flip for Faster R-CNN.")
+@click.option("--optimizer", default=None, type=click.Choice(list(OPTIMIZERS)), help="Optimizer (default: the preset's).")
+@click.option("--augment", default=DEFAULT_AUGMENT, show_default=True, type=click.Choice(list(AUGMENT_POLICIES)), help="Training augmentation: auto = SSD's recipe for SSD, flip for Faster R-CNN.")
 @click.option("--no-hflip", is_flag=True, help="Never flip horizontally (for classes a mirror changes, such as digits).")
 @_precision_options
 @friendly
@@ -153,9 +156,8 @@ def train(data, test_data, image_root, out, arch, head, components, loc_density,
 
     from almdn.data.coco import CocoDetectionDataset
     from almdn.engine.checkpoint import checkpoint_model, read_checkpoint
-    from almdn.engine.fit import train_evaluate_save
+    from almdn.engine.fit import build_starting_model, train_evaluate_save
     from almdn.engine.train import TrainConfig
-    from almdn.models import build_model
 
     train_set = CocoDetectionDataset(_resolve_annotations(data, "train"), image_root=image_root)
     config = TrainConfig.demo(iterations or 900) if preset == "demo" else TrainConfig.paper()
@@ -176,37 +178,17 @@ def train(data, test_data, image_root, out, arch, head, components, loc_density,
         if ctx.is_main:
             click.echo(f"Resuming from {ckpt}.")
     else:
-        from almdn.models.pretrained import apply_init, init_build_options
-
-        build = dict(
-            num_classes=len(train_set.classes),
-            head=head,
-            num_components=components,
-            class_names=train_set.classes,
-            extras_dropout=extras_dropout,
-            loc_density=loc_density,
-            cls_loss=cls_loss,
-            **_anchor_build_options(image_size, anchor_scales, anchor_ratios),
-            **init_build_options(arch, head, "none" if no_pretrained else init),
-        )
         try:
-            model = build_model(arch, **build)
-        except ValueError as exc:  # an image size or anchors the architecture cannot take
+            started = build_starting_model(
+                arch, train_set.classes, head=head, num_components=components, cls_loss=cls_loss, loc_density=loc_density,
+                init="none" if no_pretrained else init, fit_anchors_to=train_set if fit_anchors else None, extras_dropout=extras_dropout,
+                **_anchor_build_options(image_size, anchor_scales, anchor_ratios),
+            )
+        except ValueError as exc:  # an image size or anchors the architecture cannot take, no boxes to fit anchors to
             raise UserError(str(exc)) from None
-        if fit_anchors:
-            from almdn.models.anchors import apply_fitted_anchors
-            from almdn.models.anchors import fit_anchors as fit
-
-            try:
-                fitted = fit(model, train_set)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
-            if ctx.is_main:
-                click.echo(fitted.summary())
-            apply_fitted_anchors(model, fitted)  # in place: the same as building with them
-        message = apply_init(model, init, arch)
-        if message and ctx.is_main:
-            click.echo(message)
+        model = started.model
+        for note in started.notes if ctx.is_main else ():
+            click.echo(note)
     test_path = Path(test_data) if test_data else Path(data) / "annotations" / "test.json"
     test_set = CocoDetectionDataset(test_path, image_root=image_root, class_names=train_set.classes) if test_path.is_file() else None
     trained = train_evaluate_save(
@@ -268,7 +250,7 @@ def _metrics_line(m: dict) -> str:
 @_image_root_option
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", default=None, type=click.Path(), help="Also write the metrics, mixture-collapse and uncertainty-quality reports as JSON here.")
-@click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score enter the collapse and uncertainty-quality reports.")
+@click.option("--conf-threshold", default=DEFAULT_CONF_THRESHOLD, show_default=True, help="Detections at or above this score enter the collapse and uncertainty-quality reports.")
 @friendly
 def evaluate(checkpoint, data, split, image_root, device, out, conf_threshold) -> None:
     """mAP@0.5 / @0.75 (pycocotools) and VOC07 11-point mAP of a trained model, the collapse of
@@ -294,8 +276,8 @@ def evaluate(checkpoint, data, split, image_root, device, out, conf_threshold) -
 @click.option("--split", default="train", show_default=True, help="Which split of a dataset folder to score (annotations/<split>.json).")
 @_image_root_option
 @click.option("--out", required=True, type=click.Path(), help="Folder for images.csv, detections.csv, detections.json.")
-@click.option("--conf-threshold", default=0.5, show_default=True, help="Detections at or above this score are kept for scoring.")
-@click.option("--aggregation", default="max_all", show_default=True, help="How the four z-scored uncertainties make the final score (Tab. 2): max_all, sum_all, alb, max_cls, ...")
+@click.option("--conf-threshold", default=DEFAULT_CONF_THRESHOLD, show_default=True, help="Detections at or above this score are kept for scoring.")
+@click.option("--aggregation", default=DEFAULT_AGGREGATION, show_default=True, help="How the four z-scored uncertainties make the final score (Tab. 2): max_all, sum_all, alb, max_cls, ...")
 @click.option("--no-detection", default="last", show_default=True, type=click.Choice(["last", "random"]), help="Where images without a kept detection go in the ranking.")
 @click.option("--batch-size", default=32, show_default=True, help="Images per forward pass (per process under torchrun).")
 @click.option("--device", default="auto", show_default=True)
@@ -310,8 +292,8 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
     """
     import numpy as np
 
-    from almdn.acquisition.scoring import image_scores, pool_detections
-    from almdn.acquisition.selection import select_batch
+    from almdn.acquisition.methods import PoolInputs, paper_method
+    from almdn.acquisition.scoring import kept_pool_detections
     from almdn.data.coco import CocoDetectionDataset
     from almdn.data.images import ImageFolderDataset
     from almdn.engine import distributed
@@ -338,7 +320,7 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
         names = [str(p.relative_to(coco.image_root)) if p.is_relative_to(coco.image_root) else str(p) for p in coco.file_paths]
     if len(dataset) == 0:
         raise UserError(f"No images found in '{images}'.")
-    detections, readable = pool_detections(
+    detections, readable = kept_pool_detections(
         model, dataset, conf_threshold, batch_size, ctx.device, workers, amp, channels_last, progress=True, mixture=True
     )
     if not ctx.is_main:  # every rank holds the whole pool's detections; one writes them
@@ -347,21 +329,13 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
     broken = [names[i] for i in np.flatnonzero(~readable)]
     ok = np.flatnonzero(readable).tolist()
     ids = [dataset.image_ids[i] for i in ok]
-    for i in ok:  # detections on a large image decoded reduced go back to its own pixels
-        sx, sy = dataset.box_scale(i)
-        if (sx, sy) != (1.0, 1.0):
-            rows = detections["image_id"] == dataset.image_ids[i]
-            detections.loc[rows, ["x1", "x2"]] *= sx
-            detections.loc[rows, ["y1", "y2"]] *= sy
-            scale = np.array([sx, sy, sx, sy], dtype=np.float32)
-            for key in ("component_boxes", "component_sigmas"):  # the mixture's pixel values (x, y, x, y)
-                detections.loc[rows, key] = detections.loc[rows, key].map(lambda value: value * scale)
     try:
-        table = image_scores(detections, ids, aggregation)
+        method = paper_method(aggregation)
+        table = method.score(PoolInputs(ids, detections=detections)).table
     except ValueError as exc:
         raise UserError(str(exc)) from None
     table.insert(1, "file_name", [names[i] for i in ok])
-    order = select_batch(table.set_index("image_id")["score"], len(table), no_detection=no_detection).image_ids
+    order = method.select(table.set_index("image_id")["score"], len(table), no_detection=no_detection).image_ids
     table = table.set_index("image_id").loc[order].reset_index()
     table.insert(0, "rank", range(1, len(table) + 1))
     detections.insert(4, "class_name", [model.class_names[int(label) - 1] for label in detections["label"]])

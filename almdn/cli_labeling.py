@@ -1,6 +1,6 @@
 """The command line of a project and its Label Studio round trip.
 
-``almdn project create|add|info|export|score``, ``almdn ls start|stop|status|connect``,
+``almdn project create|add|info|export|score|retrain``, ``almdn ls start|stop|status|connect``,
 ``almdn push --top-k K`` and ``almdn pull``. Every command works on one project folder:
 ``--project DIR`` (default: ``$ALMDN_PROJECT``, else the current folder).
 """
@@ -14,6 +14,7 @@ import click
 
 from almdn.cli_errors import UserError, friendly, skipped_exit
 from almdn.errors import InvalidChoice
+from almdn.registry import LABEL_STUDIO_PORT
 from almdn.store import SPLITS
 
 
@@ -146,6 +147,25 @@ def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_si
     skipped_exit([u["path"] for u in scoring.unreadable])
 
 
+@project.command("retrain")
+@_project_option
+@friendly
+def project_retrain(project_dir) -> None:
+    """Run a round, as the app's Retrain does: train a model version on the labeled images with
+    the project's saved settings (Settings page), evaluate it on the test split, record it and
+    score the pool with it."""
+    from almdn.workflow import run_round
+
+    def say(fraction: float, stage: str | None) -> None:  # each stage as the app's job panel words it
+        if stage:
+            click.echo(f"Retrain: {stage} ({100 * fraction:.0f} %)")
+
+    with _open(project_dir) as store:
+        result = run_round(store, progress=say, on_warning=lambda warning: click.echo(f"Warning: {warning}", err=True))
+    click.echo(result.summary())
+    skipped_exit([u["path"] for u in result.unreadable])
+
+
 # --------------------------------------------------------------------------- Label Studio server
 
 
@@ -156,7 +176,7 @@ def ls() -> None:
 
 @ls.command("start")
 @_project_option
-@click.option("--port", default=8080, show_default=True, help="Port on 127.0.0.1.")
+@click.option("--port", default=LABEL_STUDIO_PORT, show_default=True, help="Port on 127.0.0.1.")
 @click.option("--template/--no-template", default=True, show_default=True, help="Copy a migrated data folder (made once per machine) instead of migrating a new one.")
 @friendly
 def ls_start(project_dir, port, template) -> None:

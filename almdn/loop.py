@@ -32,18 +32,16 @@ import pandas as pd
 import torch
 import yaml
 
-from almdn.acquisition.batch import BatchInputs, class_mass, score_drivers, select
-from almdn.acquisition.methods import Method, acquisition_features, get_method, score_pool
-from almdn.acquisition.scoring import detections_frame
-from almdn.acquisition.selection import select_batch
+from almdn.acquisition.batch import BatchInputs, class_mass, score_drivers
+from almdn.acquisition.methods import Method, get_method
+from almdn.acquisition.scoring import acquisition_features, detections_frame, score_with_models
 from almdn.data.coco import CocoDetectionDataset, write_coco
 from almdn.engine.checkpoint import load_model
-from almdn.engine.fit import train_evaluate_save
-from almdn.engine.inference import predict
+from almdn.engine.fit import build_starting_model, train_evaluate_save
+from almdn.engine.inference import kept_mask, predict
 from almdn.engine.quality import headline
 from almdn.engine.train import TrainConfig
-from almdn.models import build_model
-from almdn.models.pretrained import apply_init, init_build_options
+from almdn.registry import DEFAULT_CONF_THRESHOLD, DEFAULT_NUM_COMPONENTS, UNCERTAINTY_NAMES
 
 METRIC_KEYS = ("map50", "map75", "map", "voc07_map50")
 #: Flat mixture-collapse and uncertainty-quality numbers recorded per cycle (:func:`almdn.engine.quality.headline`).
@@ -91,14 +89,14 @@ class ExperimentConfig:
 
     name: str = "experiment"
     data: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=lambda: {"arch": "ssd_small", "num_components": 4})
+    model: dict[str, Any] = field(default_factory=lambda: {"arch": "ssd_small", "num_components": DEFAULT_NUM_COMPONENTS})
     train: dict[str, Any] = field(default_factory=lambda: {"preset": "demo"})
     initial: int = 200
     budget: int = 100
     cycles: int = 4
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     methods: list[str] = field(default_factory=lambda: ["almdn", "random"])
-    conf_threshold: float = 0.5
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD
     low_threshold: float = 0.05
     no_detection: str = "last"
     mc_passes: int = 25
@@ -229,7 +227,8 @@ class ModelCache:
     """Trained, evaluated models under ``root/<key>/`` (model.pt, metrics.json, spec.json)."""
 
     def __init__(
-        self, root: Path, train_set: CocoDetectionDataset, test_set: CocoDetectionDataset, device: str, log: Callable[[str], None], conf_threshold: float = 0.5
+        self, root: Path, train_set: CocoDetectionDataset, test_set: CocoDetectionDataset, device: str, log: Callable[[str], None],
+        conf_threshold: float = DEFAULT_CONF_THRESHOLD,
     ):
         self.root, self.train_set, self.test_set, self.device, self.log = Path(root), train_set, test_set, device, log
         self.conf_threshold = conf_threshold
@@ -241,23 +240,18 @@ class ModelCache:
         if model_path.exists() and metrics_path.exists():
             return load_model(model_path, device="cpu"), json.loads(metrics_path.read_text())
         _write_json(folder / "spec.json", dataclasses.asdict(spec))
-        torch.manual_seed(spec.train["seed"])  # the initial weights are a function of the seed
         build = dict(spec.build)
-        init = build.pop("init", None)  # the starting point: coco | imagenet | none | PATH (almdn.models.pretrained)
-        fit_to_boxes = bool(build.pop("fit_anchors", False))  # fit the SSD's anchors to the labeled boxes (almdn.models.anchors)
-        if init is not None:
-            build = {**init_build_options(build.get("arch", "ssd_small"), build.get("head", "gmm"), init), **build}
-        model = build_model(num_classes=len(self.train_set.classes), class_names=self.train_set.classes, **build)
-        if init is not None and (message := apply_init(model, init, build.get("arch", "ssd_small"))):
-            self.log(f"  {message}")
-        config = TrainConfig(**{**spec.train, "milestones": tuple(spec.train["milestones"])})
         subset = self.train_set.subset([self.train_set.index_of(i) for i in spec.labeled_ids])
-        if fit_to_boxes:
-            from almdn.models.anchors import apply_fitted_anchors, fit_anchors
-
-            anchor_fit = fit_anchors(model, subset)
-            apply_fitted_anchors(model, anchor_fit)  # in place: weights (and a loaded init) kept
-            self.log(f"  {anchor_fit.summary()}")
+        # the initial weights are a function of the seed; init: coco | imagenet | none | PATH
+        # (almdn.models.pretrained); fit_anchors: the SSD's anchors fitted to the labeled boxes
+        started = build_starting_model(
+            build.pop("arch", "ssd_small"), list(self.train_set.classes), init=build.pop("init", None),
+            fit_anchors_to=subset if build.pop("fit_anchors", False) else None, seed=spec.train["seed"], **build,
+        )
+        model = started.model
+        for note in started.notes:
+            self.log(f"  {note}")
+        config = TrainConfig(**{**spec.train, "milestones": tuple(spec.train["milestones"])})
         self.log(f"  training {spec.build.get('arch')}/{spec.build.get('head')} on {len(subset)} images ({folder.name})")
         trained = train_evaluate_save(
             model, subset, config, folder, test_set=self.test_set, device=self.device, resume=True, progress=progress,
@@ -354,9 +348,9 @@ class Experiment:
             pool_ids = [i for i in self.all_ids if i not in labeled_set]
             pool = self.train_set.subset([self.train_set.index_of(i) for i in pool_ids])
             predictions, predict_seconds = None, 0.0
-            if method.kind in ("almdn", "entropy", "llal") or (method.batch is not None and "detection_features" in method.batch.needs):
+            if method.reads_predictions:  # one forward pass per model, shared by the methods on it
                 predictions, predict_seconds = self._cached_predictions(specs[0].key(), models[0], pool, pool_ids)
-            result = score_pool(
+            result = score_with_models(
                 method,
                 models,
                 pool,
@@ -371,13 +365,12 @@ class Experiment:
                 device=cfg.device,
                 predictions=predictions,
             )
-            reasons = None
+            inputs = None
             if method.batch is not None:
                 inputs = self._batch_inputs(method, specs[0].key(), models[0], pool, pool_ids, labeled, result, predictions)
-                selection = select(method.batch, inputs, cfg.budget, labeled, seed=seed * 1000 + cycle)
-                reasons = selection.reasons
-            else:
-                selection = select_batch(result.scores, cfg.budget, labeled, cfg.no_detection, seed=seed * 1000 + cycle)
+            selection = method.select(result.scores, cfg.budget, labeled, cfg.no_detection, seed=seed * 1000 + cycle, batch_inputs=inputs)
+            # the second stage's reasons are part of the record (a top-B batch's rank is its score)
+            reasons = selection.reasons if method.batch is not None else None
             if selection.message:
                 self.log(f"[{method.name} seed {seed}] {selection.message}")
             scores_path = self.record_path(method.name, seed, cycle).with_suffix(".scores.csv")
@@ -402,7 +395,7 @@ class Experiment:
         inputs = BatchInputs(result.scores, drivers=score_drivers(result.table).reindex(result.scores.index), class_names=list(self.train_set.classes))
         kept = None
         if predictions is not None:
-            kept = [p["scores"] >= cfg.conf_threshold for p in predictions]
+            kept = [kept_mask(p["scores"], cfg.conf_threshold) for p in predictions]
         if "class_mass" in needs:
             inputs.class_mass = class_mass(detections_frame(predictions, pool_ids, cfg.conf_threshold), pool_ids, num_classes)
             counts = np.zeros(num_classes)
@@ -443,7 +436,7 @@ class Experiment:
         t0 = time.perf_counter()
         preds = predict(model, pool, batch_size=self.config.batch_size, device=self.config.device)
         seconds = time.perf_counter() - t0
-        keep = ("boxes", "scores", "labels", "loc_aleatoric", "loc_epistemic", "cls_aleatoric", "cls_epistemic", "cls_entropy", "predicted_loss")
+        keep = ("boxes", "scores", "labels", *UNCERTAINTY_NAMES, "cls_entropy", "predicted_loss")
         preds = [{k: v for k, v in p.items() if k in keep} for p in preds]
         tmp = path.with_name(path.name + ".tmp")
         torch.save({"pool_ids": pool_ids, "predictions": preds, "seconds": seconds}, tmp)

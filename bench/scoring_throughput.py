@@ -43,7 +43,7 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from almdn.acquisition.scoring import image_scores, pool_detections  # noqa: E402
+from almdn.acquisition.scoring import image_scores, kept_pool_detections  # noqa: E402
 from almdn.acquisition.selection import select_batch  # noqa: E402
 from almdn.data.demo import DemoConfig, generate_demo_dataset  # noqa: E402
 from almdn.data.images import ImageFolderDataset  # noqa: E402
@@ -147,11 +147,11 @@ def main() -> None:
 
     # Warm-up (worker start-up, weights in cache, cuDNN algorithm choice), not timed.
     warm = CycledPool(pool.base, min(len(pool), (2 if device.type == "cuda" else 1) * args.batch_size * ctx.world_size))
-    pool_detections(model, warm, args.conf_threshold, args.batch_size, device, workers, args.amp, args.channels_last)
+    kept_pool_detections(model, warm, args.conf_threshold, args.batch_size, device, workers, args.amp, args.channels_last)
 
     distributed.barrier()
     t0 = time.perf_counter()
-    detections, readable = pool_detections(model, pool, args.conf_threshold, args.batch_size, device, workers, args.amp, args.channels_last, progress=True)
+    detections, readable = kept_pool_detections(model, pool, args.conf_threshold, args.batch_size, device, workers, args.amp, args.channels_last, progress=True)
     table = image_scores(detections, pool.image_ids)
     chosen = select_batch(table.set_index("image_id")["score"], args.budget).image_ids
     end_to_end = time.perf_counter() - t0

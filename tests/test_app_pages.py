@@ -719,7 +719,7 @@ def test_image_page_draws_a_faster_rcnn_model_version(project, tmp_path):
     drawn like an SSD's: its detections carry their mixtures, the page reads no model internals."""
     import torch
 
-    from almdn.acquisition.scoring import image_scores, pool_detections
+    from almdn.acquisition.scoring import image_scores, kept_pool_detections
     from almdn.data.images import ImageFolderDataset
     from almdn.engine.checkpoint import load_model, save_checkpoint
     from almdn.models import MixtureFasterRCNN, build_model
@@ -734,7 +734,7 @@ def test_image_page_draws_a_faster_rcnn_model_version(project, tmp_path):
         pool = store.images("pool")
         dataset = ImageFolderDataset(pool["path"].tolist(), sizes=list(zip(pool["width"], pool["height"])))
         dataset.image_ids = [int(i) for i in pool["image_id"]]
-        detections, readable = pool_detections(model, dataset, conf_threshold=0.0, batch_size=8)
+        detections, readable = kept_pool_detections(model, dataset, conf_threshold=0.0, batch_size=8)
         assert readable.all()
         mv = store.record_model_version(checkpoint, {}, class_names=classes)
         store.write_scores(mv, image_scores(detections, dataset.image_ids), detections, conf_threshold=0.0)

@@ -15,7 +15,7 @@ from almdn.store import Store
 from label_studio.client import IMAGE_KEY
 from label_studio.server import LocalServer, free_port
 from tests.label_studio_support import TEMPLATE, Annotator, ls_server, write_pool_images  # noqa: F401  (fixtures)
-from tests.app_support import write_small_box_dataset
+from tests.app_support import project, write_small_box_dataset  # noqa: F401  (project: a fixture)
 from tests.test_project import make_coco_dataset
 
 
@@ -386,3 +386,24 @@ def test_project_score_starts_from_the_projects_saved_settings(tmp_path):
         versions = store.model_versions()
     assert versions["conf_threshold"].tolist() == [0.0, 0.0]
     assert versions["aggregation"].tolist() == ["sum_all", "max_cls"]
+
+
+def test_project_retrain_runs_the_apps_round_from_the_command_line(project):
+    """Issue 21: `almdn project retrain` is the app's Retrain (workflow.run_round with the
+    project's saved settings): the same stages, the same result sentence, a new model version
+    trained on the labeled set and the pool's scores stored."""
+    with Store.open(project, create=False) as store:
+        before = store.model_versions()["model_version_id"].tolist()
+        labeled, pool = store.labeled_image_ids(), store.image_ids("pool")
+    out = run("project", "retrain", "--project", str(project)).output
+    assert f"Retrain: exporting {len(labeled)} labeled images (0 %)" in out and f"Retrain: scoring {len(pool)} pool images (90 %)" in out
+    with Store.open(project, create=False) as store:
+        versions = store.model_versions()
+        new = int(versions["model_version_id"].iloc[-1])
+        assert new not in before and len(versions) == len(before) + 1
+        assert int(versions["num_labeled"].iloc[-1]) == len(labeled)
+        scored = store.image_scores(new)
+        assert sorted(scored["image_id"].tolist()) == sorted(pool) and scored["score"].notna().any()
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"Model version {new} (") and f"trained from the initial weights on {len(labeled)} labeled images" in last
+    assert last.endswith(f"; {len(pool)} pool images scored.")

@@ -35,7 +35,7 @@ from click.testing import CliRunner
 from torch.utils.data import Dataset
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from almdn.acquisition.scoring import detections_frame, image_scores, pool_detections
+from almdn.acquisition.scoring import detections_frame, image_scores, kept_pool_detections
 from almdn.acquisition.selection import select_batch
 from almdn.data.coco import CocoDetectionDataset
 from almdn.engine import distributed
@@ -152,7 +152,7 @@ def _worker(rank: int, port: int, root: str, demo_train: str) -> None:
         threshold = float(np.quantile([float(p["scores"].max()) for p in preds], 0.4))
         reference = image_scores(detections_frame(preds, demo.image_ids, threshold), demo.image_ids)
     threshold = distributed.all_gather_objects(threshold)[0]  # rank 0's
-    pool = pool_detections(model, demo, threshold, batch_size=7, device="cpu")
+    pool = kept_pool_detections(model, demo, threshold, batch_size=7, device="cpu")
     out["scoring"] = {"threshold": threshold, "reference": reference, "sharded": image_scores(pool.detections, demo.image_ids), "readable": pool.readable}
     out["shard"] = distributed.shard_range(len(demo), 7, rank, WORLD)
 

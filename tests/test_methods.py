@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from almdn.acquisition.methods import BASELINES, get_method, score_pool
+from almdn.acquisition.methods import BASELINES, get_method
+from almdn.acquisition.scoring import score_with_models
 from almdn.data.coco import CocoDetectionDataset
 from almdn.models import build_model
 
@@ -43,7 +44,7 @@ def test_every_method_gives_one_finite_score_per_pool_image(pool, name):
     torch.manual_seed(0)
     models = [build_model("ssd_small", 10, **method.model_variant).eval() for _ in range(method.members)]
     # threshold 0 keeps every detection of the untrained models, so every image has some
-    result = score_pool(method, models, images, ids, labeled=labeled, budget=4, conf_threshold=0.0, mc_passes=2, batch_size=8)
+    result = score_with_models(method, models, images, ids, labeled=labeled, budget=4, conf_threshold=0.0, mc_passes=2, batch_size=8)
     assert result.scores.index.tolist() == ids
     assert np.isfinite(result.scores.to_numpy()).all()
     assert len(result.table) == len(ids) and result.seconds > 0
@@ -57,7 +58,7 @@ def test_precomputed_predictions_are_reused(pool):
     from almdn.engine.inference import predict
 
     preds = predict(model, images)
-    a = score_pool(get_method("entropy"), [model], images, ids, predictions=preds, conf_threshold=0.0)
-    b = score_pool(get_method("entropy"), [model], images, ids, conf_threshold=0.0)
+    a = score_with_models(get_method("entropy"), [model], images, ids, predictions=preds, conf_threshold=0.0)
+    b = score_with_models(get_method("entropy"), [model], images, ids, conf_threshold=0.0)
     assert np.allclose(a.scores.to_numpy(), b.scores.to_numpy())
     assert a.seconds < b.seconds

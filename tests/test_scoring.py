@@ -7,7 +7,7 @@ import pytest
 import pandas as pd
 import torch
 
-from almdn.acquisition.scoring import detections_frame, image_scores, pool_detections
+from almdn.acquisition.scoring import detections_frame, image_scores, kept_pool_detections
 from almdn.models import UNCERTAINTY_NAMES
 
 
@@ -103,7 +103,7 @@ def test_pool_detections_equal_detections_frame_of_predict_exactly(tmp_path):
     threshold = float(np.median([float(preds[i]["scores"].max()) for i in ok]))
     for conf, images_kept in ((threshold, (1, len(ok) - 1)), (0.7, (0, 0))):
         reference = detections_frame([preds[i] for i in ok], [pool.image_ids[i] for i in ok], conf)
-        got = pool_detections(model, pool, conf, batch_size=3)
+        got = kept_pool_detections(model, pool, conf, batch_size=3)
         pd.testing.assert_frame_equal(got.detections, reference, check_exact=True)
         assert got.readable.tolist() == [True, True, False, True, True, True, True]
         assert images_kept[0] <= got.detections["image_id"].nunique() <= images_kept[1]

@@ -310,9 +310,9 @@ def test_a_rounds_initial_weights_follow_the_starting_point(project):
 
     with Store.open(project, create=False) as store:
         classes = store.classes()
-        imagenet, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
-        again, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
-        none, _ = _initial_model(store, TINY_SETTINGS.replace(init="none"), classes)
+        imagenet, _, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
+        again, _, _ = _initial_model(store, TINY_SETTINGS.replace(init="imagenet"), classes)
+        none, _, _ = _initial_model(store, TINY_SETTINGS.replace(init="none"), classes)
     first = next(imagenet.backbone.parameters())
     assert torch.equal(first, next(again.backbone.parameters()))  # a function of the seed and the starting point
     assert not torch.equal(first, next(none.backbone.parameters()))  # random backbone, not ImageNet's
@@ -335,7 +335,7 @@ def test_describe_training_names_a_changed_starting_point(project):
 def test_scoring_keeps_the_embeddings_of_acquisition_features_in_one_pass(project):
     import torch
 
-    from almdn.acquisition.methods import acquisition_features
+    from almdn.acquisition.scoring import acquisition_features
     from almdn.data.images import ImageFolderDataset
     from almdn.engine.checkpoint import load_model
     from almdn.workflow import score_pool, write_scoring

@@ -11,15 +11,21 @@ per image (higher = more informative), on the same architecture as the paper's m
 
 Images without a kept detection get NaN from the detection-based scores, like the paper's own
 score; :func:`almdn.acquisition.selection.select_batch` applies the user's policy to them.
+torch is imported only by the two that compute with it, so the stored-score ranking (the
+app's Label page) reads the others without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def random_scores(image_ids: Sequence[int], seed: int) -> pd.Series:
@@ -34,7 +40,7 @@ def mean_entropy_scores(detections: pd.DataFrame, image_ids: Sequence[int]) -> p
     return means.reindex(pd.Index(list(image_ids), name="image_id")).astype(np.float64).rename("score")
 
 
-def coreset_scores(pool_features: torch.Tensor, labeled_features: torch.Tensor, budget: int, image_ids: Sequence[int]) -> pd.Series:
+def coreset_scores(pool_features: "torch.Tensor", labeled_features: "torch.Tensor", budget: int, image_ids: Sequence[int]) -> pd.Series:
     """Greedy k-center (core-set) as scores whose top-``budget`` is the greedy selection.
 
     Each pick is the pool image farthest (Euclidean) from the labeled set and the images
@@ -48,6 +54,8 @@ def coreset_scores(pool_features: torch.Tensor, labeled_features: torch.Tensor, 
         labeled_features: ``(M, D)`` features of the labeled images.
         budget: how many centers to pick greedily.
     """
+    import torch
+
     pool = pool_features.double()
     centers = labeled_features.double() if len(labeled_features) else pool.mean(0, keepdim=True)
     min_dist = torch.full((len(pool),), float("inf"), dtype=torch.float64)
@@ -64,7 +72,9 @@ def coreset_scores(pool_features: torch.Tensor, labeled_features: torch.Tensor, 
     return pd.Series(scores.numpy(), index=pd.Index(list(image_ids), name="image_id"), name="score")
 
 
-def loss_prediction_scores(predicted_loss: torch.Tensor | np.ndarray, image_ids: Sequence[int]) -> pd.Series:
+def loss_prediction_scores(predicted_loss: "torch.Tensor | np.ndarray", image_ids: Sequence[int]) -> pd.Series:
     """LLAL: the learning-loss module's predicted detection loss of each image."""
+    import torch
+
     values = np.asarray(torch.as_tensor(predicted_loss, dtype=torch.float64))
     return pd.Series(values, index=pd.Index(list(image_ids), name="image_id"), name="score")

@@ -283,13 +283,8 @@ def select(
     reasons: list[str] = []
 
     if policy.stage2 == "typiclust":
-        # No scores: the typical image of each uncovered cluster, over the whole unlabeled pool.
-        everything = np.concatenate([pool.embeddings, pool.labeled_embeddings]) if pool.labeled_embeddings is not None and len(pool.labeled_embeddings) else pool.embeddings
-        mask = np.zeros(len(everything), bool)
-        mask[len(pool.embeddings):] = True
-        chosen = diversity.typiclust(everything, mask, budget, seed=seed)
-        chosen = [int(i) for i in chosen if i < len(pool.embeddings)][:budget]
-        picks, reasons = chosen, ["the most typical image of a cluster of the pool with no labeled image"] * len(chosen)
+        picks = _typiclust_picks(pool, budget, seed)
+        reasons = ["the most typical image of a cluster of the pool with no labeled image"] * len(picks)
         n_main, n_reserve = len(picks), 0
     elif policy.stage2 == "power":
         chosen = diversity.power_sample(values, n_main, beta=policy.beta, seed=seed, mode=policy.power_mode)
@@ -299,14 +294,9 @@ def select(
         picks, reasons = _candidate_stage(policy, pool, values, rank, counts, n_main)
 
     if n_reserve:
-        # The reserved share: images with no kept detection, farthest from everything labeled or chosen.
-        none = np.flatnonzero(~finite)
-        centers = [pool.labeled_embeddings] if pool.labeled_embeddings is not None and len(pool.labeled_embeddings) else []
-        if picks:
-            centers.append(pool.embeddings[picks])
-        chosen = diversity.kcenter_greedy(pool.embeddings[none], n_reserve, np.concatenate(centers) if centers else None)
-        picks += [int(none[j]) for j in chosen]
-        reasons += ["no detection above the threshold: chosen for the reserved share, far from every labeled and chosen image"] * len(chosen)
+        reserved = _reserved_picks(pool, finite, picks, n_reserve)
+        picks += reserved
+        reasons += ["no detection above the threshold: chosen for the reserved share, far from every labeled and chosen image"] * len(reserved)
 
     # A shortfall (too few scored images) is filled as the paper does: unscored images in pool order.
     if len(picks) < budget:
@@ -320,6 +310,27 @@ def select(
     if shortfall:
         message = f"Only {len(picks)} unlabeled images are left, fewer than the {budget} asked for: all of them were selected."
     return Batch([int(ids[i]) for i in picks], reasons, by_score, shortfall, message)
+
+
+def _typiclust_picks(pool: BatchInputs, budget: int, seed: int) -> list[int]:
+    """No scores: the typical image of each uncovered cluster, over the whole unlabeled pool
+    (the labeled images cover their clusters)."""
+    labeled = pool.labeled_embeddings
+    everything = np.concatenate([pool.embeddings, labeled]) if labeled is not None and len(labeled) else pool.embeddings
+    mask = np.zeros(len(everything), bool)
+    mask[len(pool.embeddings):] = True
+    chosen = diversity.typiclust(everything, mask, budget, seed=seed)
+    return [int(i) for i in chosen if i < len(pool.embeddings)][:budget]
+
+
+def _reserved_picks(pool: BatchInputs, finite: np.ndarray, picks: list[int], n_reserve: int) -> list[int]:
+    """The reserved share: images with no kept detection, farthest from everything labeled or chosen."""
+    none = np.flatnonzero(~finite)
+    centers = [pool.labeled_embeddings] if pool.labeled_embeddings is not None and len(pool.labeled_embeddings) else []
+    if picks:
+        centers.append(pool.embeddings[picks])
+    chosen = diversity.kcenter_greedy(pool.embeddings[none], n_reserve, np.concatenate(centers) if centers else None)
+    return [int(none[j]) for j in chosen]
 
 
 def score_drivers(table: pd.DataFrame) -> pd.Series:

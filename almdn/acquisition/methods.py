@@ -1,38 +1,112 @@
-"""Acquisition methods by name: which model each one needs, and how it scores a pool.
+"""Acquisition methods: one registry, one interface (numpy / pandas only).
 
 Every method runs on the same detector (Sec. 4.2: "we reproduce all numbers by applying each
-sampling method to the proposed GMM architecture"); what differs is the model variant it
-trains (:class:`Method`) and the function that turns that model's outputs into one score per
-pool image (:func:`score_pool`, built from :mod:`~almdn.acquisition.scoring` and
-:mod:`~almdn.acquisition.baselines`).
+sampling method to the proposed GMM architecture"). A :class:`Method` says which model variant
+it trains (:attr:`Method.model_variant`), what it reads of that model (:attr:`Method.needs`:
+the kept detections, the predicted loss, several passes, features), how it turns what it reads
+into one score per pool image (:meth:`Method.score`) and how the batch is chosen from the
+scores (:meth:`Method.select`: the top B, or for a batch method a second stage,
+:mod:`almdn.acquisition.batch`, with why each image is in it).
 
-Names: ``almdn`` (the paper's score on the gmm head, ``max_all``), ``almdn_eff`` (the same on
-the eff head), ``almdn:<aggregation>`` (any aggregation of Tab. 2, e.g. ``almdn:sum_cls``),
-``random``, ``entropy``, ``coreset``, ``llal``, ``mc_dropout``, ``ensemble``; ``typiclust``
-(the cold-start choice); and any of them followed by ``+<stage>``, a second stage that turns the
-scores into a batch (``almdn+kcenter_balanced``, ``almdn+kmedoids``, ``almdn+power``, ...:
+What a method reads comes from a model (:func:`almdn.acquisition.scoring.method_inputs`, the
+experiment runner) or from a project's stored scores (:mod:`almdn.acquisition.stored`, the
+app's Label page and ``almdn push --method``); ``almdn score`` and a project's scoring rank by
+the ``almdn`` method of their aggregation.
+
+Names (:func:`get_method`): ``almdn`` (the paper's score on the gmm head, ``max_all``),
+``almdn_eff`` (the same on the eff head), ``almdn_eq5`` / ``almdn_type2`` (a detector trained
+with that classification loss), ``almdn_weighted`` (every detection above the low threshold,
+weighted by its score), ``almdn:<aggregation>`` / ``almdn_eff:<aggregation>`` (any
+aggregation of Tab. 2, e.g. ``almdn:sum_cls``), ``random``, ``entropy``, ``coreset``,
+``llal``, ``mc_dropout``, ``ensemble``; ``typiclust`` (the cold-start choice); and any of them
+followed by ``+<stage>``, a second stage that turns the scores into a batch
+(``almdn+kcenter_balanced``, ``almdn+kmedoids``, ``almdn+power``, ...:
 :func:`almdn.acquisition.batch.policy_from_name`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from almdn.acquisition.batch import BatchPolicy, policy_from_name
+from almdn.acquisition.aggregation import AGGREGATIONS, aggregate, image_scores
 from almdn.acquisition.baselines import coreset_scores, loss_prediction_scores, mean_entropy_scores, random_scores
-from almdn.acquisition.scoring import AGGREGATIONS, DEFAULT_AGGREGATION, detections_frame, image_scores
-from almdn.data.coco import collate_detection
-from almdn.engine.checkpoint import resolve_device
-from almdn.engine.inference import predict
+from almdn.acquisition.batch import Batch, BatchInputs, BatchPolicy, policy_from_name, select
+from almdn.acquisition.selection import select_batch
+from almdn.registry import DEFAULT_AGGREGATION
 
 BASELINES = ("random", "entropy", "coreset", "llal", "mc_dropout", "ensemble")
+
+#: What each kind of method reads of its model(s) beside the pool's ids (fields of
+#: :class:`PoolInputs`): "detections" (the first model's kept detections), "predicted_loss"
+#: (LLAL's module), "passes" (detections of class probabilities averaged over dropout passes
+#: or ensemble members), "features" (pooled trunk features of the pool and the labeled set).
+KIND_NEEDS: dict[str, frozenset[str]] = {
+    "almdn": frozenset({"detections"}),
+    "entropy": frozenset({"detections"}),
+    "llal": frozenset({"predicted_loss"}),
+    "mc_dropout": frozenset({"passes"}),
+    "ensemble": frozenset({"passes"}),
+    "coreset": frozenset({"features"}),
+    "random": frozenset(),
+    "typiclust": frozenset(),  # no score: its batch stage reads the embeddings
+}
+
+
+#: The :class:`PoolInputs` fields that satisfy each need (any one of them).
+_NEED_FIELDS = {"detections": ("detections", "image_table"), "predicted_loss": ("predicted_loss",), "passes": ("passes",),
+                "features": ("pool_features",)}
+
+
+@dataclass
+class PoolInputs:
+    """What a method reads, in the order of ``pool_ids`` (each None unless the method needs it).
+
+    Attributes:
+        pool_ids: the unlabeled images.
+        detections: the first model's kept detections
+            (:func:`~almdn.acquisition.scoring.detections_frame`: one row per detection with
+            the four uncertainties and the class entropy).
+        image_table: the pool's per-image z-scored uncertainties as a project stored them
+            (index: image id, :func:`~almdn.acquisition.aggregation.image_scores`); an almdn
+            method aggregates these instead of z-scoring ``detections`` again.
+        predicted_loss: ``(N,)`` LLAL's predicted detection loss per image.
+        passes: kept detections of the class probabilities averaged over several passes
+            (MC-dropout's dropout passes, the ensemble's members).
+        pool_features, labeled_features: ``(N, D)`` / ``(M, D)`` trunk features (core-set).
+        budget: B (core-set's greedy selection needs it); seed: the random stream.
+    """
+
+    pool_ids: Sequence[int]
+    detections: pd.DataFrame | None = None
+    image_table: pd.DataFrame | None = None
+    predicted_loss: Any = None
+    passes: pd.DataFrame | None = None
+    pool_features: Any = None
+    labeled_features: Any = None
+    budget: int = 0
+    seed: int = 0
+
+
+@dataclass
+class PoolScores:
+    """One acquisition pass over the pool.
+
+    Attributes:
+        scores: one score per pool image (index: image id), NaN = no kept detection.
+        table: per-image detail: for the almdn methods the four raw and z-scored uncertainties
+            (:func:`~almdn.acquisition.aggregation.image_scores`), else just the score.
+        seconds: wall-clock time of the pass (forward passes included), where measured.
+    """
+
+    scores: pd.Series
+    table: pd.DataFrame
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -41,7 +115,7 @@ class Method:
 
     Attributes:
         name: as given by the user.
-        kind: "almdn", or one of :data:`BASELINES`.
+        kind: "almdn", "typiclust" or one of :data:`BASELINES` (:data:`KIND_NEEDS`).
         head: the mixture head ("gmm" or "eff").
         aggregation: Tab. 2 aggregation of the almdn score.
         extras_dropout: dropout on the extra layers while training and scoring (MC-dropout).
@@ -52,7 +126,8 @@ class Method:
         weighting: which detections the almdn score reads: "threshold" (the paper's: those
             scoring at least the confidence threshold) or "score" (every detection above the
             low threshold, each uncertainty weighted by the detection's score, so that every
-            image with a detection is ranked; :func:`~almdn.acquisition.scoring.image_scores`).
+            image with a detection is ranked; :func:`~almdn.acquisition.aggregation.image_scores`).
+        batch: the second stage that chooses the batch from the scores (None: the top B).
     """
 
     name: str
@@ -74,183 +149,130 @@ class Method:
             variant["cls_loss"] = self.cls_loss
         return variant
 
+    @property
+    def needs(self) -> frozenset[str]:
+        """What :meth:`score` reads (fields of :class:`PoolInputs`, :data:`KIND_NEEDS`)."""
+        return KIND_NEEDS[self.kind]
+
+    @property
+    def reads_predictions(self) -> bool:
+        """Whether the method reads the first model's detections on the pool (its score or its
+        batch stage's detection features), which methods on the same model can share."""
+        return bool(self.needs & {"detections", "predicted_loss"}) or (self.batch is not None and "detection_features" in self.batch.needs)
+
+    def detection_threshold(self, conf_threshold: float, low_threshold: float) -> float:
+        """The score from which a detection counts for this method (Sec. 3.3's threshold; the
+        low one for a score-weighted almdn)."""
+        return low_threshold if self.weighting == "score" else conf_threshold
+
+    def score(self, inputs: PoolInputs) -> PoolScores:
+        """One score per pool image (higher = label it sooner) from what the method needs."""
+        missing = [n for n in sorted(self.needs) if all(getattr(inputs, f) is None for f in _NEED_FIELDS[n])]
+        if missing:
+            raise ValueError(f"The {self.name} method needs the pool's {', '.join(missing).replace('_', ' ')}, which were not given.")
+        table, scores = None, _SCORERS[self.kind](self, inputs)
+        if isinstance(scores, pd.DataFrame):  # the almdn methods: the per-image table with its score
+            table, scores = scores, scores.set_index("image_id")["score"]
+        if table is None:
+            table = scores.rename("score").reset_index()
+        return PoolScores(scores.astype(np.float64), table)
+
+    def select(
+        self, scores: pd.Series, budget: int, labeled: Collection[int] = (), no_detection: str = "last", seed: int = 0,
+        batch_inputs: BatchInputs | None = None, drivers: pd.Series | None = None,
+    ) -> Batch:
+        """The batch of ``budget`` pool images, each with why it was chosen: the top B of
+        ``scores`` (:func:`~almdn.acquisition.selection.select_batch`, images without a score
+        by ``no_detection``), or the second stage :attr:`batch` over ``batch_inputs``
+        (:func:`~almdn.acquisition.batch.select`). ``drivers``: per image the uncertainty
+        behind its score, in words, for the reasons of the top B."""
+        if self.batch is not None:
+            if batch_inputs is None:
+                raise ValueError(f"The {self.name} method chooses its batch by a second stage, which needs its inputs.")
+            return select(self.batch, batch_inputs, budget, labeled, seed=seed)
+        chosen = select_batch(scores, budget, labeled, no_detection, seed=seed)
+        return Batch(chosen.image_ids, self._reasons(scores, chosen.image_ids, drivers), chosen.by_score, chosen.shortfall, chosen.message)
+
+    def _reasons(self, scores: pd.Series, chosen: list[int], drivers: pd.Series | None) -> list[str]:
+        """Why each image of a top-B batch was chosen: its rank by the score (and the driver)."""
+        if self.kind == "random":
+            return ["a random sample of the pool"] * len(chosen)
+        values = scores.to_numpy(dtype=np.float64)
+        order = np.argsort(-np.where(np.isnan(values), -np.inf, values), kind="stable")
+        rank = dict(zip(scores.index[order].tolist(), range(1, len(order) + 1)))
+        out = []
+        for i in chosen:
+            value = scores.get(i, np.nan)
+            driver = drivers.get(i) if drivers is not None else None
+            if value != value:
+                out.append("no detection above the threshold: fills the batch")
+            elif self.kind == "entropy":
+                out.append(f"mean class entropy rank {rank[i]} ({value:.3f})")
+            else:
+                out.append(f"uncertainty rank {rank[i]}" + (f" ({driver})" if isinstance(driver, str) and driver else ""))
+        return out
+
+
+def _almdn(method: Method, inputs: PoolInputs):
+    """Sec. 3.3: the z-scored uncertainties' maxima per image, aggregated (Tab. 2)."""
+    if inputs.image_table is not None:  # stored z-scores: aggregated again, not recomputed
+        return aggregate(inputs.image_table, method.aggregation).rename("score")
+    return image_scores(inputs.detections, list(inputs.pool_ids), method.aggregation, score_weighted=method.weighting == "score")
+
+
+def _pool_zeros(method: Method, inputs: PoolInputs) -> pd.Series:
+    return pd.Series(0.0, index=pd.Index(list(inputs.pool_ids), name="image_id"), name="score")
+
+
+#: kind -> the function from a method and its inputs to the scores (or the almdn table).
+_SCORERS: dict[str, Callable[[Method, PoolInputs], Any]] = {
+    "almdn": _almdn,
+    "entropy": lambda m, i: mean_entropy_scores(i.detections, list(i.pool_ids)),
+    "llal": lambda m, i: loss_prediction_scores(i.predicted_loss, list(i.pool_ids)),
+    "mc_dropout": lambda m, i: mean_entropy_scores(i.passes, list(i.pool_ids)),
+    "ensemble": lambda m, i: mean_entropy_scores(i.passes, list(i.pool_ids)),
+    "coreset": lambda m, i: coreset_scores(i.pool_features, i.labeled_features, i.budget, list(i.pool_ids)),
+    "random": lambda m, i: random_scores(list(i.pool_ids), i.seed),
+    "typiclust": _pool_zeros,
+}
+
+#: The methods by name: each builds its :class:`Method` from the multi-pass settings
+#: (MC-dropout's dropout, the ensemble's size).
+METHODS: dict[str, Callable[[float, int], Method]] = {
+    "almdn": lambda dropout, size: Method("almdn", "almdn"),
+    "almdn_eff": lambda dropout, size: Method("almdn_eff", "almdn", head="eff"),
+    "almdn_eq5": lambda dropout, size: Method("almdn_eq5", "almdn", cls_loss="eq5"),
+    "almdn_type2": lambda dropout, size: Method("almdn_type2", "almdn", cls_loss="type2"),
+    "almdn_weighted": lambda dropout, size: Method("almdn_weighted", "almdn", weighting="score"),
+    "random": lambda dropout, size: Method("random", "random"),
+    "entropy": lambda dropout, size: Method("entropy", "entropy"),
+    "coreset": lambda dropout, size: Method("coreset", "coreset"),
+    "llal": lambda dropout, size: Method("llal", "llal", loss_prediction=True),
+    "mc_dropout": lambda dropout, size: Method("mc_dropout", "mc_dropout", extras_dropout=dropout),
+    "ensemble": lambda dropout, size: Method("ensemble", "ensemble", members=size),
+    "typiclust": lambda dropout, size: Method("typiclust", "typiclust", batch=policy_from_name("typiclust")),
+}
+#: The heads of the ``<base>:<aggregation>`` names.
+AGGREGATION_BASES = {"almdn": "gmm", "almdn_eff": "eff"}
+
 
 def get_method(name: str, mc_dropout: float = 0.1, ensemble_size: int = 3) -> Method:
     """The :class:`Method` called ``name`` (see the module docstring for the names)."""
-    if name == "typiclust":
-        return Method(name, "typiclust", batch=policy_from_name(name))
-    if "+" in name:  # <first stage>+<second stage>, e.g. almdn+kcenter_balanced
-        first = get_method(name.split("+", 1)[0], mc_dropout, ensemble_size)
-        return dataclasses.replace(first, name=name, batch=policy_from_name(name))
-    if name == "almdn":
-        return Method(name, "almdn")
-    if name == "almdn_eff":
-        return Method(name, "almdn", head="eff")
-    if name in ("almdn_eq5", "almdn_type2"):
-        return Method(name, "almdn", cls_loss=name.split("_")[1])
-    if name == "almdn_weighted":
-        return Method(name, "almdn", weighting="score")
-    if name.startswith("almdn:") or name.startswith("almdn_eff:"):
-        base, aggregation = name.split(":", 1)
+    first, plus, stage = name.partition("+")
+    if plus:  # <first stage>+<second stage>, e.g. almdn+kcenter_balanced
+        return dataclasses.replace(get_method(first, mc_dropout, ensemble_size), name=name, batch=policy_from_name(name))
+    if name in METHODS:
+        return METHODS[name](mc_dropout, ensemble_size)
+    base, colon, aggregation = name.partition(":")
+    if colon and base in AGGREGATION_BASES:
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"Unknown aggregation '{aggregation}' in method '{name}'; choose one of {', '.join(AGGREGATIONS)}.")
-        return Method(name, "almdn", head="eff" if base == "almdn_eff" else "gmm", aggregation=aggregation)
-    if name in ("random", "entropy", "coreset"):
-        return Method(name, name)
-    if name == "llal":
-        return Method(name, name, loss_prediction=True)
-    if name == "mc_dropout":
-        return Method(name, name, extras_dropout=mc_dropout)
-    if name == "ensemble":
-        return Method(name, name, members=ensemble_size)
-    known = ["almdn", "almdn_eff", "almdn_eq5", "almdn_type2", "almdn_weighted", "almdn:<aggregation>", *BASELINES, "typiclust", "<method>+<stage>"]
+        return Method(name, "almdn", head=AGGREGATION_BASES[base], aggregation=aggregation)
+    known = [*METHODS, "almdn:<aggregation>", "<method>+<stage>"]
     raise ValueError(f"Unknown acquisition method '{name}'; choose one of {', '.join(known)}.")
 
 
-@dataclass
-class PoolScores:
-    """One acquisition pass over the pool.
-
-    Attributes:
-        scores: one score per pool image (index: image id), NaN = no kept detection.
-        table: per-image detail: for the almdn methods the four raw and z-scored uncertainties
-            (:func:`~almdn.acquisition.scoring.image_scores`), else just the score.
-        seconds: wall-clock time of the pass (forward passes included).
-    """
-
-    scores: pd.Series
-    table: pd.DataFrame
-    seconds: float
-
-
-def _loader(dataset: Dataset, batch_size: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_detection)
-
-
-@torch.no_grad()
-def _features(model, dataset: Dataset, batch_size: int, device: torch.device) -> torch.Tensor:
-    model.to(device).eval()
-    chunks = [model.image_features([img.to(device) for img in images]).cpu() for images, _ in _loader(dataset, batch_size)]
-    return torch.cat(chunks) if chunks else torch.zeros(0, 0)
-
-
-@torch.no_grad()
-def acquisition_features(
-    model, dataset: Dataset, boxes: list[torch.Tensor] | None = None, batch_size: int = 32, device: torch.device | None = None,
-) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """What the second stage of acquisition compares images by (:mod:`almdn.acquisition.batch`).
-
-    Returns ``(N, D)`` image embeddings, the global-average-pooled last trunk map (core-set's
-    representation), and, when ``boxes`` (each image's kept detections, in its own pixels) are
-    given, one feature per detection: RoIAlign (2 x 2, averaged) of the stride-8 and stride-16
-    trunk maps at the detection's box, concatenated (PPAL's detection features, on an SSD).
-    """
-    from torchvision.ops import roi_align
-
-    if not hasattr(getattr(model, "backbone", None), "forward_trunk"):
-        raise ValueError(f"Image embeddings for a diverse batch are not available for {type(model).__name__}; use the SSD detectors for it.")
-    device = resolve_device(device)
-    model.to(device).eval()
-    embeddings, det_features, start = [], [], 0
-    for images, _ in _loader(dataset, batch_size):
-        image_list, _, original_sizes = model.preprocess([img.to(device) for img in images])
-        maps = model.backbone.forward_trunk(image_list.tensors)
-        embeddings.append(maps[-1].mean(dim=(2, 3)).cpu())
-        if boxes is not None:
-            rois = []
-            for j, ((h0, w0), (h1, w1)) in enumerate(zip(original_sizes, image_list.image_sizes)):
-                b = boxes[start + j].to(device, torch.float32).reshape(-1, 4) * torch.tensor([w1 / w0, h1 / h0, w1 / w0, h1 / h0], device=device)
-                rois.append(b)
-            size = image_list.tensors.shape[-1]
-            pooled = [roi_align(m, rois, output_size=2, spatial_scale=m.shape[-1] / size, sampling_ratio=2, aligned=True).mean(dim=(2, 3)) for m in maps[:2]]
-            feats = torch.cat(pooled, dim=1).cpu()
-            det_features.extend(feats.split([len(r) for r in rois]))
-        start += len(images)
-    emb = torch.cat(embeddings).double().numpy() if embeddings else np.zeros((0, 0))
-    return emb, None if boxes is None else [f.double().numpy() for f in det_features]
-
-
-@torch.no_grad()
-def _averaged_predictions(models, dataset: Dataset, batch_size: int, device: torch.device, passes: int) -> list[dict]:
-    """Detections from class probabilities averaged over dropout passes (one model) or over
-    the members of an ensemble (several models)."""
-    for m in models:
-        m.to(device).eval()
-    out = []
-    for images, _ in _loader(dataset, batch_size):
-        images = [img.to(device) for img in images]
-        if len(models) == 1:
-            dets = models[0].forward_mc_dropout(images, passes)
-        else:
-            dets = models[0].forward_ensemble(images, list(models[1:]))
-        out.extend({k: v.cpu() for k, v in d.items()} for d in dets)
-    return out
-
-
-def score_pool(
-    method: Method,
-    models: list,
-    pool: Dataset,
-    pool_ids: list[int],
-    labeled: Dataset | None = None,
-    budget: int = 0,
-    seed: int = 0,
-    conf_threshold: float = 0.5,
-    low_threshold: float = 0.05,
-    mc_passes: int = 25,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    predictions: list[dict] | None = None,
-) -> PoolScores:
-    """Score every pool image with ``method``.
-
-    Args:
-        models: the method's trained detector(s) (``method.members`` of them).
-        pool, pool_ids: the unlabeled images and their ids, in the same order.
-        labeled: the labeled images (core-set measures distances to them).
-        budget: B (core-set's greedy selection needs it).
-        seed: random stream (the random baseline).
-        conf_threshold: detections at or above it are kept for scoring (Sec. 3.3).
-        low_threshold: the detections a score-weighted method (``weighting="score"``) reads.
-        predictions: the first model's detections on ``pool`` if already computed (the almdn
-            and entropy methods share them), else computed here.
-    """
-    device = resolve_device(device)
-    t0 = time.perf_counter()
-    kind = method.kind
-    needs = {"mc_dropout": "forward_mc_dropout", "ensemble": "forward_ensemble", "coreset": "image_features"}.get(kind)
-    if needs and not hasattr(models[0], needs):
-        raise ValueError(f"The {kind} baseline is not available for {type(models[0]).__name__}; use the SSD detectors for it.")
-    table = None
-    if kind == "random":
-        scores = random_scores(pool_ids, seed)
-    elif kind == "typiclust":  # needs no score: the batch stage reads the embeddings
-        scores = pd.Series(0.0, index=pd.Index(list(pool_ids), name="image_id"), name="score")
-    elif kind in ("almdn", "entropy", "llal"):
-        if predictions is None:
-            predictions = predict(models[0], pool, batch_size=batch_size, device=device)
-        if kind == "llal":
-            scores = loss_prediction_scores(torch.stack([p["predicted_loss"] for p in predictions]), pool_ids)
-        else:
-            weighted = kind == "almdn" and method.weighting == "score"
-            detections = detections_frame(predictions, pool_ids, low_threshold if weighted else conf_threshold)
-            if kind == "almdn":
-                table = image_scores(detections, pool_ids, method.aggregation, score_weighted=weighted)
-                scores = table.set_index("image_id")["score"]
-            else:
-                scores = mean_entropy_scores(detections, pool_ids)
-    elif kind in ("mc_dropout", "ensemble"):
-        averaged = _averaged_predictions(models, pool, batch_size, device, mc_passes)
-        scores = mean_entropy_scores(detections_frame(averaged, pool_ids, conf_threshold), pool_ids)
-    elif kind == "coreset":
-        if labeled is None:
-            raise ValueError("core-set needs the labeled images")
-        pool_features = _features(models[0], pool, batch_size, device)
-        labeled_features = _features(models[0], labeled, batch_size, device)
-        scores = coreset_scores(pool_features, labeled_features, budget, pool_ids)
-    else:
-        raise ValueError(f"unknown method kind {kind!r}")
-    if table is None:
-        table = scores.rename("score").reset_index()
-    seconds = time.perf_counter() - t0
-    return PoolScores(scores.astype(np.float64), table, seconds)
+def paper_method(aggregation: str = DEFAULT_AGGREGATION) -> Method:
+    """The paper's score by ``aggregation`` (Tab. 2): what ``almdn score`` and a project's
+    scoring rank the pool by."""
+    return get_method(f"almdn:{aggregation}") if aggregation != DEFAULT_AGGREGATION else get_method("almdn")

@@ -16,26 +16,61 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from almdn.acquisition.batch import Batch, BatchInputs, class_mass, policy_from_name, score_drivers, select
+from almdn.acquisition.batch import Batch, BatchInputs, class_mass, score_drivers
+from almdn.acquisition.methods import Method, PoolInputs, get_method
 from almdn.errors import InvalidChoice
 from almdn.store import Store, StoreError
 
-#: Acquisition methods that work from a model version's stored scores (the other baselines of
-#: Tab. 4 need other model variants: see almdn experiment), then the two-stage methods
-#: (:mod:`almdn.acquisition.batch`): the paper's score picks candidates, a second stage the batch.
+#: The acquisition methods (:func:`almdn.acquisition.methods.get_method`) the app's Label page
+#: and ``almdn push --method`` offer: those that work from a model version's stored scores
+#: (the other baselines of Tab. 4 need other model variants: see almdn experiment), then the
+#: two-stage methods (:mod:`almdn.acquisition.batch`): the paper's score picks candidates, a
+#: second stage the batch.
 ACQUISITION_METHODS = (
     "almdn", "almdn:sum_all", "almdn:max_loc", "almdn:max_cls", "almdn:max_al", "almdn:max_ep", "entropy", "random",
     "almdn+kcenter_balanced", "almdn+kcenter", "almdn+balance", "almdn+power", "typiclust",
 )
-#: The two-stage methods of :data:`ACQUISITION_METHODS` (:func:`almdn.acquisition.batch.policy_from_name`).
-TWO_STAGE_METHODS = ("almdn+kcenter_balanced", "almdn+kcenter", "almdn+balance", "almdn+power", "typiclust")
+#: What a scoring stores (:meth:`Store.image_scores`, :meth:`Store.detections`,
+#: :meth:`Store.embeddings`): the first stages and the second-stage inputs read from it.
+STORED_NEEDS = frozenset({"detections"})
+STORED_BATCH_NEEDS = frozenset({"embeddings", "class_mass"})
+_METHODS: dict[str, Method] = {name: get_method(name) for name in ACQUISITION_METHODS}
+assert all(m.needs <= STORED_NEEDS and (m.batch is None or m.batch.needs <= STORED_BATCH_NEEDS) for m in _METHODS.values())
+#: The two-stage methods of :data:`ACQUISITION_METHODS`.
+TWO_STAGE_METHODS = tuple(name for name, m in _METHODS.items() if m.batch is not None)
 #: The methods that compare images by the embeddings a scoring kept (:meth:`Store.embeddings`).
-EMBEDDING_METHODS = ("almdn+kcenter_balanced", "almdn+kcenter", "typiclust")
+EMBEDDING_METHODS = tuple(name for name, m in _METHODS.items() if m.batch is not None and "embeddings" in m.batch.needs)
+#: The first stage of a two-stage method from stored scores: the paper's score.
+_PAPER = _METHODS["almdn"]
 
 
-def _check_method(method: str | None) -> None:
-    if method is not None and method not in ACQUISITION_METHODS:
+def _method(method: str | None) -> Method | None:
+    if method is not None and method not in _METHODS:
         raise InvalidChoice(f"Unknown acquisition method '{method}'; choose one of {', '.join(ACQUISITION_METHODS)}.")
+    return None if method is None else _METHODS[method]
+
+
+def _scored_version(store: Store, model_version: int | None) -> int:
+    mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
+    if mv is None:
+        raise StoreError("No model has scored the pool yet; train one on the Train page first.")
+    return mv
+
+
+def stored_inputs(store: Store, method: Method, model_version: int | None = None, seed: int = 0) -> PoolInputs:
+    """What ``method`` reads, from the model version's stored scoring of the current pool:
+    the stored z-scored uncertainties per image (the almdn methods) or the stored kept
+    detections (entropy); nothing for random."""
+    pool_ids = store.image_ids("pool")
+    inputs = PoolInputs(pool_ids, seed=seed)
+    if not method.needs:
+        return inputs
+    mv = _scored_version(store, model_version)
+    if method.kind == "almdn":
+        inputs.image_table = store.image_scores(mv).set_index("image_id").reindex(pd.Index(pool_ids, name="image_id"))
+    else:
+        inputs.detections = store.detections(mv, pool_ids)
+    return inputs
 
 
 def acquisition_scores(store: Store, method: str | None = "almdn", model_version: int | None = None, seed: int = 0) -> pd.Series:
@@ -43,25 +78,13 @@ def acquisition_scores(store: Store, method: str | None = "almdn", model_version
     :data:`ACQUISITION_METHODS`, from the model version's stored uncertainties; ``None``: the
     model version's own final score, by the aggregation it was scored with (in ranking order).
     A two-stage method's first stage is the paper's score (``almdn``)."""
-    from almdn.acquisition.baselines import mean_entropy_scores, random_scores
-    from almdn.acquisition.aggregation import aggregate
-
-    _check_method(method)
-    if method in TWO_STAGE_METHODS:
-        method = "almdn"
-    pool_ids = store.image_ids("pool")
-    if method == "random":
-        return random_scores(pool_ids, seed)
-    mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
-    if mv is None:
-        raise StoreError("No model has scored the pool yet; train one on the Train page first.")
-    if method is None:
+    chosen = _method(method)
+    if chosen is None:
+        mv = _scored_version(store, model_version)
         return store.pool_ranking(mv).set_index("image_id")["score"].astype(np.float64).rename("score")
-    if method == "entropy":
-        return mean_entropy_scores(store.detections(mv, pool_ids), pool_ids)
-    aggregation = "max_all" if method == "almdn" else method.split(":", 1)[1]
-    table = store.image_scores(mv).set_index("image_id").reindex(pd.Index(pool_ids, name="image_id"))
-    return aggregate(table, aggregation).rename("score")
+    if chosen.batch is not None:
+        chosen = _PAPER
+    return chosen.score(stored_inputs(store, chosen, model_version, seed)).scores.rename("score")
 
 
 def select_for_labeling(store: Store, k: int, method: str | None = "almdn", model_version: int | None = None, seed: int = 0,
@@ -71,28 +94,28 @@ def select_for_labeling(store: Store, k: int, method: str | None = "almdn", mode
     task when ``exclude_sent``.
 
     The one-stage methods take the top ``k`` of :func:`acquisition_scores`
-    (:func:`almdn.acquisition.selection.select_batch`); the two-stage methods
-    (:data:`TWO_STAGE_METHODS`) build :class:`~almdn.acquisition.batch.BatchInputs` from the
-    store (the stored scores and their drivers, the stored detections' class mass, the labeled
-    boxes per class, the embeddings the scoring kept) and run
-    :func:`almdn.acquisition.batch.select`. Nothing runs a model. A model version scored
-    before embeddings were kept gives one sentence for the methods that need them.
+    (:meth:`Method.select`); the two-stage methods (:data:`TWO_STAGE_METHODS`) build
+    :class:`~almdn.acquisition.batch.BatchInputs` from the store (the stored scores and their
+    drivers, the stored detections' class mass, the labeled boxes per class, the embeddings the
+    scoring kept) for their second stage. Nothing runs a model. A model version scored before
+    embeddings were kept gives one sentence for the methods that need them.
     """
-    from almdn.acquisition.selection import select_batch
-
     if int(k) < 1:
         raise InvalidChoice("K must be at least 1.")
-    _check_method(method)
+    chosen = _method(method)
     sent: set[int] = set()
     if exclude_sent:
         tasks = store.tasks()
         sent = set(tasks.loc[tasks["status"] != "deleted", "image_id"].tolist()) if not tasks.empty else set()
-    if method in TWO_STAGE_METHODS:
-        return _two_stage(store, int(k), method, model_version, seed, sent)
+    if chosen is not None and chosen.batch is not None:
+        return _two_stage(store, int(k), chosen, model_version, seed, sent)
     scores = acquisition_scores(store, method, model_version, seed)
     scores = scores[~scores.index.isin(sent)]
-    chosen = select_batch(scores, int(k))
-    return Batch(chosen.image_ids, _one_stage_reasons(store, method, model_version, scores, chosen.image_ids), chosen.by_score, chosen.shortfall, chosen.message)
+    ranking = chosen or _PAPER  # the version's own score: reasons as the paper's
+    drivers = None
+    if ranking.kind not in ("random", "entropy"):
+        drivers = _drivers(store, _scored_version(store, model_version))
+    return ranking.select(scores, int(k), drivers=drivers)
 
 
 def _drivers(store: Store, mv: int) -> pd.Series:
@@ -100,32 +123,9 @@ def _drivers(store: Store, mv: int) -> pd.Series:
     return score_drivers(store.image_scores(mv))
 
 
-def _one_stage_reasons(store: Store, method: str | None, model_version: int | None, scores: pd.Series, chosen: list[int]) -> list[str]:
-    if method == "random":
-        return ["a random sample of the pool"] * len(chosen)
-    mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
-    values = scores.to_numpy(dtype=np.float64)
-    order = np.argsort(-np.where(np.isnan(values), -np.inf, values), kind="stable")
-    rank = dict(zip(scores.index[order].tolist(), range(1, len(order) + 1)))
-    drivers = _drivers(store, mv) if method != "entropy" else pd.Series(dtype=object)
-    out = []
-    for i in chosen:
-        value = scores.get(i, np.nan)
-        if value != value:
-            out.append("no detection above the threshold: fills the batch")
-        elif method == "entropy":
-            out.append(f"mean class entropy rank {rank[i]} ({value:.3f})")
-        else:
-            driver = drivers.get(i)
-            out.append(f"uncertainty rank {rank[i]}" + (f" ({driver})" if isinstance(driver, str) and driver else ""))
-    return out
-
-
-def _two_stage(store: Store, k: int, method: str, model_version: int | None, seed: int, sent: set[int]) -> Batch:
-    policy = policy_from_name(method)
-    mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
-    if mv is None:
-        raise StoreError("No model has scored the pool yet; train one on the Train page first.")
+def _two_stage(store: Store, k: int, method: Method, model_version: int | None, seed: int, sent: set[int]) -> Batch:
+    policy = method.batch
+    mv = _scored_version(store, model_version)
     scores = acquisition_scores(store, "almdn", mv)
     pool_ids = [int(i) for i in scores.index]
     classes = store.classes()
@@ -143,7 +143,7 @@ def _two_stage(store: Store, k: int, method: str, model_version: int | None, see
             name = store.model_version(mv)["name"]
             raise StoreError(
                 f"Model version {mv} ({name}) has no image embeddings (it was scored before almdn kept them, or it is not an SSD), "
-                f"which '{method}' compares images by: re-score the pool with a new model (retrain on the Train page, or almdn project "
+                f"which '{method.name}' compares images by: re-score the pool with a new model (retrain on the Train page, or almdn project "
                 "score --checkpoint MODEL) or choose almdn, entropy, random, almdn+balance or almdn+power.")
         ids, vectors = stored
         row = {int(i): j for j, i in enumerate(ids)}
@@ -157,7 +157,7 @@ def _two_stage(store: Store, k: int, method: str, model_version: int | None, see
         centers = [row[i] for i in sorted(set(store.image_ids("labeled")) | (sent & set(pool_ids))) if i in row]
         inputs.labeled_embeddings = vectors[centers].astype(np.float64) if centers else None
     try:
-        batch = select(policy, inputs, k, labeled=sent, seed=seed)
+        batch = method.select(scores, k, labeled=sent, seed=seed, batch_inputs=inputs)
     except ValueError as exc:  # an input the policy needs is missing: one sentence
         raise StoreError(str(exc)) from None
     if len(batch.image_ids) < k and left_out:

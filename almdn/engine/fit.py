@@ -1,6 +1,10 @@
-"""Train, evaluate, save: the one sequence behind ``almdn train``, every cycle of an experiment
-(:mod:`almdn.loop`) and every round of a project (:func:`almdn.workflow.run_round`).
+"""Build, then train, evaluate, save: the one sequence behind ``almdn train``, every cycle of an
+experiment (:mod:`almdn.loop`) and every round of a project (:func:`almdn.workflow.run_round`).
 
+:func:`build_starting_model` builds the model a training starts from: the architecture, its
+head, K, the classification loss and the box likelihood, the initial weights (a seed, an
+ImageNet backbone, torchvision's COCO detector or a weights file) and, when asked, the SSD's
+anchors fitted to the training boxes.
 :func:`train_evaluate_save` trains a model, evaluates it on the test split when there is one
 (mAP, mixture collapse, uncertainty quality: :func:`almdn.engine.inference.evaluate`), and
 writes ``model.pt`` with its metrics (and ``metrics.json``) into the run folder. The callers
@@ -21,7 +25,88 @@ from almdn.engine.checkpoint import save_checkpoint
 from almdn.engine.inference import evaluate
 from almdn.engine.train import TrainConfig, TrainResult, train
 from almdn.errors import Cancelled
+from almdn.losses import ClassLoss, LocDensity
 from almdn.models.anchors import DEFAULT_MIN_COVERAGE
+from almdn.registry import DEFAULT_CLS_LOSS, DEFAULT_CONF_THRESHOLD, DEFAULT_NUM_COMPONENTS
+
+
+class AnchorFitError(ValueError):
+    """The anchors could not be fitted to the training boxes (there are none); the message
+    says so in one sentence."""
+
+
+@dataclass
+class StartingModel:
+    """What :func:`build_starting_model` built: the model and, in order, what it has to say
+    about it (the classes mapped to a COCO detector's, the anchor fit); ``anchor_fit`` is the
+    fit's sentence alone (None without a fit)."""
+
+    model: Any
+    notes: list[str]
+    anchor_fit: str | None = None
+
+
+def build_starting_model(
+    arch: str,
+    class_names: list[str],
+    head: str = "gmm",
+    num_components: int = DEFAULT_NUM_COMPONENTS,
+    cls_loss: ClassLoss = DEFAULT_CLS_LOSS,
+    loc_density: LocDensity = "paper",
+    init: str | None = None,
+    fit_anchors_to=None,
+    seed: int | None = None,
+    **build_options: Any,
+) -> StartingModel:
+    """The model a training starts from (:func:`almdn.models.build_model`).
+
+    Args:
+        arch, head, num_components: the detector, its head (Fig. 2) and K (Eq. 2).
+        cls_loss, loc_density: the classification loss (Eq. 5 or Type-2) and the box
+            likelihood of Eq. 3.
+        init: the starting point, "imagenet", "coco", "none" or a torchvision state dict's
+            path (:mod:`almdn.models.pretrained`); None: only ``build_options`` decide
+            (``pretrained``), nothing is loaded.
+        fit_anchors_to: a dataset whose boxes the SSD's anchors are fitted to
+            (:func:`almdn.models.anchors.fit_anchors`), after the weights are loaded (anchors
+            hold none); None keeps the architecture's anchors.
+        seed: seeds torch before the build, so the initial weights are a function of it
+            (None: the current random state).
+        build_options: more build_model keywords (image size, anchors, dropout, ...); they
+            win over the starting point's build options.
+
+    Raises:
+        ValueError: the options do not build a model (an image size, anchors);
+            :class:`AnchorFitError` when there are no boxes to fit the anchors to.
+    """
+    import torch
+
+    from almdn.models import build_model
+    from almdn.models.pretrained import apply_init, init_build_options
+
+    if seed is not None:
+        torch.manual_seed(int(seed))
+    if init is not None:
+        build_options = {**init_build_options(arch, head, init), **build_options}
+    model = build_model(
+        arch, num_classes=len(class_names), head=head, num_components=num_components, class_names=list(class_names),
+        cls_loss=cls_loss, loc_density=loc_density, **build_options,
+    )
+    notes = []
+    if init is not None and (message := apply_init(model, init, arch)):
+        notes.append(message)
+    fitted = None
+    if fit_anchors_to is not None:
+        from almdn.models.anchors import apply_fitted_anchors, fit_anchors
+
+        try:
+            fit = fit_anchors(model, fit_anchors_to)
+        except ValueError as exc:
+            raise AnchorFitError(str(exc)) from None
+        apply_fitted_anchors(model, fit)  # in place: the weights (and a loaded init) are kept
+        fitted = fit.summary()
+        notes.append(fitted)
+    return StartingModel(model, notes, fitted)
 
 
 @dataclass
@@ -47,7 +132,7 @@ def train_evaluate_save(
     progress: bool = True,
     eval_progress: bool = False,
     callback: Callable[[int, int, dict[str, float]], bool | None] | None = None,
-    conf_threshold: float = 0.5,
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
     summarize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     extra_metrics: dict[str, Any] | None = None,
     checkpoint_extra: dict[str, Any] | None = None,

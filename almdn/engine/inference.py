@@ -27,6 +27,7 @@ from almdn.errors import Cancelled
 from almdn.engine.precision import apply_channels_last, mixed_precision, resolve_precision
 from almdn.models import UNCERTAINTY_NAMES, Detector
 from almdn.models.postprocess import MIXTURE_KEYS
+from almdn.registry import DEFAULT_CONF_THRESHOLD
 
 
 #: ``on_progress(items done, items in all)``, called after every batch.
@@ -94,7 +95,7 @@ def evaluate(
     batch_size: int = 16,
     device: str | torch.device | None = None,
     progress: bool = False,
-    conf_threshold: float = 0.5,
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
 ) -> dict:
     """mAP@0.5, mAP@0.75 and mAP@[.5:.95] (pycocotools) and VOC07 11-point mAP@0.5, plus, from
     the same detections, the mixture-collapse and uncertainty-quality reports of
@@ -105,6 +106,13 @@ def evaluate(
     metrics = evaluate_predictions(predictions, targets, model.num_classes - 1, max_dets=model.detections_per_img)
     metrics.update(quality_report(predictions, targets, conf_threshold))
     return metrics
+
+
+def kept_mask(scores: torch.Tensor, conf_threshold: float) -> torch.Tensor:
+    """Sec. 3.3's kept detections: those scoring at least ``conf_threshold``. The one filter
+    of the library (:func:`kept_detections`, :func:`~almdn.acquisition.scoring.detections_frame`):
+    the float32 scores are compared in float32, as numpy compares them with a Python float."""
+    return scores >= conf_threshold
 
 
 @dataclass
@@ -148,7 +156,7 @@ def collate_pool(batch):
 def kept_detections(
     model: Detector,
     dataset: Dataset,
-    conf_threshold: float = 0.5,
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
     batch_size: int = 32,
     device: str | torch.device | None = None,
     num_workers: int = 0,
@@ -209,8 +217,7 @@ def kept_detections(
         labels = torch.cat([d["labels"] for d in detections])
         columns = [torch.cat([d[k] for d in detections]) for k in value_keys]
         values = torch.cat([c[:, None] if c.dim() == 1 else c for c in columns], 1).float()
-        # The threshold in float64, as pandas compares the float32 scores in detections_frame.
-        keep = (values[:, 0].double() >= conf_threshold).cpu()
+        keep = kept_mask(values[:, 0], conf_threshold).cpu()
         image = torch.repeat_interleave(torch.arange(len(counts)), counts)
         within = torch.arange(len(image)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
         index_parts.append(torch.stack([positions[image[keep]], within[keep], labels.cpu()[keep]], 1))

@@ -202,59 +202,161 @@ def train(
     if min_anchor_coverage is not None and distributed.is_main_process():
         _warn_anchor_coverage(model, dataset, min_anchor_coverage)
     torch.manual_seed(config.seed)
+    precision, params, optimizer, scaler = _prepare(model, config, device)
+    if ddp and ddp.rank > 0:
+        # Each rank draws its own mixture noise; rank 0 keeps the single-process stream.
+        torch.manual_seed(config.seed + 1_000_003 * ddp.rank)
+
+    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    start, history, skipped = _resume(ckpt_path if resume else None, model, optimizer, scaler, ddp, config.seed)
+
+    def checkpoint(iteration: int) -> None:
+        _save_state(ckpt_path, model, optimizer, scaler, ddp, iteration, history, skipped, config)
+
+    loader, net = _training_loader(model, dataset, config, start, ddp, device)
+    t0 = time.perf_counter()
+    bar = tqdm(total=config.iterations, initial=start, disable=not progress or not distributed.is_main_process(), desc="train", unit="it")
+    iteration, bad_streak, stopped = start, 0, False
+    running: dict[str, float] = {}
+    batches = iter(loader)
+    while iteration < config.iterations:
+        for group in optimizer.param_groups:  # warm-up and step decay (Sec. 4)
+            group["lr"] = config.lr * config.lr_factor(iteration)
+        images, targets = _to_device(*next(batches), device)
+        with mixed_precision(model, precision):
+            losses = net(images, targets)
+        loss = sum(losses.values())
+        value, loss_values = _loss_values(loss, losses, ddp is not None)
+        outcome = _optimizer_step(loss, value, params, optimizer, scaler, config)
+        if outcome == "overflow":  # fp16 overflow: the scaler lowered its scale; not divergence
+            skipped += 1
+        elif outcome == "bad":
+            # The reference restarts training on such a loss; skipping the step keeps the good
+            # weights, and a long streak means the schedule itself is wrong.
+            skipped += 1
+            bad_streak += 1
+            if bad_streak >= config.max_bad_steps:
+                checkpoint(iteration)
+                raise TrainingDiverged(
+                    f"Training diverged: the loss was {value:.3g} (NaN, infinite or above {config.max_loss}) for "
+                    f"{bad_streak} steps in a row at iteration {iteration}; lower the learning rate and train again."
+                )
+        else:
+            bad_streak = 0
+            for k, v in [*loss_values.items(), ("loss", value), ("n", 1.0)]:  # summed until the next history row
+                running[k] = running.get(k, 0.0) + v
+        iteration += 1
+        bar.update(1)
+        if iteration % config.log_every == 0 or iteration == config.iterations:
+            entry = _history_entry(iteration, optimizer, time.perf_counter() - t0, running)
+            running = {}
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry.get('loss', float('nan')):.3f}", lr=f"{entry['lr']:.2g}")
+            if callback is not None and callback(iteration, config.iterations, entry) is False:
+                stopped = True
+            if ddp:  # one rank cancelling stops them all, at the same iteration
+                stopped = distributed.all_reduce_any(stopped)
+        if iteration % config.checkpoint_every == 0 or iteration == config.iterations or stopped:
+            checkpoint(iteration)
+        if stopped:
+            break
+    bar.close()
+    model.eval()
+    return TrainResult(iteration, time.perf_counter() - t0, history, skipped, stopped)
+
+
+def _prepare(model, config: TrainConfig, device: torch.device):
+    """The model on ``device`` in training mode with its precision, and the trainable
+    parameters, optimizer and loss scaler: (precision, params, optimizer, scaler)."""
     model.to(device).train()
     precision = resolve_precision(config.amp, config.channels_last, device, model)
     if precision.note and distributed.is_main_process():
-        warnings.warn(precision.note, stacklevel=2)
+        warnings.warn(precision.note, stacklevel=3)
     apply_channels_last(model, precision)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, config)
     # Disabled (every call a pass-through) unless fp16 autocast needs loss scaling.
     scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
-    if ddp and ddp.rank > 0:
-        # Each rank draws its own mixture noise; rank 0 keeps the single-process stream.
-        torch.manual_seed(config.seed + 1_000_003 * ddp.rank)
+    return precision, params, optimizer, scaler
 
-    def set_lr(iteration: int) -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * config.lr_factor(iteration)
-    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
 
-    start, history, skipped = 0, [], 0
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        state = read_checkpoint(ckpt_path)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_state"])
-        start, history, skipped = state["iteration"], state["history"], state.get("skipped_steps", 0)
-        if ddp:
-            _restore_rank_rng(state, ddp, config.seed, start)
-        if "scaler" in state and scaler.is_enabled():
-            scaler.load_state_dict(state["scaler"])
+def _history_entry(iteration: int, optimizer, seconds: float, running: dict[str, float]) -> dict[str, float]:
+    """One row of the loss history: the mean of each loss term over the steps taken since the
+    last row, with the learning rate and the elapsed seconds."""
+    n = max(running.get("n", 0.0), 1.0)
+    entry = {"iteration": iteration, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds}
+    entry.update({k: v / n for k, v in running.items() if k != "n"})
+    return entry
 
-    def checkpoint(iteration: int) -> None:
-        if ckpt_path is None:
-            return
-        extra: dict[str, Any] = {}
-        if ddp:  # a collective: every rank reaches each checkpoint at the same iteration
-            extra.update(world_size=ddp.world_size, rank_rng_states=distributed.all_gather_objects(torch.get_rng_state()))
-        if scaler.is_enabled():
-            extra["scaler"] = scaler.state_dict()
-        if ddp is None or ddp.is_main:
-            save_checkpoint(
-                ckpt_path,
-                model,
-                optimizer=optimizer.state_dict(),
-                rng_state=torch.get_rng_state(),
-                iteration=iteration,
-                history=history,
-                skipped_steps=skipped,
-                train_config=asdict(config),
-                **extra,
-            )
-            _write_history(ckpt_path.parent / "history.csv", history)
-        distributed.barrier()  # nobody reads or resumes before the file is complete
 
+def _optimizer_step(loss: torch.Tensor, value: float, params, optimizer, scaler, config: TrainConfig) -> str:
+    """One guarded step: "ok" (taken), "overflow" (fp16 loss scaling skipped it) or "bad" (the
+    loss is NaN, infinite or above ``max_loss``, or a gradient is not finite: skipped)."""
+    finite_grads = True
+    good_loss = math.isfinite(value) and value <= config.max_loss
+    if good_loss:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()  # under DDP this also averages the gradients
+        scaler.unscale_(optimizer)
+        max_norm = config.grad_clip_norm if config.grad_clip_norm > 0 else float("inf")
+        finite_grads = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+    if not finite_grads and scaler.is_enabled() and good_loss:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.update()
+        return "overflow"
+    if not finite_grads or not good_loss:
+        optimizer.zero_grad(set_to_none=True)
+        return "bad"
+    scaler.step(optimizer)
+    scaler.update()
+    return "ok"
+
+
+def _resume(ckpt_path: Path | None, model, optimizer, scaler, ddp, seed: int) -> tuple[int, list, int]:
+    """Load the resumable state of ``ckpt_path`` (when it exists) into the model, optimizer,
+    scaler and random streams; returns (iteration, history, skipped steps), (0, [], 0) for a
+    fresh start."""
+    if ckpt_path is None or not ckpt_path.exists():
+        return 0, [], 0
+    state = read_checkpoint(ckpt_path)
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng_state"])
+    if ddp:
+        _restore_rank_rng(state, ddp, seed, state["iteration"])
+    if "scaler" in state and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    return state["iteration"], state["history"], state.get("skipped_steps", 0)
+
+
+def _save_state(ckpt_path: Path | None, model, optimizer, scaler, ddp, iteration: int, history: list, skipped: int, config: TrainConfig) -> None:
+    """Write the resumable state (rank 0; every rank's random state under DDP) and history.csv."""
+    if ckpt_path is None:
+        return
+    extra: dict[str, Any] = {}
+    if ddp:  # a collective: every rank reaches each checkpoint at the same iteration
+        extra.update(world_size=ddp.world_size, rank_rng_states=distributed.all_gather_objects(torch.get_rng_state()))
+    if scaler.is_enabled():
+        extra["scaler"] = scaler.state_dict()
+    if ddp is None or ddp.is_main:
+        save_checkpoint(
+            ckpt_path,
+            model,
+            optimizer=optimizer.state_dict(),
+            rng_state=torch.get_rng_state(),
+            iteration=iteration,
+            history=history,
+            skipped_steps=skipped,
+            train_config=asdict(config),
+            **extra,
+        )
+        _write_history(ckpt_path.parent / "history.csv", history)
+    distributed.barrier()  # nobody reads or resumes before the file is complete
+
+
+def _training_loader(model, dataset: Dataset, config: TrainConfig, start: int, ddp, device: torch.device) -> tuple[DataLoader, torch.nn.Module]:
+    """The augmented, resumable data stream from iteration ``start`` (a rank's slice under
+    DDP) and the module to step (the DDP wrapper, or the model)."""
     transform = build_transform(augment_config(config), two_stage=isinstance(model, MixtureFasterRCNN))
     if transform is not None:
         dataset = AugmentedDataset(dataset, transform, config.seed)
@@ -275,70 +377,7 @@ def train(
         # that the mixture noise uses, or a resumed run would diverge from an uninterrupted one
         generator=torch.Generator().manual_seed(config.seed),
     )
-    t0 = time.perf_counter()
-    bar = tqdm(total=config.iterations, initial=start, disable=not progress or not distributed.is_main_process(), desc="train", unit="it")
-    iteration, bad_streak, stopped = start, 0, False
-    running: dict[str, float] = {}
-    batches = iter(loader)
-    while iteration < config.iterations:
-        set_lr(iteration)
-        images, targets = _to_device(*next(batches), device)
-        with mixed_precision(model, precision):
-            losses = net(images, targets)
-        loss = sum(losses.values())
-        value, loss_values = _loss_values(loss, losses, ddp is not None)
-        finite_grads = True
-        if math.isfinite(value) and value <= config.max_loss:
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # under DDP this also averages the gradients
-            scaler.unscale_(optimizer)
-            max_norm = config.grad_clip_norm if config.grad_clip_norm > 0 else float("inf")
-            finite_grads = bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm)))
-        if not finite_grads and scaler.is_enabled() and math.isfinite(value) and value <= config.max_loss:
-            # fp16 overflow: the scaler skips this step and lowers its scale; not divergence.
-            skipped += 1
-            optimizer.zero_grad(set_to_none=True)
-            scaler.update()
-        elif not finite_grads or not math.isfinite(value) or value > config.max_loss:
-            # The reference restarts training on such a loss; skipping the step keeps the good
-            # weights, and a long streak means the schedule itself is wrong.
-            skipped += 1
-            bad_streak += 1
-            optimizer.zero_grad(set_to_none=True)
-            if bad_streak >= config.max_bad_steps:
-                checkpoint(iteration)
-                raise TrainingDiverged(
-                    f"Training diverged: the loss was {value:.3g} (NaN, infinite or above {config.max_loss}) for "
-                    f"{bad_streak} steps in a row at iteration {iteration}; lower the learning rate and train again."
-                )
-        else:
-            bad_streak = 0
-            scaler.step(optimizer)
-            scaler.update()
-            for k, v in loss_values.items():
-                running[k] = running.get(k, 0.0) + v
-            running["loss"] = running.get("loss", 0.0) + value
-            running["n"] = running.get("n", 0.0) + 1
-        iteration += 1
-        bar.update(1)
-        if iteration % config.log_every == 0 or iteration == config.iterations:
-            n = max(running.pop("n", 0.0), 1.0)
-            entry = {"iteration": iteration, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-            entry.update({k: v / n for k, v in running.items()})
-            running = {}
-            history.append(entry)
-            bar.set_postfix(loss=f"{entry.get('loss', float('nan')):.3f}", lr=f"{entry['lr']:.2g}")
-            if callback is not None and callback(iteration, config.iterations, entry) is False:
-                stopped = True
-            if ddp:  # one rank cancelling stops them all, at the same iteration
-                stopped = distributed.all_reduce_any(stopped)
-        if iteration % config.checkpoint_every == 0 or iteration == config.iterations or stopped:
-            checkpoint(iteration)
-        if stopped:
-            break
-    bar.close()
-    model.eval()
-    return TrainResult(iteration, time.perf_counter() - t0, history, skipped, stopped)
+    return loader, net
 
 
 def _warn_anchor_coverage(model: torch.nn.Module, dataset: Dataset, min_coverage: float) -> None:

@@ -23,10 +23,11 @@ from almdn.models.loss_prediction import LossPredictionModule
 from almdn.models.detector import Detector
 from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
 from almdn.models.frcnn import FRCNN_ARCHITECTURES, MixtureFasterRCNN, build_frcnn
-from almdn.registry import ARCH_NAMES, FIXED_IMAGE_SIZES
+from almdn.losses import ClassLoss, LocDensity
+from almdn.registry import ARCH_NAMES, DEFAULT_CLS_LOSS, DEFAULT_NUM_COMPONENTS, FIXED_IMAGE_SIZES
 
 __all__ = [
-    "ARCHITECTURES", "ARCH_NAMES", "FRCNN_ARCHITECTURES", "HEAD_TYPES", "UNCERTAINTY_NAMES",
+    "ARCH_NAMES", "SSD_BUILDERS", "FRCNN_ARCHITECTURES", "HEAD_TYPES", "UNCERTAINTY_NAMES",
     "Detector", "MixtureFasterRCNN", "MixtureSSD", "build_model", "model_from_config",
 ]
 
@@ -76,8 +77,9 @@ def _ssdlite_mobilenet_v3(pretrained: bool, extras_dropout: float, image_size: i
     return backbone, anchors, (image_size, image_size), [0.5] * 3, [0.5] * 3, 64
 
 
-# name -> (builder of backbone/anchors/normalisation, default input size)
-ARCHITECTURES = {
+#: SSD architecture name -> (builder of backbone/anchors/normalisation, default input size);
+#: the names and their descriptions are :data:`almdn.registry.SSD_ARCHITECTURES`.
+SSD_BUILDERS = {
     "ssd_small": (_small, 128),
     "ssd_mobilenet_v2": (_mobilenet_v2, 320),
     "ssd_mobilenet_v2_small": (_mobilenet_v2_small, 128),
@@ -94,7 +96,7 @@ def build_model(
     arch: str = "ssd_small",
     num_classes: int = 10,
     head: str = "gmm",
-    num_components: int = 4,
+    num_components: int = DEFAULT_NUM_COMPONENTS,
     class_names: list[str] | None = None,
     pretrained: bool = True,
     extras_dropout: float = 0.0,
@@ -103,6 +105,8 @@ def build_model(
     loss_prediction: bool = False,
     anchor_scales: list[float] | None = None,
     anchor_ratios: list[float] | list[list[float]] | None = None,
+    loc_density: LocDensity = "paper",
+    cls_loss: ClassLoss = DEFAULT_CLS_LOSS,
     **detector_kwargs: Any,
 ) -> Detector:
     """Build a mixture-density detector: a :class:`MixtureSSD`, or a :class:`MixtureFasterRCNN`
@@ -129,7 +133,11 @@ def build_model(
             side, ratios one list for every level or one per level; Faster R-CNN's scales are
             one per FPN level (fractions of the shorter side, stored as ``anchor_sizes``).
             None keeps the architecture's anchors exactly.
-        detector_kwargs: passed to :class:`MixtureSSD` (thresholds, ``loc_density``, ...).
+        loc_density: the box likelihood of Eq. 3: "paper" (the sigmoid output is the variance)
+            or "reference" (the authors' code), :func:`almdn.losses.mixture_nll`.
+        cls_loss: the classification loss: "type2" (mixture likelihood of the target class,
+            the default) or "eq5" (the paper's Eq. 5 / Eq. 9), :func:`almdn.losses.detection_loss`.
+        detector_kwargs: passed to :class:`MixtureSSD` / ``build_frcnn`` (thresholds, ...).
     """
     if arch in FRCNN_ARCHITECTURES:  # two-stage detector: Faster R-CNN with a mixture box predictor
         if anchor_scales is not None or anchor_ratios is not None:
@@ -139,9 +147,9 @@ def build_model(
             ))
         return build_frcnn(
             arch, num_classes, head, num_components, class_names, pretrained, extras_dropout, hidden_channels, image_size,
-            loss_prediction=loss_prediction, **detector_kwargs,
+            loss_prediction=loss_prediction, loc_density=loc_density, cls_loss=cls_loss, **detector_kwargs,
         )
-    if arch not in ARCHITECTURES:
+    if arch not in SSD_BUILDERS:
         raise ValueError(f"Unknown architecture {arch!r}; choose one of {', '.join(ARCH_NAMES)}.")
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
@@ -155,13 +163,15 @@ def build_model(
         hidden_channels=hidden_channels,
         image_size=image_size,
         loss_prediction=loss_prediction,
+        loc_density=loc_density,
+        cls_loss=cls_loss,
         **detector_kwargs,
     )
     if anchor_scales is not None:  # only when set: a default model's config stays as it was
         config["anchor_scales"] = [float(s) for s in anchor_scales]
     if anchor_ratios is not None:
         config["anchor_ratios"] = normalized_ratios(anchor_ratios)
-    make, default_size = ARCHITECTURES[arch]
+    make, default_size = SSD_BUILDERS[arch]
     backbone, anchors, size, mean, std, default_hidden = make(pretrained, extras_dropout, image_size or default_size)
     anchors = ssd_anchor_generator(anchors, arch, anchor_scales, anchor_ratios)
     head_module = build_head(
@@ -175,7 +185,8 @@ def build_model(
     )
     lp_module = LossPredictionModule(backbone.out_channels) if loss_prediction else None
     model = MixtureSSD(
-        backbone, anchors, size, num_classes + 1, head_module, mean, std, class_names=class_names, loss_prediction=lp_module, **detector_kwargs
+        backbone, anchors, size, num_classes + 1, head_module, mean, std, class_names=class_names, loss_prediction=lp_module,
+        loc_density=loc_density, cls_loss=cls_loss, **detector_kwargs,
     )
     model.config = config
     return model

@@ -53,7 +53,7 @@ from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, class_loss_fun
 from almdn.models import postprocess
 from almdn.models.backbones import load_imagenet_state_dict
 from almdn.models.heads import check_mixture_head
-from almdn.registry import HEAD_TYPES
+from almdn.registry import DEFAULT_NUM_COMPONENTS, HEAD_TYPES
 
 __all__ = [
     "FRCNN_ARCHITECTURES",
@@ -91,7 +91,7 @@ class MixtureBoxPredictor(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        num_components: int = 4,
+        num_components: int = DEFAULT_NUM_COMPONENTS,
         cls_head: Literal["gmm", "eff"] = "gmm",
         class_agnostic_boxes: bool = True,
     ) -> None:
@@ -546,7 +546,7 @@ def build_frcnn(
     arch: str = "frcnn_mobilenet_v2",
     num_classes: int = 10,
     head: str = "gmm",
-    num_components: int = 4,
+    num_components: int = DEFAULT_NUM_COMPONENTS,
     class_names: list[str] | None = None,
     pretrained: bool = True,
     extras_dropout: float = 0.0,
@@ -559,6 +559,8 @@ def build_frcnn(
     anchor_sizes: tuple[tuple[int, ...], ...] | None = None,
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
     loss_prediction: bool = False,
+    loc_density: LocDensity = "paper",
+    cls_loss: ClassLoss = DEFAULT_CLS_LOSS,
     **detector_kwargs: Any,
 ) -> MixtureFasterRCNN:
     """Build a mixture-density Faster R-CNN (called by :func:`almdn.models.build_model`).
@@ -584,37 +586,25 @@ def build_frcnn(
             so a checkpoint rebuilds the same modules.
         fpn_channels: FPN width (256 / 128).
         anchor_sizes, aspect_ratios: RPN anchors, one size tuple per FPN level.
+        loc_density, cls_loss: the box likelihood (Eq. 3) and the classification loss
+            ("type2", or the paper's Eq. 5 / 9), see :class:`MixtureRoIHeads`.
         detector_kwargs: :class:`MixtureFasterRCNN` / ``FasterRCNN`` arguments (thresholds,
-            ``loc_density``, ``eta``, RPN and RoI sampling settings, ``max_size``).
+            ``eta``, RPN and RoI sampling settings, ``max_size``).
     """
-    if arch not in FRCNN_ARCHITECTURES:
-        raise ValueError(f"Unknown Faster R-CNN architecture {arch!r}; choose one of {', '.join(FRCNN_ARCHITECTURES)}.")
-    if head not in HEAD_TYPES:
-        raise ValueError(f"Unknown head {head!r}; choose one of {', '.join(HEAD_TYPES)}.")
-    if extras_dropout:
-        raise ValueError("extras_dropout (MC-dropout) applies to SSD's extra layers; Faster R-CNN has none.")
-    if loss_prediction:
-        raise ValueError("loss_prediction (the LLAL baseline) is implemented for the SSD architectures only.")
-    if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
+    _check_frcnn_arguments(arch, head, extras_dropout, loss_prediction, class_names, num_classes)
     spec = FRCNN_ARCHITECTURES[arch]
     size = image_size or spec["image_size"]
     fpn_width = fpn_channels or spec["fpn_channels"]
     hidden = hidden_channels or spec["hidden_channels"]
     sizes = anchor_sizes or spec["anchor_sizes"]
+    # The modules are made in this order (backbone, predictor, box head, RPN head): each draws
+    # its initial weights from the seeded stream, so a seed keeps giving the same model.
     backbone, featmaps, frozen, trainable = spec["backbone"](pretrained, frozen_batchnorm, trainable_backbone_layers, fpn_width)
-    if head == "plain":
-        predictor: nn.Module = PlainBoxPredictor(hidden, num_classes + 1)
-    else:
-        predictor = MixtureBoxPredictor(hidden, num_classes + 1, num_components, head, class_agnostic_boxes)
-    pool = MultiScaleRoIAlign(featmap_names=featmaps, output_size=7, sampling_ratio=2)
+    predictor = _box_predictor(head, hidden, num_classes, num_components, class_agnostic_boxes)
+    box_head = _box_head(spec, fpn_width, hidden)
+    anchor_generator = AnchorGenerator(tuple(sizes), (tuple(aspect_ratios),) * len(sizes))
     kwargs = {**spec["defaults"], **detector_kwargs}
     kwargs.setdefault("max_size", round(size * spec["max_size_ratio"]))
-    anchor_generator = AnchorGenerator(tuple(sizes), (tuple(aspect_ratios),) * len(sizes))
-    if spec.get("conv_box_head"):  # v2: four 3x3 convs with BatchNorm, then one linear layer
-        box_head: nn.Module = FastRCNNConvFCHead((fpn_width, 7, 7), [256, 256, 256, 256], [hidden], norm_layer=nn.BatchNorm2d)
-    else:
-        box_head = TwoMLPHead(fpn_width * 7 * 7, hidden)
     model = MixtureFasterRCNN(
         backbone,
         predictor,
@@ -622,10 +612,13 @@ def build_frcnn(
         min_size=size,
         rpn_anchor_generator=anchor_generator,
         rpn_head=RPNHead(fpn_width, anchor_generator.num_anchors_per_location()[0], conv_depth=spec.get("rpn_conv_depth", 1)),
-        box_roi_pool=pool,
+        box_roi_pool=MultiScaleRoIAlign(featmap_names=featmaps, output_size=7, sampling_ratio=2),
         box_head=box_head,
+        loc_density=loc_density,
+        cls_loss=cls_loss,
         **kwargs,
     )
+    # Everything a checkpoint needs to rebuild the same modules (the resolved backbone rule too).
     model.config = dict(
         arch=arch,
         num_classes=num_classes,
@@ -640,6 +633,37 @@ def build_frcnn(
         fpn_channels=fpn_channels,
         anchor_sizes=anchor_sizes,
         aspect_ratios=tuple(aspect_ratios),
+        loc_density=loc_density,
+        cls_loss=cls_loss,
         **detector_kwargs,
     )
     return model
+
+
+def _check_frcnn_arguments(arch: str, head: str, extras_dropout: float, loss_prediction: bool, class_names, num_classes: int) -> None:
+    """One sentence for each build_frcnn argument a Faster R-CNN cannot take."""
+    if arch not in FRCNN_ARCHITECTURES:
+        raise ValueError(f"Unknown Faster R-CNN architecture {arch!r}; choose one of {', '.join(FRCNN_ARCHITECTURES)}.")
+    if head not in HEAD_TYPES:
+        raise ValueError(f"Unknown head {head!r}; choose one of {', '.join(HEAD_TYPES)}.")
+    if extras_dropout:
+        raise ValueError("extras_dropout (MC-dropout) applies to SSD's extra layers; Faster R-CNN has none.")
+    if loss_prediction:
+        raise ValueError("loss_prediction (the LLAL baseline) is implemented for the SSD architectures only.")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
+
+
+def _box_predictor(head: str, hidden: int, num_classes: int, num_components: int, class_agnostic_boxes: bool) -> nn.Module:
+    """The RoI box predictor: torchvision's for the plain head, else the mixture (Eq. 2)."""
+    if head == "plain":
+        return PlainBoxPredictor(hidden, num_classes + 1)
+    return MixtureBoxPredictor(hidden, num_classes + 1, num_components, head, class_agnostic_boxes)
+
+
+def _box_head(spec: dict, fpn_width: int, hidden: int) -> nn.Module:
+    """The RoI box head: torchvision's two-layer MLP, or v2's four 3x3 convs with BatchNorm and
+    one linear layer."""
+    if spec.get("conv_box_head"):
+        return FastRCNNConvFCHead((fpn_width, 7, 7), [256, 256, 256, 256], [hidden], norm_layer=nn.BatchNorm2d)
+    return TwoMLPHead(fpn_width * 7 * 7, hidden)

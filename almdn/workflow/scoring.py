@@ -1,8 +1,10 @@
 """Use case: score the pool into the store (Sec. 3.3).
 
-:func:`score_pool` runs a model over every pool image (the one inference loop,
-:func:`almdn.engine.inference.predict`, with its progress and cancellation hooks), lists the
-files it cannot read, and returns the per-image and per-detection tables;
+:func:`score_pool` runs a model over every pool image (the one scoring path,
+:func:`almdn.acquisition.scoring.kept_pool_detections`, with its progress and cancellation
+hooks, which ``almdn score`` runs too), lists the files it cannot read, and returns the
+per-image table of the paper's score (:func:`almdn.acquisition.methods.paper_method`) and the
+per-detection table;
 :func:`write_scoring` stores them with that list. A round (:func:`almdn.workflow.run_round`),
 a rescore of an existing model version (:func:`rescore`) and the CLI's ``almdn project score``
 (:func:`score_checkpoint`) all go through these two, so the app and the CLI store the same
@@ -35,7 +37,7 @@ class PoolScoring:
     (``embeddings_note`` says why)."""
 
     images: Any  # pandas.DataFrame, image_scores()
-    detections: Any  # pandas.DataFrame, detections_frame()
+    detections: Any  # pandas.DataFrame, kept_pool_detections()
     unreadable: list[dict[str, Any]] = field(default_factory=list)  # {"image_id", "path", "error"}
     seconds: float = 0.0
     embedding_ids: list[int] = field(default_factory=list)
@@ -58,15 +60,16 @@ def score_pool(
 
     With ``embeddings`` (an SSD: a backbone with ``forward_trunk``) it also keeps each image's
     embedding, the global-average-pooled last trunk map of
-    :func:`almdn.acquisition.methods.acquisition_features`: for the pool from the same forward
+    :func:`almdn.acquisition.scoring.acquisition_features`: for the pool from the same forward
     pass as the detections (a hook on the trunk: each image is decoded and run once), then for
     the labeled images (one trunk pass each). Other models: none, with a logged note.
     """
+    import numpy as np
     import torch
 
-    from almdn.acquisition.scoring import detections_frame, image_scores
-    from almdn.data.images import ImageFolderDataset, restore_boxes
-    from almdn.engine.inference import predict
+    from almdn.acquisition.methods import PoolInputs, paper_method
+    from almdn.acquisition.scoring import kept_pool_detections
+    from almdn.data.images import ImageFolderDataset
 
     t0 = time.perf_counter()
     pool = store.images("pool")
@@ -92,23 +95,22 @@ def score_pool(
 
     hook = trunk.register_forward_hook(keep_embedding) if embeddings else None
     try:
-        predictions = predict(
-            model, dataset, batch_size=int(settings.score_batch_size), device=settings.device, progress=progress_bar, desc="score",
+        # the one scoring path (almdn score's too): kept detections, boxes in the images' own pixels
+        detections, readable = kept_pool_detections(
+            model, dataset, float(settings.conf_threshold), int(settings.score_batch_size), settings.device, progress=progress_bar,
             on_progress=(lambda done, total: progress(share * done / max(total, 1))) if progress is not None else None, should_stop=should_stop,
         )
     finally:
         if hook is not None:
             hook.remove()
-    ok = [i for i, p in enumerate(predictions) if p is not None]
+    ok = np.flatnonzero(readable).tolist()
     unreadable = [
         # the file is read once more for its sentence: only the few broken ones are
         {"image_id": dataset.image_ids[i], "error": dataset[i][1].get("error", "unreadable"), "path": str(dataset.file_paths[i])}
-        for i, p in enumerate(predictions) if p is None
+        for i in np.flatnonzero(~readable).tolist()
     ]
     ids = [dataset.image_ids[i] for i in ok]
-    # a large image was decoded reduced: its boxes go back to its own pixels
-    detections = detections_frame([restore_boxes(predictions[i], dataset.box_scale(i)) for i in ok], ids, float(settings.conf_threshold))
-    table = image_scores(detections, ids, settings.aggregation)
+    table = paper_method(settings.aggregation).score(PoolInputs(ids, detections=detections)).table
     scoring = PoolScoring(table, detections, unreadable, 0.0, embeddings_note=note)
     if embeddings:
         vectors = torch.cat(pooled) if pooled else torch.zeros(0, 0)
@@ -130,7 +132,7 @@ def score_pool(
 
 def _labeled_embeddings(model, labeled, batch_size: int, device, should_stop, progress) -> tuple[list[int], Any]:
     """The labeled images' embeddings (readable ones; the same vector as
-    :func:`~almdn.acquisition.methods.acquisition_features`), through the one inference loop."""
+    :func:`~almdn.acquisition.scoring.acquisition_features`), through the one inference loop."""
     import torch
     from torch.utils.data import DataLoader
 

@@ -46,13 +46,14 @@ def _test_dataset(store: Store, folder: Path, classes: list[str]):
     return CocoDetectionDataset(path, class_names=classes)
 
 
-def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
-    """The model to train: the latest compatible model version's (warm start) or a new one."""
-    import torch
-
+def _initial_model(store: Store, settings: RoundSettings, classes: list[str], train_set=None, progress=_no_progress) -> tuple[Any, int | None, str | None]:
+    """The model to train: the latest compatible model version's (warm start; it keeps the
+    anchors it was trained with) or a new one from the settings' starting point (with the
+    anchors fitted to the labeled boxes when the settings say so). Returns (model, the version
+    it was warm-started from or None, the anchor fit's sentence or None); without ``train_set``
+    nothing is fitted."""
     from almdn.engine.checkpoint import CheckpointError, checkpoint_model, read_checkpoint
-    from almdn.models import build_model
-    from almdn.models.pretrained import apply_init, init_build_options
+    from almdn.engine.fit import AnchorFitError, build_starting_model
 
     options = settings.model_options()
     wanted = {**options, "image_size": options.get("image_size"), "class_names": classes}
@@ -67,14 +68,20 @@ def _initial_model(store: Store, settings: RoundSettings, classes: list[str]):
             config = payload.get("model_config")
             if isinstance(config, dict) and all(config.get(k) == v for k, v in wanted.items()):
                 model = checkpoint_model(payload, checkpoint)  # a bad config or weights: one sentence
-                return model, int(versions.iloc[-1]["model_version_id"])
-    torch.manual_seed(int(settings.seed))  # the initial weights are a function of the seed
+                return model, int(versions.iloc[-1]["model_version_id"]), None
+    fit_to = train_set if settings.fit_anchors else None
+    if fit_to is not None:
+        progress(0.0, f"fitting the anchors to the boxes of {len(train_set)} labeled images")
     try:
-        model = build_model(num_classes=len(classes), class_names=classes, **options, **init_build_options(settings.arch, settings.head, settings.init))
+        # the initial weights are a function of the seed; coco or a weights file is loaded into them
+        started = build_starting_model(
+            class_names=classes, init=settings.init, seed=int(settings.seed), fit_anchors_to=fit_to, **options,
+        )
+    except AnchorFitError as exc:  # no boxes to fit to
+        raise RoundError(f"{exc} Turn off 'Fit anchors to the labeled boxes' or label some boxes.") from None
     except ValueError as exc:  # an input size the architecture cannot take
         raise RoundError(f"The round settings do not build a model: {exc}") from None
-    apply_init(model, settings.init, settings.arch)  # coco or a weights file: loaded into the new model
-    return model, None
+    return started.model, None, started.anchor_fit
 
 
 def _round_folder(store: Store) -> Path:
@@ -132,14 +139,10 @@ def run_round(
         progress(0.0, f"exporting {len(labeled)} labeled images")
         train_file = store.export_coco("labeled", folder / "train.json", image_ids=labeled)
         train_set = CocoDetectionDataset(train_file, class_names=classes)
-        model, warm_from = _initial_model(store, settings, classes)
+        model, warm_from, anchor_fit = _initial_model(store, settings, classes, train_set, progress)
         extra: dict[str, Any] = {"warm_start_from": warm_from, "settings": dataclasses.asdict(settings)}
-        if warm_from is None and settings.fit_anchors:  # a fine-tuned model keeps the anchors it was trained with
-            progress(0.0, f"fitting the anchors to the boxes of {len(labeled)} labeled images")
-            try:
-                extra["anchor_fit"] = settings.fit_model_anchors(model, train_set)
-            except ValueError as exc:  # no boxes to fit to
-                raise RoundError(f"{exc} Turn off 'Fit anchors to the labeled boxes' or label some boxes.") from None
+        if anchor_fit is not None:
+            extra["anchor_fit"] = anchor_fit
         warning = anchor_coverage_warning(store, settings, model=model, data=train_set, min_coverage=min_anchor_coverage) if min_anchor_coverage is not None else None
         report_warning(warning, on_warning)
         previous = store.latest_model_version()
@@ -192,9 +195,11 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def retrain_job(context, settings: dict[str, Any] | None = None, project_dir: str | None = None) -> dict[str, Any]:
-    """The app's "Retrain" as a background job (:mod:`almdn.jobs`); a cancelled round ends the
-    job as cancelled (the same :class:`almdn.errors.Cancelled`). The result carries the round's
-    ``warnings``, which the app's job panel shows."""
+    """The app's "Retrain" as a background job (:mod:`almdn.jobs`), with the project's saved
+    settings changed by ``settings`` (the tests' short and long schedules); a cancelled round
+    ends the job as cancelled (the same :class:`almdn.errors.Cancelled`). The result carries
+    the round's ``warnings``, which the app's job panel shows, and its
+    :meth:`~almdn.rounds.RoundResult.summary` (``almdn project retrain`` prints the same sentence)."""
     project_dir = Path(project_dir) if project_dir else context.folder.parent.parent
     with Store.open(project_dir, create=False) as store:
         chosen = RoundSettings.load(store).replace(**settings) if settings else None
