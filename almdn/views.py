@@ -446,7 +446,7 @@ def labels_per_class(store: Store) -> pd.DataFrame:
     return pd.DataFrame({"class_name": classes, "boxes": [int(counts.get(c, 0)) for c in classes]})
 
 
-def pool_detections(store: Store, model_version: int | None = None) -> pd.DataFrame:
+def stored_detections(store: Store, model_version: int | None = None) -> pd.DataFrame:
     """The kept detections of the pool images under a model version (uncertainty plots)."""
     mv = store.latest_model_version(scored=True) if model_version is None else int(model_version)
     if mv is None:
@@ -457,6 +457,6 @@ def pool_detections(store: Store, model_version: int | None = None) -> pd.DataFr
 
 __all__ = [
     "SORT_KEYS", "UNCERTAINTY_LABELS", "Z_NAMES", "ImageExplanation", "align_to_stored", "detection_uncertainties", "explain_image",
-    "filter_pool", "labels_per_class", "learning_curve", "mixture_detections", "pool_classes", "pool_detections", "pool_table",
+    "filter_pool", "labels_per_class", "learning_curve", "mixture_detections", "pool_classes", "stored_detections", "pool_table",
     "score_drivers", "sort_pool", "store_revision", "unreadable_images",
 ]

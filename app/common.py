@@ -151,12 +151,12 @@ def pool_table() -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _pool_detections(path: str, rev: tuple) -> pd.DataFrame:
-    return views.pool_detections(_store(path))
+def _stored_detections(path: str, rev: tuple) -> pd.DataFrame:
+    return views.stored_detections(_store(path))
 
 
-def pool_detections() -> pd.DataFrame:
-    return _pool_detections(str(project_dir()), revision())
+def stored_detections() -> pd.DataFrame:
+    return _stored_detections(str(project_dir()), revision())
 
 
 @st.cache_data(show_spinner=False, max_entries=50_000)

@@ -6,9 +6,9 @@ from almdn import registry
 
 
 def test_the_registry_names_what_the_builders_build():
-    from almdn.models import ARCH_NAMES, ARCHITECTURES, FRCNN_ARCHITECTURES, HEAD_TYPES
+    from almdn.models import ARCH_NAMES, FRCNN_ARCHITECTURES, SSD_BUILDERS, HEAD_TYPES
 
-    assert set(registry.SSD_ARCHITECTURES) == set(ARCHITECTURES)
+    assert set(registry.SSD_ARCHITECTURES) == set(SSD_BUILDERS)
     assert set(registry.FRCNN_ARCHITECTURES) == set(FRCNN_ARCHITECTURES)
     assert ARCH_NAMES == registry.ARCH_NAMES == (*registry.SSD_ARCHITECTURES, *registry.FRCNN_ARCHITECTURES)
     assert HEAD_TYPES == registry.HEAD_TYPES

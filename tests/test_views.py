@@ -134,7 +134,7 @@ def test_history_curve_labels_and_revision(project):
         assert labels["boxes"].sum() == len(store.labels(split="labeled"))
         assert labels["class_name"].tolist() == store.classes()
         assert views.store_revision(store) != rev
-        dets = views.pool_detections(store)
+        dets = views.stored_detections(store)
         assert set(dets["image_id"]) <= set(store.image_ids("pool"))
         assert isinstance(dets, pd.DataFrame) and len(dets) == len(store.detections(2))
 

@@ -6,10 +6,10 @@ images, one row per detection with the columns of
 the four uncertainties ``loc_aleatoric``, ``loc_epistemic``, ``cls_aleatoric``,
 ``cls_epistemic`` and ``cls_entropy``) and ``image_id`` (and ``detection``, the index within
 the image's detections). That is ``detections_frame(predict(model, data), ids, conf_threshold=0.0)``
-or ``pool_detections(model, data, conf_threshold=0.0).detections``: at threshold 0, so that
+or ``kept_pool_detections(model, data, conf_threshold=0.0).detections``: at threshold 0, so that
 the frame holds everything the detector keeps (its own floor, 0.01), because a spurious label
 is one that no detection covers *at any confidence*. The per-class probabilities of a
-detection are not among those columns (``pool_detections(..., mixture=True)`` adds each
+detection are not among those columns (``kept_pool_detections(..., mixture=True)`` adds each
 detection's class mixture); none of the scores below needs them.
 
 Four kinds of error, each with a rule that flags it and a value ``v`` that grades it (every

@@ -32,7 +32,7 @@ if not quality.empty:
     if table is not None:
         st.plotly_chart(reliability_figure(table), key="reliability")
 st.plotly_chart(labels_figure(views.labels_per_class(store)), key="labels")
-detections = common.pool_detections()
+detections = common.stored_detections()
 if detections.empty:
     st.info("No scored detections in the pool yet: the uncertainty plots appear once a model has scored it.")
 else:

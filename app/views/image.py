@@ -47,7 +47,7 @@ except Exception as exc:  # StoreError: an id that is not in the project
     st.stop()
 c4.caption(as_text(f"{image['path']} · {image['width']}×{image['height']} px · split: {image['split']}"))
 
-explanation = views.explain_image(store, image_id, mv, table=table, pool_detections=common.pool_detections())
+explanation = views.explain_image(store, image_id, mv, table=table, pool_detections=common.stored_detections())
 st.info(as_text(explanation.sentence), icon=":material/help:")
 
 #: Longest side the image is decoded at for the figure (a 179-megapixel photo is drawn from a
