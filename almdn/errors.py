@@ -1,8 +1,8 @@
 """The one base class of errors a user can cause and fix, and how every front end renders them.
 
 A :class:`UserError`'s message is one sentence naming the file, item or setting and what to do;
-the CLI prints it without a traceback (:func:`almdn.cli_errors.friendly`), a background job
-stores it as its failure message (:mod:`almdn.jobs`) and the app shows it in a box
+the CLI prints it without a traceback (:func:`almdn.cli.errors.friendly`), a background job
+stores it as its failure message (:mod:`almdn.projects.jobs`) and the app shows it in a box
 (``app/common.py``). Every library error of that kind derives from it (dataset, checkpoint,
 store, training, round, job and start-weights errors).
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 #: Classification losses: "eq5" is the paper's pi-weighted sum of component cross-entropies
 #: (Eq. 5 / Eq. 9); "type2" is the reference implementation's mixture likelihood of the target
-#: class (:func:`almdn.losses.mixture_class_nll`).
+#: class (:func:`almdn.models.losses.mixture_class_nll`).
 CLASS_LOSSES: tuple[str, ...] = ("eq5", "type2")
 #: The classification loss of every model trained without saying otherwise. Type-2, by
 #: measurement: on the demo protocol it keeps the class mixture from collapsing at equal mAP

@@ -2,8 +2,8 @@
 and the Label Studio integration's :class:`LabelStudioError`, known together here (the base
 :mod:`almdn.errors` imports no integration; ``label_studio/`` never imports the library).
 
-The CLI prints these without a traceback (:func:`almdn.cli_errors.friendly`), a background job
-stores the sentence as its failure message (:mod:`almdn.jobs`) and the app shows it in a box.
+The CLI prints these without a traceback (:func:`almdn.cli.errors.friendly`), a background job
+stores the sentence as its failure message (:mod:`almdn.projects.jobs`) and the app shows it in a box.
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ import pandas as pd
 import streamlit as st
 from presentation import data_url, thumbnail
 
-from almdn import jobs, views
-from almdn.demo_project import default_projects_root
+from almdn.projects import jobs
+from almdn.display import store_tables as views
+from almdn.projects.demo_project import default_projects_root
 from almdn.user_errors import USER_ERRORS, user_message
-from almdn.store import STORE_FILE, Store
+from almdn.projects.store import STORE_FILE, Store
 
 PAGE_IMAGE = "views/image.py"
 PAGE_TRAIN = "views/train.py"

@@ -1,4 +1,4 @@
-"""Plotly figures of the app (drawing only: the numbers come from almdn.views)."""
+"""Plotly figures of the app (drawing only: the numbers come from almdn.display.store_tables)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from almdn.views import UNCERTAINTY_LABELS
+from almdn.display.store_tables import UNCERTAINTY_LABELS
 from presentation import html_text
 
 TEMPLATE = "plotly_white"

@@ -2,7 +2,7 @@
 
 See which pool images the model is unsure about and why, send them to annotators in Label
 Studio, bring the labels back, retrain, and watch the model get better. The pages only read
-the project store and start jobs; every number comes from :mod:`almdn.views`.
+the project store and start jobs; every number comes from :mod:`almdn.display.store_tables`.
 
 The first run opens the built-in demo project and creates it (``projects/demo``, or under
 ``$ALMDN_PROJECTS``) with visible progress; ``$ALMDN_PROJECT`` opens another project.
@@ -50,7 +50,7 @@ if common.is_loopback(st_config.get_option("server.address")):
         st.error(_host_refusal)
         st.stop()
 
-from almdn import demo_project, jobs  # noqa: E402
+from almdn.projects import demo_project, jobs  # noqa: E402
 from almdn.user_errors import USER_ERRORS  # noqa: E402
 
 PAGES = {
@@ -70,7 +70,7 @@ PAGES = {
 
 def demo_sizes() -> dict[str, int]:
     """Sizes of the demo project from ``$ALMDN_DEMO_SIZES`` ("num_train=300,iterations=100";
-    defaults: :class:`almdn.demo_project.DemoProjectConfig`)."""
+    defaults: :class:`almdn.projects.demo_project.DemoProjectConfig`)."""
     sizes = {}
     for item in filter(None, (os.environ.get("ALMDN_DEMO_SIZES") or "").split(",")):
         key, _, value = item.partition("=")

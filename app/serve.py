@@ -26,9 +26,9 @@ def preload() -> None:
     import PIL.Image  # noqa: F401
 
     import almdn.acquisition.aggregation  # noqa: F401
-    import almdn.jobs  # noqa: F401
-    import almdn.rounds  # noqa: F401
-    import almdn.views  # noqa: F401
+    import almdn.projects.jobs  # noqa: F401
+    import almdn.projects.rounds  # noqa: F401
+    import almdn.display.store_tables  # noqa: F401
 
 
 def main() -> int:

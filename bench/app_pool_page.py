@@ -37,7 +37,7 @@ from PIL import Image  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from almdn.store import UNCERTAINTY_NAMES, Z_NAMES, Store  # noqa: E402
+from almdn.projects.store import UNCERTAINTY_NAMES, Z_NAMES, Store  # noqa: E402
 
 CLASSES = [str(d) for d in range(10)]
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 from almdn.data.coco import write_coco  # noqa: E402
 from almdn.engine.checkpoint import save_checkpoint  # noqa: E402
 from almdn.models import build_model  # noqa: E402
-from almdn.store import Store  # noqa: E402
+from almdn.projects.store import Store  # noqa: E402
 from tests.test_checkpoint import crafted_checkpoint  # noqa: E402
 from tests.test_records import png_header, truncated_jpeg  # noqa: E402
 from tests.test_store import corrupt_images_table  # noqa: E402
@@ -40,7 +40,7 @@ from tests.test_store import corrupt_images_table  # noqa: E402
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_WAIT_POLICY": "PASSIVE"}
 KILL_AFTER_VERSION = (
     "import os, signal, sys\n"
-    "from almdn.store import Store\n"
+    "from almdn.projects.store import Store\n"
     "Store.write_scores = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # kill -9 right after the version is recorded\n"
     "from almdn.cli import main\n"
     "main(sys.argv[1:])\n"
@@ -102,7 +102,7 @@ LS_PAGE_CAP = 2
 PUT_BACK = (
     "import sys\n"
     "from almdn.user_errors import USER_ERRORS\n"
-    "from almdn.store import Store\n"
+    "from almdn.projects.store import Store\n"
     "from almdn.workflow import return_skipped_to_pool\n"
     "try:\n"
     "    with Store.open(sys.argv[1], create=False) as store:\n"
@@ -180,7 +180,7 @@ def _ls_project_id(project: Path) -> int:
 
 def label_studio_rows(work: Path, model: Path) -> list[dict]:
     """The rows of issue 20's labeling / server half; each ends in one sentence or success, nothing lost."""
-    from almdn import jobs
+    from almdn.projects import jobs
     from almdn.data.records import BoxRecord
     from label_studio.client import IMAGE_KEY, PROJECT_KEY, percent_to_pixels
     from label_studio.server import LocalServer, free_port

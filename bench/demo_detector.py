@@ -1,6 +1,6 @@
 """The demo detector: `make demo`'s first model, set up from nothing, timed end to end.
 
-Runs exactly what the app's first start runs (:func:`almdn.demo_project.create_demo_project`
+Runs exactly what the app's first start runs (:func:`almdn.projects.demo_project.create_demo_project`
 with its defaults: the demo data, the 500-image initial labeled set, the first model trained,
 evaluated on the test split and the pool scored) in a fresh folder, and records the test-split
 mAP, the time of each part, the mixture-collapse and uncertainty-quality numbers, the machine
@@ -25,9 +25,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from almdn.demo_project import DemoProjectConfig, create_demo_project  # noqa: E402
+from almdn.projects.demo_project import DemoProjectConfig, create_demo_project  # noqa: E402
 from almdn.engine.quality import headline  # noqa: E402
-from almdn.store import Store  # noqa: E402
+from almdn.projects.store import Store  # noqa: E402
 
 
 def machine() -> str:

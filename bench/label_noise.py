@@ -409,9 +409,9 @@ def machine() -> str:
 
 
 def round_settings(args: argparse.Namespace, seed: int):
-    """The demo project's round settings (:class:`almdn.demo_project.DemoProjectConfig`),
+    """The demo project's round settings (:class:`almdn.projects.demo_project.DemoProjectConfig`),
     with this run's iterations, seed and device."""
-    from almdn.demo_project import DemoProjectConfig
+    from almdn.projects.demo_project import DemoProjectConfig
 
     return DemoProjectConfig().settings.replace(iterations=args.iterations, seed=seed, device=args.device, conf_threshold=args.conf_threshold)
 
@@ -597,7 +597,7 @@ def parse_rates(text: str) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from almdn.demo_project import DemoProjectConfig
+    from almdn.projects.demo_project import DemoProjectConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 (default 5)")

@@ -37,7 +37,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from almdn.store import UNCERTAINTY_NAMES, Z_NAMES, Store  # noqa: E402
+from almdn.projects.store import UNCERTAINTY_NAMES, Z_NAMES, Store  # noqa: E402
 from almdn.workflow import pull as workflow_pull, push as workflow_push  # noqa: E402
 from label_studio.client import LabelStudioClient  # noqa: E402
 from label_studio.server import LABEL_STUDIO_VERSION, LocalServer, free_port, prepare_template  # noqa: E402

@@ -1,7 +1,7 @@
 """Where a training step of the demo detector goes, on this CPU (issue 19, item 1).
 
 The demo protocol's detector and schedule exactly as ``configs/demo.yaml`` builds them
-(:class:`almdn.loop.ExperimentConfig`: ``ssd_mobilenet_v2_small``, gmm head, K = 4, Type-2
+(:class:`almdn.experiments.runner.ExperimentConfig`: ``ssd_mobilenet_v2_small``, gmm head, K = 4, Type-2
 loss, AdamW, batch 32, SSD augmentation without flip, zoom-out up to 2x) on a small generated
 demo pool (320 images, in a temporary folder unless ``--data``), measured in five parts:
 
@@ -74,7 +74,7 @@ def demo_dataset(data_dir: Path, num_train: int):
 
 def demo_protocol(num_labeled: int = 200):
     """(build_model keywords, TrainConfig) of the demo protocol's first cycle, seed 0."""
-    from almdn.loop import ExperimentConfig
+    from almdn.experiments.runner import ExperimentConfig
 
     config = ExperimentConfig.from_yaml(CONFIG)
     return dict(config.model), config.train_config(seed=0, num_labeled=num_labeled)

@@ -17,7 +17,7 @@ fi
 export OMP_WAIT_POLICY=PASSIVE
 PORT=${ALMDN_PORT:-8501}
 echo "almdn app: open http://127.0.0.1:$PORT in a browser (Ctrl-C stops it)."
-if [ -z "${ALMDN_PROJECT:-}" ] && ! .venv/bin/python -c "import sys; from almdn.demo_project import default_projects_root, is_ready; sys.exit(0 if is_ready(default_projects_root() / 'demo') else 1)" 2>/dev/null; then
+if [ -z "${ALMDN_PROJECT:-}" ] && ! .venv/bin/python -c "import sys; from almdn.projects.demo_project import default_projects_root, is_ready; sys.exit(0 if is_ready(default_projects_root() / 'demo') else 1)" 2>/dev/null; then
   # The app creates the demo project, but only once a browser opens the page: say so here.
   echo "First run: the demo project (data, a first model, the scored pool; about 4 minutes on 2 CPU cores) is created when that page is first opened in a browser; the page shows its progress."
 fi

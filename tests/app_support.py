@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from almdn import jobs
-from almdn.demo_project import DemoProjectConfig, create_demo_project
-from almdn.rounds import RoundSettings
-from almdn.store import STORE_FILE, Store
+from almdn.projects import jobs
+from almdn.projects.demo_project import DemoProjectConfig, create_demo_project
+from almdn.projects.rounds import RoundSettings
+from almdn.projects.store import STORE_FILE, Store
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "app" / "main.py"

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from almdn.store import UNCERTAINTY_NAMES, Z_NAMES, Store
+from almdn.projects.store import UNCERTAINTY_NAMES, Z_NAMES, Store
 from label_studio.client import LabelStudioClient
 from label_studio.server import LABEL_STUDIO_VERSION, LocalServer, free_port, prepare_template
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from almdn.store import Store
+from almdn.projects.store import Store
 
 
 def move_to_pool(store: Store, image_ids: Iterable[int]) -> None:

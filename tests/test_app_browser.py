@@ -97,7 +97,7 @@ def test_label_studio_login_shown_by_the_app_opens_a_pushed_task_in_a_real_brows
         next(b for b in at.button if b.label.startswith("Send 2 images")).click().run()
         assert not at.exception and not at.error, [e.value for e in at.error]
         url = server.status()["url"]
-        from almdn.store import Store
+        from almdn.projects.store import Store
 
         with Store.open(project, create=False) as store:
             tasks = store.tasks()

@@ -14,10 +14,11 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from almdn import jobs, workflow
+from almdn import workflow
+from almdn.projects import jobs
 from almdn.acquisition.stored import select_for_labeling
-from almdn.demo_project import create_demo_project
-from almdn.store import Store
+from almdn.projects.demo_project import create_demo_project
+from almdn.projects.store import Store
 from label_studio.server import LABEL_STUDIO_VERSION, Credentials, LocalServer, free_port
 from tests.app_support import APP, REPO, tiny_config
 from tests.label_studio_support import ls_server, region  # noqa: F401

@@ -15,11 +15,11 @@ from PIL import Image
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from almdn import jobs
-from almdn.project import coco_records
-from almdn.rounds import RoundSettings
+from almdn.projects import jobs
+from almdn.projects.sources import coco_records
+from almdn.projects.rounds import RoundSettings
 from almdn.workflow import run_round
-from almdn.store import Store
+from almdn.projects.store import Store
 from label_studio.client import save_connection
 from label_studio.server import free_port
 from tests.app_support import APP, TINY_DEMO_SIZES, TINY_SETTINGS, add_corrupt_pool_image, built_project, project, write_small_box_dataset  # noqa: F401
@@ -759,7 +759,7 @@ def test_image_page_draws_a_faster_rcnn_model_version(project, tmp_path):
     assert (components[["σ x (px)", "σ y (px)"]] > 0).all().all()
 
 def test_pool_page_says_which_uncertainty_and_detection_drive_each_score(project):
-    from almdn import views
+    from almdn.display import store_tables as views
 
     at = open_app(project)
     table = at.dataframe[0].value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 
-from almdn import views
+from almdn.display import store_tables as views
 from tests.app_support import REPO, project, store  # noqa: F401
 
 sys.path.insert(0, str(REPO / "app"))

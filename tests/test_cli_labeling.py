@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from almdn.cli import main
-from almdn.store import Store
+from almdn.projects.store import Store
 from label_studio.client import IMAGE_KEY
 from label_studio.server import LocalServer, free_port
 from tests.label_studio_support import TEMPLATE, Annotator, ls_server, write_pool_images  # noqa: F401  (fixtures)
@@ -177,7 +177,7 @@ def test_a_failed_create_leaves_no_store_and_the_retry_works(tmp_path):
 
 
 def test_create_with_a_starting_point(tmp_path):
-    from almdn.rounds import RoundSettings
+    from almdn.projects.rounds import RoundSettings
 
     write_pool_images(tmp_path / "pool", 2, size=(32, 32))
     project = tmp_path / "p"
@@ -230,7 +230,7 @@ def test_project_score_lists_and_skips_unreadable_images_with_exit_status_3(tmp_
 
 KILL_DURING_SCORING = """
 import os, signal, sys
-from almdn.store import Store
+from almdn.projects.store import Store
 
 def killed(self, *args, **kwargs):  # kill -9 the moment the version is recorded, before its scores
     os.kill(os.getpid(), signal.SIGKILL)
@@ -371,7 +371,7 @@ def test_ls_connect_takes_no_token_on_the_command_line(tmp_path, ls_server):
 def test_project_score_starts_from_the_projects_saved_settings(tmp_path):
     """Issue 21: `almdn project score` built fresh settings and ignored the project's saved
     threshold and aggregation; an option given on the command line still wins."""
-    from almdn.rounds import RoundSettings
+    from almdn.projects.rounds import RoundSettings
 
     images = tmp_path / "pool"
     write_pool_images(images, 4, size=(128, 128))

@@ -1,4 +1,4 @@
-"""``almdn project review`` (:mod:`almdn.cli_review`): prints the queue as a table; one sentence
+"""``almdn project review`` (:mod:`almdn.cli.review`): prints the queue as a table; one sentence
 when there is no labeled image or no model."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from almdn.cli import main
-from almdn.store import Store
+from almdn.projects.store import Store
 from almdn.workflow import create_project
 from tests.app_support import project, write_small_box_dataset  # noqa: F401
 from tests.test_workflow_review import _a_perfect_detector, _plant, _true_labels

@@ -12,7 +12,7 @@ from tests.conftest import REPO, checkout_outputs_state
 
 
 def test_the_default_projects_folder_is_temporary_during_the_suite():
-    from almdn.demo_project import default_projects_root
+    from almdn.projects.demo_project import default_projects_root
 
     root = default_projects_root()
     assert not root.is_relative_to(REPO), root

@@ -465,7 +465,7 @@ def test_shape_fills_and_rotation_limits() -> None:
 def test_shapes_config_file_selects_the_kind(tmp_path: Path) -> None:
     import yaml
 
-    from almdn.loop import ExperimentConfig, load_datasets
+    from almdn.experiments.runner import ExperimentConfig, load_datasets
 
     root = Path(__file__).resolve().parents[1] / "configs"
     shapes_cfg = ExperimentConfig.from_yaml(root / "shapes.yaml")

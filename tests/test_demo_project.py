@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from almdn.demo_project import create_demo_project, default_projects_root, is_ready
-from almdn.store import Store
+from almdn.projects.demo_project import create_demo_project, default_projects_root, is_ready
+from almdn.projects.store import Store
 from tests.app_support import built_project, tiny_config
 
 

@@ -19,7 +19,7 @@ from almdn.engine.inference import evaluate
 from almdn.engine.train import TrainConfig, train
 from almdn.models import build_model
 from almdn.models.frcnn import MixtureBoxPredictor
-from almdn.uncertainty import classification_uncertainty, localization_uncertainty
+from almdn.models.uncertainty import classification_uncertainty, localization_uncertainty
 
 SMALL = dict(pretrained=False, image_size=128)  # unit tests: random weights, small images
 

@@ -129,17 +129,17 @@ def test_private_names_of_other_modules_are_imported_only_with_a_reason():
 
 
 def test_jobs_are_registered_by_import_so_this_test_sees_what_they_run():
-    """A job's process runs :data:`almdn.jobs.RUNNER_MODULE`, whose registry imports each job's
+    """A job's process runs :data:`almdn.projects.jobs.RUNNER_MODULE`, whose registry imports each job's
     function: the import graph above holds every module a job runs (no import strings)."""
-    from almdn import jobs
-    from almdn.job_kinds import JOB_FUNCTIONS
+    from almdn.projects import jobs
+    from almdn.workflow.job_kinds import JOB_FUNCTIONS
 
     graph = import_graph(modules())
     assert jobs.RUNNER_MODULE in graph
     assert set(JOB_FUNCTIONS) == set(jobs.JOB_TITLES) == set(jobs.JOB_KINDS)
     for kind, fn in JOB_FUNCTIONS.items():
         assert fn.__module__ in graph[jobs.RUNNER_MODULE], (kind, fn.__module__)
-    assert "job_kinds" not in "".join(sorted(graph["almdn.jobs"]))  # jobs starts the runner, never imports it
+    assert "job_kinds" not in "".join(sorted(graph["almdn.projects.jobs"]))  # jobs starts the runner, never imports it
 
 
 def test_no_module_imports_by_string():
@@ -159,9 +159,35 @@ def test_base_modules_import_no_integration_and_data_no_models():
     """The base modules (errors, registry, the store, the datasets) import no ``label_studio``,
     and ``almdn.data`` never imports ``almdn.models``."""
     graph = import_graph(modules())
-    base = [m for m in graph if m in ("almdn.errors", "almdn.registry") or m.startswith(("almdn.store", "almdn.data"))]
-    assert "almdn.errors" in base and "almdn.store.schema" in base
+    base = [m for m in graph if m in ("almdn.errors", "almdn.registry") or m.startswith(("almdn.projects.store", "almdn.data"))]
+    assert "almdn.errors" in base and "almdn.projects.store.schema" in base
     to_label_studio = sorted(f"{m} -> {t}" for m in base for t in graph[m] if t.startswith("label_studio"))
     assert to_label_studio == []
     data_to_models = sorted(f"{m} -> {t}" for m in graph if m.startswith("almdn.data") for t in graph[m] if t.startswith("almdn.models"))
     assert data_to_models == []
+
+
+def test_each_folder_is_imported_only_from_the_layers_above():
+    """The folders of ``almdn/`` are layers (issue 21 item 6): the command line (``cli/``) is
+    imported by nothing in the library, the experiments (``experiments/``) only by the command
+    line, what the pages show (``display/``) only by the use cases and the command line, and the
+    models with the paper's losses and uncertainties (``models/``) use only the datasets and the
+    torch-free base."""
+
+    def inside(name: str, *layers: str) -> bool:
+        return any(name == layer or name.startswith(layer + ".") for layer in layers)
+
+    graph = import_graph(modules())
+    assert "almdn.models.losses" in graph and "almdn.models.uncertainty" in graph and "almdn.cli.commands" in graph
+    importers = {
+        "almdn.cli": ("almdn.cli",),
+        "almdn.experiments": ("almdn.experiments", "almdn.cli"),
+        "almdn.display": ("almdn.display", "almdn.workflow", "almdn.cli"),
+    }
+    upward = sorted(
+        f"{m} -> {t}" for m, targets in graph.items() for t in targets for layer, allowed in importers.items() if inside(t, layer) and not inside(m, *allowed)
+    )
+    assert upward == []
+    base = ("almdn.models", "almdn.data", "almdn.errors", "almdn.user_errors", "almdn.registry")
+    models_up = sorted(f"{m} -> {t}" for m, targets in graph.items() if inside(m, "almdn.models") for t in targets if not inside(t, *base))
+    assert models_up == []

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from almdn import jobs
-from almdn.store import Store
+from almdn.projects import jobs
+from almdn.projects.store import Store
 from tests.app_support import project  # noqa: F401
 from tests.store_support import move_to_pool
 

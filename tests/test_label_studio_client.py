@@ -76,7 +76,7 @@ def capped_server(ls_server, tmp_path_factory):
 def test_listing_reads_every_page_until_total_when_the_server_caps_the_page_size(capped_server, ls_server, tmp_path):
     """Pages shorter than asked for are no end of the listing: only `total` is (issue 20).
     A truncated listing would make push duplicate tasks and pull skip annotations."""
-    from almdn.store import Store
+    from almdn.projects.store import Store
     from almdn.workflow.labeling import pull, push
     from label_studio.client import LabelStudioClient
     from tests.label_studio_support import Annotator, write_pool_images

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from almdn import labeling, workflow
-from almdn.store import Store
+from almdn import workflow
+from almdn.display import labeling_status as labeling
+from almdn.projects.store import Store
 from label_studio.client import LabelStudioUnavailable, save_connection
 from label_studio.server import free_port
 from tests.app_support import project  # noqa: F401

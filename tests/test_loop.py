@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from almdn.loop import Experiment, ExperimentConfig, initial_labeled_set, read_records
+from almdn.experiments.runner import Experiment, ExperimentConfig, initial_labeled_set, read_records
 
 
 def _config(tiny_demo, **overrides):
@@ -106,7 +106,7 @@ def test_shipped_configs_load(name):
 
 
 def test_transfer_trains_another_model_on_each_acquired_set(tiny_demo, tmp_path):
-    from almdn.report import write_report
+    from almdn.experiments.report import write_report
 
     config = _config(tiny_demo, cycles=2, methods=["almdn"], transfer=["ssd_small"], transfer_head="eff")
     exp = Experiment(config, tmp_path / "exp", progress=False, log=lambda line: None)
@@ -178,7 +178,7 @@ def _voc_folder(root, tiny_demo):
 
 
 def test_voc_folders_are_read_once_into_coco(tiny_demo, tmp_path):
-    from almdn.loop import load_datasets
+    from almdn.experiments.runner import load_datasets
 
     source = _voc_folder(tmp_path / "VOC2007", tiny_demo)
     config = ExperimentConfig(data={"format": "voc", "root": str(tmp_path / "VOC2007"), "train_split": "trainval", "test_split": "test"})

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from almdn.losses import (
+from almdn.models.losses import (
     class_loss_function,
     detection_loss,
     gaussian_log_density,

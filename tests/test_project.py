@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from almdn.data.coco import DatasetError, write_coco
-from almdn.project import add_source
+from almdn.projects.sources import add_source
 from almdn.workflow import create_project
-from almdn.store import Store
+from almdn.projects.store import Store
 from tests.test_voc import make_voc
 from tests.test_yolo import make_yolo
 

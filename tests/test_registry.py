@@ -28,7 +28,7 @@ def test_the_cli_offers_every_architecture_and_head():
 
 
 def test_rounds_and_the_app_offer_the_registry_s_round_choices():
-    from almdn.rounds import RoundSettings
+    from almdn.projects.rounds import RoundSettings
 
     assert "ssdlite320_mobilenet_v3_large" in registry.ROUND_ARCH_NAMES
     assert set(registry.ROUND_ARCH_NAMES) <= set(registry.SSD_ARCHITECTURES)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from almdn.report import comparison_with_random, curves, labels_to_reach, overlap_table, write_report
+from almdn.experiments.report import comparison_with_random, curves, labels_to_reach, overlap_table, write_report
 
 
 def _write(out, method, seed, cycle, n, map50, **extra):
@@ -33,7 +33,7 @@ def experiment(tmp_path):
 
 
 def test_curves_are_mean_and_sample_std_over_seeds(experiment):
-    from almdn.loop import read_records
+    from almdn.experiments.runner import read_records
 
     c = curves(read_records(experiment), "map50").set_index(["method", "cycle"])
     assert c.loc[("random", 2), "mean"] == pytest.approx(0.29)
@@ -49,7 +49,7 @@ def test_labels_to_reach_interpolates_between_cycles():
 
 
 def test_comparison_with_random_gives_gains_and_label_savings(experiment):
-    from almdn.loop import read_records
+    from almdn.experiments.runner import read_records
 
     (row,) = comparison_with_random(read_records(experiment))
     assert row["method"] == "almdn"
@@ -108,7 +108,7 @@ def test_report_without_finished_cycles_says_what_to_do(tmp_path):
 
 
 def test_selection_profile_from_the_pool_ground_truth():
-    from almdn.report import selection_profile
+    from almdn.experiments.report import selection_profile
 
     coco = {
         "images": [{"id": i} for i in range(1, 7)] + [{"id": 7, "near_duplicate_of": 1}],
@@ -128,7 +128,7 @@ def test_selection_profile_from_the_pool_ground_truth():
     plain = {"images": [{"id": i} for i in range(1, 8)], "annotations": coco["annotations"]}
     unknown = selection_profile(records, plain).set_index("method")["near-duplicates %"]
     assert unknown.isna().all()
-    from almdn.report import table_cell
+    from almdn.experiments.report import table_cell
 
     assert [table_cell(v) for v in (float("nan"), 25.0, 4)] == ["n/a", "25.0", "4"]
 
@@ -136,8 +136,8 @@ def test_selection_profile_from_the_pool_ground_truth():
 def test_paired_differences_by_seed_with_a_t_interval(experiment):
     from scipy import stats
 
-    from almdn.loop import read_records
-    from almdn.report import learning_curve_areas, paired_differences, paired_table, t_interval
+    from almdn.experiments.runner import read_records
+    from almdn.experiments.report import learning_curve_areas, paired_differences, paired_table, t_interval
 
     records = read_records(experiment)
     diffs = paired_differences(records, "random").set_index("cycle")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from almdn.rounds import RoundError, RoundSettings
-from almdn.store import Store
+from almdn.projects.rounds import RoundError, RoundSettings
+from almdn.projects.store import Store
 from almdn.workflow import run_round
 from tests.app_support import TINY_SETTINGS, project  # noqa: F401
 
@@ -28,7 +28,7 @@ def test_settings_round_trip_and_checks(project):
 
 
 def test_retrain_from_the_initial_weights_or_fine_tuned_and_described(project):
-    from almdn.rounds import describe_training
+    from almdn.projects.rounds import describe_training
 
     with Store.open(project, create=False) as store:
         first = store.latest_model_version()

@@ -8,7 +8,7 @@ from torch import nn
 from torchvision.models.detection.ssd import SSD
 
 from almdn.models import build_model
-from almdn.uncertainty import classification_uncertainty, localization_uncertainty
+from almdn.models.uncertainty import classification_uncertainty, localization_uncertainty
 
 
 def _targets(n_empty=1):

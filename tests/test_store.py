@@ -23,7 +23,7 @@ from PIL import Image
 from almdn.data.coco import CocoDetectionDataset, DatasetError
 from almdn.data.records import BoxRecord, ImageRecord
 from almdn.errors import UserError
-from almdn.store import MIGRATIONS, SCHEMA_VERSION, UNCERTAINTY_NAMES, Z_NAMES, Store, StoreError, _statements, file_sha256
+from almdn.projects.store import MIGRATIONS, SCHEMA_VERSION, UNCERTAINTY_NAMES, Z_NAMES, Store, StoreError, _statements, file_sha256
 from tests.store_support import move_to_pool, training_set
 
 REPO = Path(__file__).resolve().parents[1]
@@ -290,7 +290,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from almdn.data.records import BoxRecord, ImageRecord
-    from almdn.store import Store
+    from almdn.projects.store import Store
     from pathlib import Path
 
     store = Store.open(sys.argv[1])
@@ -337,7 +337,7 @@ WRITER_SCRIPT = textwrap.dedent(
     """
     import sys
     from almdn.data.records import BoxRecord, ImageRecord
-    from almdn.store import Store
+    from almdn.projects.store import Store
     from pathlib import Path
 
     store = Store.open(sys.argv[1])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from almdn import views
+from almdn.display import store_tables as views
 from almdn.acquisition.baselines import mean_entropy_scores
 from almdn.acquisition.stored import acquisition_scores, select_for_labeling
-from almdn.store import StoreError
+from almdn.projects.store import StoreError
 from tests.app_support import project, store  # noqa: F401
 
 

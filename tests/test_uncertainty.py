@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from almdn.uncertainty import (
+from almdn.models.uncertainty import (
     classification_uncertainty,
     entropy,
     localization_uncertainty,

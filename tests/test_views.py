@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from almdn import views
-from almdn.store import UNCERTAINTY_NAMES, Store
+from almdn.display import store_tables as views
+from almdn.projects.store import UNCERTAINTY_NAMES, Store
 from almdn.workflow import rescore, run_round
 from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project, store  # noqa: F401
 

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from almdn import jobs, views
+from almdn.projects import jobs
+from almdn.display import store_tables as views
 from almdn.cli import main
 from almdn.errors import Cancelled, UserError
-from almdn.rounds import RoundError, unreadable_key
-from almdn.store import STORE_FILE, UNCERTAINTY_NAMES, Z_NAMES, Store
+from almdn.projects.rounds import RoundError, unreadable_key
+from almdn.projects.store import STORE_FILE, UNCERTAINTY_NAMES, Z_NAMES, Store
 from almdn.workflow import create_project, document_root, rescore, run_round
 from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project, write_small_box_dataset  # noqa: F401
 from tests.store_support import move_to_pool, training_set
@@ -229,7 +230,7 @@ def test_creating_or_adding_labeled_boxes_warns_when_few_have_an_anchor(tmp_path
 
 
 def test_the_coverage_check_follows_the_round_settings_and_never_fails_an_import(tmp_path, monkeypatch):
-    from almdn.rounds import RoundSettings
+    from almdn.projects.rounds import RoundSettings
     from almdn.workflow.project import anchor_coverage_warning, labeled_boxes
 
     trees = write_small_box_dataset(tmp_path / "trees")
@@ -258,9 +259,9 @@ def test_the_coverage_check_follows_the_round_settings_and_never_fails_an_import
 
 
 def test_a_rounds_result_carries_the_coverage_warning_and_the_settings_act_on_it(tmp_path):
-    from almdn.jobs import JobContext
+    from almdn.projects.jobs import JobContext
     from almdn.models.anchors import AnchorCoverageWarning
-    from almdn.rounds import RoundSettings
+    from almdn.projects.rounds import RoundSettings
     from almdn.workflow import retrain_job
 
     trees = write_small_box_dataset(tmp_path / "trees")
@@ -288,7 +289,7 @@ def test_a_rounds_result_carries_the_coverage_warning_and_the_settings_act_on_it
 def test_a_project_created_with_a_starting_point_keeps_it_and_a_bad_one_leaves_nothing(tmp_path):
     from PIL import Image
 
-    from almdn.rounds import RoundSettings
+    from almdn.projects.rounds import RoundSettings
 
     images = tmp_path / "images"
     images.mkdir()
@@ -319,7 +320,7 @@ def test_a_rounds_initial_weights_follow_the_starting_point(project):
 
 
 def test_describe_training_names_a_changed_starting_point(project):
-    from almdn.rounds import describe_training
+    from almdn.projects.rounds import describe_training
 
     with Store.open(project, create=False) as store:
         first = store.latest_model_version()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from almdn.store import Store
+from almdn.projects.store import Store
 from almdn.workflow.labeling import ensure_project, pull, push
 from label_studio.client import IMAGE_KEY, LabelStudioClient, percent_to_pixels
 from label_studio.errors import LabelStudioError, LabelStudioUnavailable
@@ -33,7 +33,7 @@ def store_state(store: Store) -> dict:
 
 def test_full_round_trip_push_annotate_pull(ls_project, annotator):
     p = ls_project
-    from almdn.labeling import RANKING_FIELDS
+    from almdn.display.labeling_status import RANKING_FIELDS
 
     report = push(p.store, p.client, 3)
     top3 = p.ranked()[:3]

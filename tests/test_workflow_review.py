@@ -15,7 +15,7 @@ import almdn.engine.inference
 from almdn.data.records import BoxRecord
 from almdn.errors import InvalidChoice, UserError
 from almdn.review.scoring import KINDS
-from almdn.store import Store
+from almdn.projects.store import Store
 from almdn.workflow import create_project
 from almdn.workflow.review import QUEUE_COLUMNS, queue_table, review_queue
 from tests.app_support import TINY_SETTINGS, project, write_small_box_dataset  # noqa: F401

@@ -19,7 +19,7 @@ import pandas as pd
 from almdn.acquisition.batch import Batch, BatchInputs, class_mass, score_drivers
 from almdn.acquisition.methods import Method, PoolInputs, get_method
 from almdn.errors import InvalidChoice
-from almdn.store import Store, StoreError
+from almdn.projects.store import Store, StoreError
 
 #: The acquisition methods (:func:`almdn.acquisition.methods.get_method`) the app's Label page
 #: and ``almdn push --method`` offer: those that work from a model version's stored scores

@@ -1,5 +1,5 @@
 """Build, then train, evaluate, save: the one sequence behind ``almdn train``, every cycle of an
-experiment (:mod:`almdn.loop`) and every round of a project (:func:`almdn.workflow.run_round`).
+experiment (:mod:`almdn.experiments.runner`) and every round of a project (:func:`almdn.workflow.run_round`).
 
 :func:`build_starting_model` builds the model a training starts from: the architecture, its
 head, K, the classification loss and the box likelihood, the initial weights (a seed, an
@@ -25,7 +25,7 @@ from almdn.engine.checkpoint import save_checkpoint
 from almdn.engine.inference import evaluate
 from almdn.engine.train import TrainConfig, TrainResult, train
 from almdn.errors import Cancelled
-from almdn.losses import ClassLoss, LocDensity
+from almdn.models.losses import ClassLoss, LocDensity
 from almdn.models.anchors import DEFAULT_MIN_COVERAGE
 from almdn.registry import DEFAULT_CLS_LOSS, DEFAULT_CONF_THRESHOLD, DEFAULT_NUM_COMPONENTS
 

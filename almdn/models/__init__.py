@@ -23,7 +23,7 @@ from almdn.models.loss_prediction import LossPredictionModule
 from almdn.models.detector import Detector
 from almdn.models.ssd import UNCERTAINTY_NAMES, MixtureSSD
 from almdn.models.frcnn import FRCNN_ARCHITECTURES, MixtureFasterRCNN, build_frcnn
-from almdn.losses import ClassLoss, LocDensity
+from almdn.models.losses import ClassLoss, LocDensity
 from almdn.registry import ARCH_NAMES, DEFAULT_CLS_LOSS, DEFAULT_NUM_COMPONENTS, FIXED_IMAGE_SIZES
 
 __all__ = [
@@ -134,9 +134,9 @@ def build_model(
             one per FPN level (fractions of the shorter side, stored as ``anchor_sizes``).
             None keeps the architecture's anchors exactly.
         loc_density: the box likelihood of Eq. 3: "paper" (the sigmoid output is the variance)
-            or "reference" (the authors' code), :func:`almdn.losses.mixture_nll`.
+            or "reference" (the authors' code), :func:`almdn.models.losses.mixture_nll`.
         cls_loss: the classification loss: "type2" (mixture likelihood of the target class,
-            the default) or "eq5" (the paper's Eq. 5 / Eq. 9), :func:`almdn.losses.detection_loss`.
+            the default) or "eq5" (the paper's Eq. 5 / Eq. 9), :func:`almdn.models.losses.detection_loss`.
         detector_kwargs: passed to :class:`MixtureSSD` / ``build_frcnn`` (thresholds, ...).
     """
     if arch in FRCNN_ARCHITECTURES:  # two-stage detector: Faster R-CNN with a mixture box predictor

@@ -45,7 +45,7 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 
-from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, class_loss_function, mixture_nll, perturbed_class_logits
+from almdn.models.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, class_loss_function, mixture_nll, perturbed_class_logits
 from almdn.models import postprocess
 from almdn.models.frcnn_backbones import FRCNN_ARCHITECTURES
 from almdn.models.heads import check_mixture_head
@@ -150,7 +150,7 @@ class MixtureRoIHeads(RoIHeads):
 
     Args:
         eta: the localization loss divisor of Eq. 6 (2).
-        loc_density: "paper" or "reference" Gaussian, see :mod:`almdn.losses`.
+        loc_density: "paper" or "reference" Gaussian, see :mod:`almdn.models.losses`.
         min_variance: floor on every predicted variance.
         eps: the epsilon inside the log of Eq. 3.
         cls_loss: "eq5" (Eq. 5 / 9) or "type2" (mixture likelihood of the target class).

@@ -30,8 +30,8 @@ from torchvision.ops import batched_nms
 # BOX_KEYS (re-exported): the detection keys in image pixels, defined beside
 # almdn.data.images.restore_boxes, which rescales them.
 from almdn.data.images import BOX_KEYS
-from almdn.losses import log_variance
-from almdn.uncertainty import (
+from almdn.models.losses import log_variance
+from almdn.models.uncertainty import (
     classification_uncertainty,
     entropy,
     localization_uncertainty,
@@ -165,7 +165,7 @@ def detection_values(
 
     * ``loc_aleatoric``, ``loc_epistemic``: Eq. 1, the maximum over the four coordinates
       (per coordinate in ``loc_*_coords``); NaN for a head without box variances;
-    * ``cls_aleatoric``, ``cls_epistemic``: Eq. 8 at the label (:mod:`almdn.uncertainty`);
+    * ``cls_aleatoric``, ``cls_epistemic``: Eq. 8 at the label (:mod:`almdn.models.uncertainty`);
     * ``cls_entropy``: entropy of the mixed class probabilities;
     * ``component_boxes`` (decoded with ``box_coder``), ``component_weights`` (pi per
       coordinate), ``component_variances`` (of the encoded offsets), ``component_sigmas``

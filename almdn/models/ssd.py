@@ -22,7 +22,7 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import box_iou
 
-from almdn.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, detection_loss
+from almdn.models.losses import DEFAULT_CLS_LOSS, ClassLoss, LocDensity, detection_loss
 from almdn.models import postprocess
 from almdn.models.backbones import SSDBackbone
 from almdn.models.loss_prediction import loss_prediction_loss
@@ -48,10 +48,10 @@ class MixtureSSD(nn.Module):
         neg_to_pos_ratio: hard negative mining ratio M (3).
         eta: localization loss divisor (2, Eq. 6).
         loc_density: "paper" (sigmoid output is the variance) or "reference" (the authors'
-            code: std with a 0.3 offset in the normaliser); see :mod:`almdn.losses`.
+            code: std with a 0.3 offset in the normaliser); see :mod:`almdn.models.losses`.
         min_variance: floor on every predicted variance.
         cls_loss: classification loss, "eq5" (the paper's Eq. 5 / 9) or "type2" (the mixture
-            likelihood of the target class; see :func:`almdn.losses.mixture_class_nll`).
+            likelihood of the target class; see :func:`almdn.models.losses.mixture_class_nll`).
         class_names: the C object class names (label i is ``class_names[i-1]``).
         loss_prediction: an optional LLAL :class:`~almdn.models.loss_prediction.LossPredictionModule`
             on the feature maps; trained jointly (``loss_loss_prediction``, weight

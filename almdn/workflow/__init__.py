@@ -1,5 +1,5 @@
 """The use cases of almdn, one function each; the CLI (:mod:`almdn.cli`,
-:mod:`almdn.cli_labeling`), the background jobs (:mod:`almdn.jobs`) and the app (``app/``)
+:mod:`almdn.cli.labeling`), the background jobs (:mod:`almdn.projects.jobs`) and the app (``app/``)
 are thin callers of these, so they cannot drift apart.
 
 ================================  =============================================================

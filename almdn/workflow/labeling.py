@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from almdn.labeling import label_studio_home, local_server_running
+from almdn.display.labeling_status import label_studio_home, local_server_running
 from almdn.registry import LABEL_STUDIO_PORT
-from almdn.store import Store
+from almdn.projects.store import Store
 from almdn.workflow.labeling_lock import LOCK_FILE, Server, pending_push, project_lock
 from almdn.workflow.labeling_pull import PullReport, pull, resend_skipped, return_skipped_to_pool
 from almdn.workflow.labeling_push import PushReport, choose_for_push, ensure_project, project_title, push
@@ -133,9 +133,9 @@ def start_label_studio(
 
 
 def start_label_studio_job(project_dir: str | os.PathLike[str], port: int):
-    """:func:`start_label_studio` as a background job (:mod:`almdn.jobs`): returns the job, or
+    """:func:`start_label_studio` as a background job (:mod:`almdn.projects.jobs`): returns the job, or
     None when the server already runs (then the project is only connected to it again)."""
-    from almdn import jobs
+    from almdn.projects import jobs
 
     if reconnect_running(project_dir) is not None:
         return None

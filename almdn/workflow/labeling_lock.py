@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from almdn.store import Store
+from almdn.projects.store import Store
 from label_studio.client import LabelStudioClient
 from label_studio.errors import LabelStudioError
 

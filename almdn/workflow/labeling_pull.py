@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from almdn.data.records import BoxRecord
-from almdn.rounds import plural
-from almdn.store import Store
+from almdn.projects.rounds import plural
+from almdn.projects.store import Store
 from almdn.workflow.labeling_lock import (  # the labeling use cases' shared internals
     Server,
     _client,

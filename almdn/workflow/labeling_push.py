@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from almdn.errors import InvalidChoice
-from almdn.rounds import plural
-from almdn.store import Store
+from almdn.projects.rounds import plural
+from almdn.projects.store import Store
 from almdn.workflow.labeling_lock import (  # the labeling use cases' shared internals
     Server,
     _client,
@@ -119,7 +119,7 @@ def push(store: Store, server: Server, top_k: int | None = None, *, image_ids: S
 
 def _push(store: Store, server: Server, top_k: int | None, image_ids: Sequence[int] | None, scored: int | None, method: str | None, t0: float,
           why: dict[int, str] | None = None) -> PushReport:
-    from almdn.labeling import ranking_data
+    from almdn.display.labeling_status import ranking_data
 
     with _client(server) as client:
         if image_ids is None:

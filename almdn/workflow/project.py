@@ -5,9 +5,9 @@ anchor of the round's model that overlaps them well (:func:`anchor_coverage_warn
 objects, issue 12), so a user learns before the first round that its settings need a larger
 input or fitted anchors.
 
-A project folder holds ``almdn.sqlite`` (the :class:`~almdn.store.Store`), ``exports/`` (COCO
+A project folder holds ``almdn.sqlite`` (the :class:`~almdn.projects.store.Store`), ``exports/`` (COCO
 files written for training), ``models/`` and ``label-studio/``. Reading the sources
-(COCO, VOC, YOLO, a folder of images) is :mod:`almdn.project`'s.
+(COCO, VOC, YOLO, a folder of images) is :mod:`almdn.projects.sources`'s.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 
 from almdn.errors import UserError
 from almdn.models.anchors import DEFAULT_MIN_COVERAGE, AnchorCoverageWarning, BoxSet, coverage_warning, not_checked
-from almdn.project import ImportSummary, add_source
-from almdn.rounds import RoundSettings
-from almdn.store import STORE_FILE, Store
+from almdn.projects.sources import ImportSummary, add_source
+from almdn.projects.rounds import RoundSettings
+from almdn.projects.store import STORE_FILE, Store
 
 #: A source: ``(kind, path, split or None)`` or ``(kind, path, split, VOC image set)``.
 Source = tuple
@@ -43,7 +43,7 @@ def create_project(
 ) -> tuple[Store, list[ImportSummary]]:
     """Create a new project at ``project_dir`` from ``sources``; ``classes`` fixes the class
     list and its order first; ``init`` is where its models start (coco, imagenet, none or the
-    path of a torchvision state dict: :attr:`almdn.rounds.RoundSettings.init`). Returns the
+    path of a torchvision state dict: :attr:`almdn.projects.rounds.RoundSettings.init`). Returns the
     open store and what each source added.
 
     A folder that already holds a project is refused (add sources to it instead). If the

@@ -14,7 +14,7 @@ Which model scores which image:
   agrees with them: it hides the errors it memorised (the ``seen_by_model`` column says
   which images it was trained on).
 - ``folds=k`` (out of fold, k >= 2): k models, each trained with the project's saved round
-  settings (:class:`almdn.rounds.RoundSettings`: architecture, schedule, seed, initial weights,
+  settings (:class:`almdn.projects.rounds.RoundSettings`: architecture, schedule, seed, initial weights,
   fitted anchors; always from the initial weights, never from a model that saw every image) on
   the images of the other k - 1 folds (:func:`almdn.review.folds.out_of_fold`), and each scores
   only its own fold's images: no model scores an image it was trained on. It costs k
@@ -41,8 +41,8 @@ from almdn.errors import Cancelled, InvalidChoice, UserError
 from almdn.registry import DEFAULT_CONF_THRESHOLD
 from almdn.review.folds import Fold, out_of_fold, out_of_fold_detections
 from almdn.review.scoring import BOX_COLUMNS, KIND_NAMES, KINDS, SCORINGS, label_quality, labels_frame
-from almdn.rounds import RoundSettings
-from almdn.store import Store
+from almdn.projects.rounds import RoundSettings
+from almdn.projects.store import Store
 
 #: Items per kind in the queue unless asked otherwise.
 DEFAULT_TOP_K: int = 20
@@ -191,7 +191,7 @@ def fresh_model(settings: RoundSettings, classes: list[str]):
 
     from almdn.models import build_model
     from almdn.models.pretrained import apply_init, init_build_options
-    from almdn.rounds import RoundError
+    from almdn.projects.rounds import RoundError
 
     torch.manual_seed(int(settings.seed))
     try:
@@ -205,7 +205,7 @@ def fresh_model(settings: RoundSettings, classes: list[str]):
 
 def _out_of_fold(data, classes, k: int, settings: RoundSettings, seed, folder: Path, progress, should_stop):
     from almdn.engine.fit import train_evaluate_save
-    from almdn.rounds import RoundError
+    from almdn.projects.rounds import RoundError
 
     fold_list: list[Fold] = out_of_fold(list(data.image_ids), k, int(settings.seed if seed is None else seed))
     config = settings.train_config()

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from almdn.rounds import RoundError, RoundSettings, unreadable_key
-from almdn.store import Store
+from almdn.projects.rounds import RoundError, RoundSettings, unreadable_key
+from almdn.projects.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ split, score the pool with it, record all of it in the store).
 
 This is the app's "Retrain" (as a background job, :func:`retrain_job`) and the step after
 every batch of labels comes back from Label Studio. By default a round trains like every cycle
-of the paper's protocol (and of :mod:`almdn.loop`): from the same initial weights (the seed's,
+of the paper's protocol (and of :mod:`almdn.experiments.runner`): from the same initial weights (the seed's,
 with the pretrained backbone) and the same schedule as the previous version, so that the
 difference between two versions' mAP is the labels that were added, not extra training.
 Fine-tuning from the latest model version (``start_from="previous"``) is an explicit choice.
@@ -27,8 +27,8 @@ from typing import Any
 
 from almdn.errors import Cancelled
 from almdn.models.anchors import DEFAULT_MIN_COVERAGE
-from almdn.rounds import RoundError, RoundResult, RoundSettings
-from almdn.store import Store
+from almdn.projects.rounds import RoundError, RoundResult, RoundSettings
+from almdn.projects.store import Store
 from almdn.workflow.project import anchor_coverage_warning, report_warning
 from almdn.workflow.scoring import score_pool, write_scoring
 
@@ -195,11 +195,11 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def retrain_job(context, settings: dict[str, Any] | None = None, project_dir: str | None = None) -> dict[str, Any]:
-    """The app's "Retrain" as a background job (:mod:`almdn.jobs`), with the project's saved
+    """The app's "Retrain" as a background job (:mod:`almdn.projects.jobs`), with the project's saved
     settings changed by ``settings`` (the tests' short and long schedules); a cancelled round
     ends the job as cancelled (the same :class:`almdn.errors.Cancelled`). The result carries
     the round's ``warnings``, which the app's job panel shows, and its
-    :meth:`~almdn.rounds.RoundResult.summary` (``almdn project retrain`` prints the same sentence)."""
+    :meth:`~almdn.projects.rounds.RoundResult.summary` (``almdn project retrain`` prints the same sentence)."""
     project_dir = Path(project_dir) if project_dir else context.folder.parent.parent
     with Store.open(project_dir, create=False) as store:
         chosen = RoundSettings.load(store).replace(**settings) if settings else None

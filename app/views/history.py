@@ -6,7 +6,7 @@ import common
 import streamlit as st
 from figures import aleatoric_epistemic_figure, labels_figure, learning_curve_figure, reliability_figure, uncertainty_histograms
 
-from almdn import views
+from almdn.display import store_tables as views
 
 st.title("History")
 store = common.store()

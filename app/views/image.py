@@ -9,7 +9,7 @@ import streamlit as st
 from figures import class_spread_figure, mixture_figure
 from presentation import as_text
 
-from almdn import views
+from almdn.display import store_tables as views
 from almdn.data.coco import DatasetError, decode_image
 from almdn.user_errors import USER_ERRORS
 from almdn.registry import DEFAULT_CONF_THRESHOLD, UNCERTAINTY_NAMES

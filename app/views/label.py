@@ -11,10 +11,11 @@ import streamlit as st
 
 from presentation import ACQUISITION_LABELS, as_text
 
-from almdn import labeling, workflow
+from almdn import workflow
+from almdn.display import labeling_status as labeling
 from almdn.acquisition.stored import ACQUISITION_METHODS, select_for_labeling
 from almdn.user_errors import USER_ERRORS
-from almdn.rounds import plural
+from almdn.projects.rounds import plural
 
 st.title("Label")
 store = common.store()

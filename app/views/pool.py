@@ -6,7 +6,7 @@ import common
 import streamlit as st
 from presentation import page_of
 
-from almdn import views
+from almdn.display import store_tables as views
 from almdn.registry import UNCERTAINTY_NAMES
 
 st.title("Pool")

@@ -9,9 +9,9 @@ import common
 import streamlit as st
 from presentation import as_text
 
-from almdn.project import SOURCE_KINDS
+from almdn.projects.sources import SOURCE_KINDS
 from almdn.workflow import add_sources, create_project
-from almdn.store import STORE_FILE
+from almdn.projects.store import STORE_FILE
 
 KIND_LABELS = {"coco": "COCO (json file, or folder with annotations/train.json)", "voc": "Pascal VOC (year folder)",
                "yolo": "YOLO (folder with images/, labels/, data.yaml)", "images": "a folder of unlabeled images"}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import common
 import streamlit as st
 
-from almdn import jobs, labeling, workflow
+from almdn import workflow
+from almdn.projects import jobs
+from almdn.display import labeling_status as labeling
 from almdn.acquisition.aggregation import AGGREGATIONS
 from almdn.user_errors import USER_ERRORS
 from almdn.models.pretrained import TORCHVISION_COCO_WEIGHTS
@@ -13,7 +15,7 @@ from almdn.registry import (
     ARCHITECTURES, AUGMENT_POLICIES, CLASS_LOSSES, DEFAULT_AUGMENT, DEFAULT_OPTIMIZER, LABEL_STUDIO_PORT, MAX_COMPONENTS,
     MIN_COMPONENTS, OPTIMIZERS, ROUND_ARCH_NAMES, ROUND_HEAD_TYPES,
 )
-from almdn.rounds import MAX_IMAGE_SIZE, START_CHOICES, RoundSettings
+from almdn.projects.rounds import MAX_IMAGE_SIZE, START_CHOICES, RoundSettings
 
 st.title("Settings")
 store = common.store()

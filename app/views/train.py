@@ -7,9 +7,10 @@ import common
 import streamlit as st
 from presentation import as_text
 
-from almdn import jobs, views
+from almdn.projects import jobs
+from almdn.display import store_tables as views
 from almdn.user_errors import USER_ERRORS
-from almdn.rounds import START_CHOICES, RoundSettings, describe_training
+from almdn.projects.rounds import START_CHOICES, RoundSettings, describe_training
 
 st.title("Train")
 store = common.store()

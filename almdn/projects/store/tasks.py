@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from almdn.store.schema import TASK_STATUSES, StoreError, now
+from almdn.projects.store.schema import TASK_STATUSES, StoreError, now
 
 if TYPE_CHECKING:
     import pandas as pd

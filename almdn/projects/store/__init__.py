@@ -28,9 +28,9 @@ open one per process or thread.
 from __future__ import annotations
 
 from almdn.registry import UNCERTAINTY_NAMES
-from almdn.store.core import StoreCore
-from almdn.store.images import ImagesMixin, PreparedImages
-from almdn.store.schema import (
+from almdn.projects.store.core import StoreCore
+from almdn.projects.store.images import ImagesMixin, PreparedImages
+from almdn.projects.store.schema import (
     MAX_CLASS_NAME,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -43,8 +43,8 @@ from almdn.store.schema import (
     file_sha256,
     now,
 )
-from almdn.store.tasks import TasksMixin
-from almdn.store.versions import VersionsMixin
+from almdn.projects.store.tasks import TasksMixin
+from almdn.projects.store.versions import VersionsMixin
 
 __all__ = [
     "MAX_CLASS_NAME", "MIGRATIONS", "SCHEMA_VERSION", "SPLITS", "STORE_FILE", "TASK_STATUSES", "UNCERTAINTY_NAMES", "Z_NAMES",
@@ -56,7 +56,7 @@ class Store(ImagesMixin, VersionsMixin, TasksMixin, StoreCore):
     """A project's store; use :meth:`open` (or :meth:`create`).
 
     One class over one connection, written in parts by what they keep: the connection, its
-    transactions and metadata (:mod:`almdn.store.core`), images and labels
-    (:mod:`almdn.store.images`), model versions and scores (:mod:`almdn.store.versions`) and
-    Label Studio tasks (:mod:`almdn.store.tasks`); the schema is :mod:`almdn.store.schema`.
+    transactions and metadata (:mod:`almdn.projects.store.core`), images and labels
+    (:mod:`almdn.projects.store.images`), model versions and scores (:mod:`almdn.projects.store.versions`) and
+    Label Studio tasks (:mod:`almdn.projects.store.tasks`); the schema is :mod:`almdn.projects.store.schema`.
     """

@@ -18,7 +18,7 @@ from almdn.registry import (
     DEFAULT_NUM_COMPONENTS, DEFAULT_OPTIMIZER, FIXED_IMAGE_SIZES, MAX_COMPONENTS, MIN_COMPONENTS, OPTIMIZERS,
     ROUND_ARCH_NAMES, ROUND_HEAD_TYPES,
 )
-from almdn.store import Store
+from almdn.projects.store import Store
 
 #: Store meta key of a project's round settings (JSON).
 SETTINGS_KEY = "app.round_settings"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import click
 
-from almdn.cli_errors import UserError, friendly, skipped_exit
+from almdn.cli.errors import UserError, friendly, skipped_exit
 from almdn.errors import InvalidChoice
 from almdn.registry import LABEL_STUDIO_PORT
-from almdn.store import SPLITS
+from almdn.projects.store import SPLITS
 
 
 def _project_option(func):
@@ -26,7 +26,7 @@ def _project_option(func):
 
 
 def _open(project_dir: str):
-    from almdn.store import Store
+    from almdn.projects.store import Store
 
     return Store.open(project_dir, create=False)
 
@@ -135,7 +135,7 @@ def project_export(project_dir, split, out) -> None:
 def project_score(project_dir, checkpoint, conf_threshold, aggregation, batch_size, device) -> None:
     """Record a model version and score every pool image with it (Sec. 3.3), with the
     project's saved settings (Settings page) unless an option says otherwise."""
-    from almdn.rounds import RoundSettings
+    from almdn.projects.rounds import RoundSettings
     from almdn.workflow import score_checkpoint
 
     given = {"conf_threshold": conf_threshold, "aggregation": aggregation, "score_batch_size": batch_size, "device": device}
@@ -183,7 +183,7 @@ def ls_start(project_dir, port, template) -> None:
     """Start the project's Label Studio on 127.0.0.1 (credentials stay in the project folder)."""
     from label_studio.server import LocalServer
 
-    from almdn.labeling import label_studio_home
+    from almdn.display.labeling_status import label_studio_home
     from almdn.workflow import start_label_studio
 
     def say(fraction: float, stage: str | None) -> None:
@@ -215,7 +215,7 @@ def ls_stop(project_dir) -> None:
 @friendly
 def ls_status(project_dir) -> None:
     """Is the project's server running, and what is out for labeling."""
-    from almdn.labeling import local_server_running, server_status
+    from almdn.display.labeling_status import local_server_running, server_status
 
     state = local_server_running(project_dir)
     if state["running"]:
@@ -238,7 +238,7 @@ def ls_status(project_dir) -> None:
 @friendly
 def ls_connect(project_dir, url, token_file) -> None:
     """Use a Label Studio server at URL (images are uploaded with their tasks)."""
-    from almdn.labeling import label_studio_home
+    from almdn.display.labeling_status import label_studio_home
     from almdn.workflow import connect_label_studio
 
     token = _api_token(token_file)
@@ -311,7 +311,7 @@ def app(project_dir, port, expose) -> None:
     import subprocess
     import sys
 
-    app_dir = Path(__file__).resolve().parents[1] / "app"
+    app_dir = Path(__file__).resolve().parents[2] / "app"
     main_py = app_dir / "main.py"
     # app/serve.py is `streamlit run` with the pages' libraries imported before the server answers
     args = [sys.executable, str(app_dir / "serve.py"), "run", str(main_py), "--server.address", expose or "127.0.0.1", "--server.port", str(port),
@@ -320,7 +320,7 @@ def app(project_dir, port, expose) -> None:
         args += ["--", "--serve-to-network-without-login"]
     env = {**os.environ, "ALMDN_PROJECT": str(Path(project_dir).absolute()), "OMP_WAIT_POLICY": "PASSIVE"}
     click.echo(f"almdn app at http://{expose or '127.0.0.1'}:{port} (Ctrl-C stops it).")
-    from almdn.demo_project import default_projects_root, is_ready
+    from almdn.projects.demo_project import default_projects_root, is_ready
 
     project = Path(project_dir).absolute()
     if project == default_projects_root() / "demo" and not is_ready(project):

@@ -2,7 +2,7 @@
 and adding them to its store; creating a project is a use case,
 :func:`almdn.workflow.create_project`.
 
-A project folder holds ``almdn.sqlite`` (the :class:`~almdn.store.Store`), ``exports/`` (COCO
+A project folder holds ``almdn.sqlite`` (the :class:`~almdn.projects.store.Store`), ``exports/`` (COCO
 files written for training) and ``label-studio/`` (a local server's data and credentials).
 Images stay where they are; the store records their absolute paths and content hashes.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from almdn.data.coco import DatasetError
 from almdn.data.records import BoxRecord, ImageRecord
-from almdn.store import SPLITS, Store, StoreError
+from almdn.projects.store import SPLITS, Store, StoreError
 
 SOURCE_KINDS = ("coco", "voc", "yolo", "images")
 
@@ -119,7 +119,7 @@ def add_source(store: Store, kind: str, path: str | os.PathLike[str], split: str
     images and, outside the pool, their boxes. All or nothing.
 
     Every file is read, hashed and decoded before the write transaction begins
-    (:meth:`~almdn.store.Store.prepare_images`): the store's write lock is held only for the
+    (:meth:`~almdn.projects.store.Store.prepare_images`): the store's write lock is held only for the
     inserts, so the app stays responsive during a large import and a retrain that finishes
     meanwhile records its model without waiting."""
     if split is not None and split not in SPLITS:

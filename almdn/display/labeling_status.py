@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from almdn.store import Store
+from almdn.projects.store import Store
 
 
 @dataclass
@@ -103,7 +103,7 @@ def ranking_data(store: Store, model_version: int, image_ids: list[int] | None =
     the image's four uncertainties (maxima over its kept detections), its predicted classes,
     and the acquisition ``method`` that chose it. Annotators and leads sort and filter by them
     in Label Studio."""
-    from almdn import views
+    from almdn.display import store_tables as views
 
     table = views.pool_table(store, model_version).set_index("image_id")
     name = str(store.model_version(int(model_version))["name"])

@@ -2,15 +2,15 @@
 
 Prints the labels that look wrong (missing box, wrong class, loose box, spurious label), ranked,
 from :func:`almdn.workflow.review.review_queue`. The command joins the ``project`` group of
-:mod:`almdn.cli_labeling` (registered by :mod:`almdn.cli`).
+:mod:`almdn.cli.labeling` (registered by :mod:`almdn.cli`).
 """
 
 from __future__ import annotations
 
 import click
 
-from almdn.cli_labeling import _open, _project_option, project  # the project commands' shared --project option and store opening
-from almdn.cli_errors import friendly
+from almdn.cli.labeling import _open, _project_option, project  # the project commands' shared --project option and store opening
+from almdn.cli.errors import friendly
 from almdn.review.scoring import KINDS, SCORINGS
 
 

@@ -2,7 +2,7 @@
 
 The app must stay responsive while a model trains for minutes, and a page reload (or a closed
 browser tab) must not lose the training. So a job is a separate process
-(``python -m almdn.job_kinds run <job folder>``) in its own session, and everything about it lives
+(``python -m almdn.workflow.job_kinds run <job folder>``) in its own session, and everything about it lives
 in files under ``<project>/jobs/``:
 
 - ``active``: the id of the running job, created exclusively (``O_EXCL``) when a job starts,
@@ -18,9 +18,9 @@ in files under ``<project>/jobs/``:
   user sees one sentence naming this file).
 
 A job's work is a function ``fn(context, **params)``, registered by kind in
-:data:`almdn.job_kinds.JOB_FUNCTIONS` (which imports the workflow functions; this module
+:data:`almdn.workflow.job_kinds.JOB_FUNCTIONS` (which imports the workflow functions; this module
 imports none of them); it reports through its :class:`JobContext` and returns a JSON-able
-result. The job's process is ``python -m almdn.job_kinds run <job folder>``.
+result. The job's process is ``python -m almdn.workflow.job_kinds run <job folder>``.
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ from almdn.errors import Cancelled, UserError
 from almdn.user_errors import user_message
 
 #: The job kinds and what each is called in a sentence; their functions are
-#: :data:`almdn.job_kinds.JOB_FUNCTIONS`.
+#: :data:`almdn.workflow.job_kinds.JOB_FUNCTIONS`.
 JOB_TITLES = {"retrain": "a retrain", "demo": "the demo project set-up", "label_studio": "the start of Label Studio"}
 JOB_KINDS: tuple[str, ...] = tuple(JOB_TITLES)
 #: The module whose ``main`` a job's process runs (it registers the job functions).
-RUNNER_MODULE = "almdn.job_kinds"
+RUNNER_MODULE = "almdn.workflow.job_kinds"
 FINISHED = ("done", "failed", "cancelled")
 
 
@@ -197,7 +197,7 @@ def start_job(project_dir: str | os.PathLike[str], kind: str, params: dict[str, 
         # 10-20x on a small machine (measured on a 2-core CPU).
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         env["PYTHONUNBUFFERED"] = "1"
-        repo = str(Path(__file__).resolve().parents[1])
+        repo = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(os.open(folder / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             process = subprocess.Popen(
@@ -327,7 +327,7 @@ class JobContext:
 
 def run_job(folder: str | os.PathLike[str], functions: Mapping[str, Callable[..., Any]]) -> int:
     """Do the job in ``folder`` with its kind's function of ``functions`` (the child process's
-    main, :func:`almdn.job_kinds.main`); returns the exit status."""
+    main, :func:`almdn.workflow.job_kinds.main`); returns the exit status."""
     folder = Path(folder)
     context = JobContext(folder)
     context._state = json.loads((folder / "job.json").read_text(encoding="utf-8"))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from almdn.store.schema import MAX_CLASS_NAME, SPLITS, StoreError, file_sha256, now
+from almdn.projects.store.schema import MAX_CLASS_NAME, SPLITS, StoreError, file_sha256, now
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,7 +75,7 @@ class ImagesMixin:
         unchanged, and the store's write lock is held only for the inserts (the app and a
         retrain finishing meanwhile never wait on the decoding). Pass what
         :meth:`prepare_images` returned to do the decoding earlier still (outside an enclosing
-        transaction, as :func:`almdn.project.add_source` does).
+        transaction, as :func:`almdn.projects.sources.add_source` does).
 
         An image already in the store, by path or by content (the same bytes reached through
         ``..``, a symlink or a copy), is left as it is: adding a dataset twice adds nothing.

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from almdn.store.schema import (  # the package's own helpers (the store's parts share them)
+from almdn.projects.store.schema import (  # the package's own helpers (the store's parts share them)
     _WRITABLE_HINT, MIGRATIONS, SCHEMA_VERSION, STORE_FILE, StoreError, _fault, _read_only_reason, _statements, now,
 )
 
@@ -25,7 +25,7 @@ _S = TypeVar("_S", bound="StoreCore")
 
 class StoreCore:
     """The connection: opening (and migrating), transactions, queries, project metadata and the
-    integrity check. :class:`almdn.store.Store` adds what the store keeps."""
+    integrity check. :class:`almdn.projects.store.Store` adds what the store keeps."""
 
     def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
         self.path = path

@@ -1,6 +1,6 @@
 """Tables and figures of an experiment, in the layout of the paper's.
 
-From the cycle records of :mod:`almdn.loop`: ``results.csv`` (one row per method, seed and
+From the cycle records of :mod:`almdn.experiments.runner`: ``results.csv`` (one row per method, seed and
 cycle), ``results.md`` (Tab. 4: mAP@0.5 and @0.75 per cycle as mean ± std over seeds with the
 parameter count and forward times; Tab. 2: the aggregation functions; Tab. 3: overlap of the
 images each single uncertainty selects; Tab. 7: transfer to another architecture; and how the
@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from almdn.acquisition.aggregation import SHORT_NAMES
-from almdn.loop import QUALITY_KEYS, read_records
+from almdn.experiments.runner import QUALITY_KEYS, read_records
 
 CSV_COLUMNS = [
     "method", "seed", "cycle", "num_labeled", "num_boxes", "map50", "map75", "map", "voc07_map50",

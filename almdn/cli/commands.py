@@ -19,7 +19,7 @@ from almdn.registry import (  # noqa: E402
     DEFAULT_NUM_COMPONENTS, HEAD_TYPES, OPTIMIZERS,
 )
 
-from almdn.cli_errors import UserError, friendly, skipped_exit  # noqa: E402
+from almdn.cli.errors import UserError, friendly, skipped_exit  # noqa: E402
 
 
 def _precision_options(func):
@@ -378,8 +378,8 @@ def score(checkpoint, images, split, image_root, out, conf_threshold, aggregatio
 @friendly
 def experiment(config_path, out, methods, seeds, transfer, device, report_only) -> None:
     """Run (or resume) an active-learning experiment and write its tables and figure."""
-    from almdn.loop import Experiment, ExperimentConfig
-    from almdn.report import write_report
+    from almdn.experiments.runner import Experiment, ExperimentConfig
+    from almdn.experiments.report import write_report
 
     try:
         config = ExperimentConfig.from_yaml(config_path)
@@ -411,8 +411,8 @@ def experiment(config_path, out, methods, seeds, transfer, device, report_only) 
 
 
 # The project store and the Label Studio round trip: almdn project / ls / push / pull.
-from almdn import cli_labeling  # noqa: E402
-from almdn import cli_review  # noqa: E402,F401  (adds 'almdn project review' to cli_labeling's project group, issue 22)
+from almdn.cli import labeling as cli_labeling  # noqa: E402
+from almdn.cli import review as cli_review  # noqa: E402,F401  (adds 'almdn project review' to cli_labeling's project group, issue 22)
 
 for _command in cli_labeling.COMMANDS:
     main.add_command(_command)

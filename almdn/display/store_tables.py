@@ -22,7 +22,7 @@ import pandas as pd
 
 from almdn.errors import InvalidChoice
 from almdn.registry import DEFAULT_AGGREGATION, UNCERTAINTY_NAMES
-from almdn.store import Z_NAMES, Store, StoreError
+from almdn.projects.store import Z_NAMES, Store, StoreError
 
 #: The four uncertainties in words (Sec. 3.3: box / class x aleatoric / epistemic).
 UNCERTAINTY_LABELS = {
@@ -62,7 +62,7 @@ def unreadable_images(store: Store, model_version: int | None = None) -> list[di
     mv = store.latest_model_version(scored=True) if model_version is None else model_version
     if mv is None:
         return []
-    from almdn.rounds import unreadable_key
+    from almdn.projects.rounds import unreadable_key
 
     raw = store.meta(unreadable_key(int(mv)))
     return list(json.loads(raw)) if raw else []

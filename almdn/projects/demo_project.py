@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from almdn.rounds import RoundSettings
-from almdn.store import STORE_FILE, Store
+from almdn.projects.rounds import RoundSettings
+from almdn.projects.store import STORE_FILE, Store
 
 if TYPE_CHECKING:
     from almdn.data.demo import DemoConfig
@@ -106,7 +106,7 @@ def create_demo_project(
     Progress: data 0-15 %, store 15-20 %, initial model 20-100 %.
     """
     from almdn.data.demo import generate_demo_dataset
-    from almdn.project import coco_records
+    from almdn.projects.sources import coco_records
     from almdn.workflow import run_round
 
     config = config or DemoProjectConfig()
@@ -149,7 +149,7 @@ def create_demo_project(
 
 
 def demo_job(context, project_dir: str | None = None, **sizes: Any) -> dict[str, Any]:
-    """:func:`create_demo_project` as a background job (:mod:`almdn.jobs`).
+    """:func:`create_demo_project` as a background job (:mod:`almdn.projects.jobs`).
 
     ``sizes`` may override ``num_train``, ``num_test``, ``initial``, ``iterations`` and
     ``batch_size`` (the tests use tiny ones)."""

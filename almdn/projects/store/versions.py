@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from almdn.registry import DEFAULT_AGGREGATION, UNCERTAINTY_NAMES
-from almdn.store.schema import Z_NAMES, StoreError, _finite, now  # _finite: the package's own helper
+from almdn.projects.store.schema import Z_NAMES, StoreError, _finite, now  # _finite: the package's own helper
 
 if TYPE_CHECKING:
     import pandas as pd
