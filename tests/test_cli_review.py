@@ -41,7 +41,7 @@ def test_review_without_a_model_or_labels_says_so_in_one_sentence(project, tmp_p
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "The project has no model yet to review its labels with" in result.output
     with Store.open(project, create=False) as store:
-        store.set_split(store.labeled_image_ids(), "pool")
+        move_to_pool(store, store.labeled_image_ids())
     result = CliRunner().invoke(main, ["project", "review", "--project", str(project)])
     assert result.exit_code == 1 and "The project has no labeled images to review" in result.output
     bad = CliRunner().invoke(main, ["project", "review", "--project", str(project), "--kind", "typo"])
