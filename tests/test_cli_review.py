@@ -11,6 +11,7 @@ from almdn.cli import main
 from almdn.projects.store import Store
 from almdn.workflow import create_project
 from tests.app_support import project, write_small_box_dataset  # noqa: F401
+from tests.store_support import move_to_pool
 from tests.test_workflow_review import _a_perfect_detector, _plant, _true_labels
 
 
