@@ -19,6 +19,7 @@ from almdn.projects.store import Store
 from almdn.workflow import create_project
 from almdn.workflow.review import QUEUE_COLUMNS, queue_table, review_queue
 from tests.app_support import TINY_SETTINGS, project, write_small_box_dataset  # noqa: F401
+from tests.store_support import move_to_pool
 
 
 def _true_labels(store: Store) -> dict[int, list[tuple[str, float, float, float, float]]]:
@@ -155,7 +156,7 @@ def test_in_sample_with_the_real_model_ranks_within_each_kind(project):
 
 def test_no_labeled_images_or_no_model_says_so_in_one_sentence(project, tmp_path):
     with Store.open(project, create=False) as store:
-        store.set_split(store.labeled_image_ids(), "pool")
+        move_to_pool(store, store.labeled_image_ids())
     with pytest.raises(UserError, match="no labeled images to review"):
         review_queue(project)
     fresh = tmp_path / "fresh"
