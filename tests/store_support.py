@@ -11,8 +11,3 @@ def move_to_pool(store: Store, image_ids: Iterable[int]) -> None:
     """Put images back in the pool (their labels stay): a project without labeled images."""
     with store.transaction() as conn:
         conn.executemany("UPDATE images SET split = 'pool' WHERE id = ?", [(int(i),) for i in image_ids])
-
-
-def training_set(store: Store, model_version: int) -> list[int]:
-    """The labeled image ids a model version was trained on."""
-    return store.training_set(model_version)

@@ -22,7 +22,7 @@ from almdn.projects.store import Store
 from label_studio.server import LABEL_STUDIO_VERSION, Credentials, LocalServer, free_port
 from tests.app_support import APP, REPO, tiny_config
 from tests.label_studio_support import ls_server, region  # noqa: F401
-from tests.store_support import training_set
+
 
 pytestmark = pytest.mark.slow
 TEMPLATE = REPO / ".cache" / "label-studio" / f"template-{LABEL_STUDIO_VERSION}"  # shared with the Label Studio tests
@@ -208,7 +208,7 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
         new = store.latest_model_version()
         assert new == first_version + 1 and store.latest_model_version(scored=True) == new
         annotated = [i for i in expected if i != skipped_image]
-        assert set(annotated) <= set(training_set(store, new))
+        assert set(annotated) <= set(store.training_set(new))
         ranking = store.pool_ranking(new)
         assert not set(annotated) & set(ranking["image_id"]) and skipped_image in set(ranking["image_id"])
         assert ranking["score"].notna().all() and len(ranking) == before["pool"] - K + 1  # the whole new pool re-scored

@@ -24,7 +24,7 @@ from almdn.data.coco import CocoDetectionDataset, DatasetError
 from almdn.data.records import BoxRecord, ImageRecord
 from almdn.errors import UserError
 from almdn.projects.store import MIGRATIONS, SCHEMA_VERSION, UNCERTAINTY_NAMES, Z_NAMES, Store, StoreError, _statements, file_sha256
-from tests.store_support import move_to_pool, training_set
+from tests.store_support import move_to_pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def test_migration_from_an_older_store_keeps_its_data(tmp_path):
     labels = s.labels()
     assert labels[["x1", "y1", "x2", "y2"]].values.tolist() == [[1, 2, 3, 4]]
     mv = s.record_model_version("m.pt", labeled_image_ids=[1])  # tables of later migrations work
-    assert training_set(s, mv) == [1]
+    assert s.training_set(mv) == [1]
     assert s.check_integrity() == []
     s.close()
 
@@ -213,7 +213,7 @@ def test_scores_round_trip_and_pool_ranking(store, tmp_path):
     pool = store.image_ids("pool")
     assert pool == [2, 3, 4, 5]
     mv = store.record_model_version("runs/m.pt", {"map50": 0.4}, name="first", class_names=["cat", "dog", "bird"])
-    assert training_set(store, mv) == [1]
+    assert store.training_set(mv) == [1]
     images, detections = _scores(pool, [2, 0, 3, 1])
     store.write_scores(mv, images, detections, conf_threshold=0.5)
 

@@ -20,7 +20,7 @@ from almdn.projects.rounds import RoundError, unreadable_key
 from almdn.projects.store import STORE_FILE, UNCERTAINTY_NAMES, Z_NAMES, Store
 from almdn.workflow import create_project, document_root, rescore, run_round
 from tests.app_support import TINY_SETTINGS, add_corrupt_pool_image, project, write_small_box_dataset  # noqa: F401
-from tests.store_support import move_to_pool, training_set
+from tests.store_support import move_to_pool
 
 
 # --------------------------------------------------------------------------- a round
@@ -35,7 +35,7 @@ def test_round_records_a_scored_model_version_trained_on_the_labeled_set(project
         result = run_round(store, TINY_SETTINGS, progress=lambda f, s=None: stages.append((f, s)), on_metrics=steps.append)
         assert result.model_version == before + 1
         assert result.previous_model_version == before
-        assert training_set(store, result.model_version) == sorted(labeled)
+        assert store.training_set(result.model_version) == sorted(labeled)
         assert store.latest_model_version(scored=True) == result.model_version
         scores = store.image_scores(result.model_version)
         assert sorted(scores["image_id"]) == sorted(pool)
