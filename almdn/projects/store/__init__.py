@@ -14,7 +14,9 @@ It holds:
 - **scores** per image and model version (the four raw uncertainties of Sec. 3.3, their
   z-scores, the final score) and the **detections** they came from, each with its own four
   uncertainties.
-- **batches** sent to Label Studio and the **tasks** that hold their images, with status.
+- **batches** sent to Label Studio and the **tasks** that hold their images, with status and
+  purpose (``label`` a pool image, ``review`` a labeled image's labels), and the latest
+  **label-error queue** (:mod:`almdn.projects.store.review`).
 
 Writes are transactions (all or nothing, so a crash in the middle of an import leaves the
 store as it was); the database runs in WAL mode so readers (the app) never block on, nor see
@@ -43,20 +45,21 @@ from almdn.projects.store.schema import (
     file_sha256,
     now,
 )
+from almdn.projects.store.review import ReviewMixin, labels_changed, same_labels
 from almdn.projects.store.tasks import TasksMixin
 from almdn.projects.store.versions import VersionsMixin
 
 __all__ = [
     "MAX_CLASS_NAME", "MIGRATIONS", "SCHEMA_VERSION", "SPLITS", "STORE_FILE", "TASK_STATUSES", "UNCERTAINTY_NAMES", "Z_NAMES",
-    "PreparedImages", "Store", "StoreError", "file_sha256", "now",
+    "PreparedImages", "Store", "StoreError", "file_sha256", "labels_changed", "now", "same_labels",
 ]
 
 
-class Store(ImagesMixin, VersionsMixin, TasksMixin, StoreCore):
+class Store(ImagesMixin, VersionsMixin, TasksMixin, ReviewMixin, StoreCore):
     """A project's store; use :meth:`open` (or :meth:`create`).
 
     One class over one connection, written in parts by what they keep: the connection, its
     transactions and metadata (:mod:`almdn.projects.store.core`), images and labels
     (:mod:`almdn.projects.store.images`), model versions and scores (:mod:`almdn.projects.store.versions`) and
-    Label Studio tasks (:mod:`almdn.projects.store.tasks`); the schema is :mod:`almdn.projects.store.schema`.
+    Label Studio tasks (:mod:`almdn.projects.store.tasks`), label review (:mod:`almdn.projects.store.review`); the schema is :mod:`almdn.projects.store.schema`.
     """

@@ -21,6 +21,7 @@ from almdn.registry import UNCERTAINTY_NAMES
 Z_NAMES = tuple(f"z_{name}" for name in UNCERTAINTY_NAMES)
 SPLITS = ("pool", "labeled", "test")
 TASK_STATUSES = ("open", "annotated", "skipped", "deleted")
+TASK_PURPOSES = ("label", "review")
 STORE_FILE = "almdn.sqlite"
 
 _UNC_COLS = ", ".join(f"{n} REAL" for n in UNCERTAINTY_NAMES)
@@ -171,6 +172,28 @@ MIGRATIONS: list[str] = [
         num_images INTEGER NOT NULL,
         dim INTEGER NOT NULL,
         data BLOB NOT NULL
+    );
+    """,
+    # 5 -> 6 (issue 22): review tasks (labeled images sent back with their current labels as
+    # editable annotations), which labels each was sent with, the Label Studio version that
+    # equals the store's labels (a pull that finds only it has nothing to write), its outcome;
+    # annotations that came from a review; the latest label-error queue.
+    """
+    ALTER TABLE tasks ADD COLUMN purpose TEXT NOT NULL DEFAULT 'label' CHECK (purpose IN ('label', 'review'));
+    ALTER TABLE tasks ADD COLUMN review_annotation_id INTEGER REFERENCES annotations (id);
+    ALTER TABLE tasks ADD COLUMN review_baseline TEXT;
+    ALTER TABLE tasks ADD COLUMN review_outcome TEXT CHECK (review_outcome IN ('unchanged', 'corrected'));
+    ALTER TABLE annotations ADD COLUMN via_review INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE review_queues (
+        id INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        model_version_id INTEGER REFERENCES model_versions (id),
+        folds INTEGER NOT NULL,
+        scoring TEXT NOT NULL,
+        conf_threshold REAL,
+        num_labeled INTEGER NOT NULL,
+        items BLOB NOT NULL,
+        detections BLOB
     );
     """,
 ]

@@ -42,7 +42,7 @@ class TasksMixin:
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         return self._frame(
             f"""SELECT t.id, t.ls_project, p.project_id AS ls_project_id, t.task_id, t.image_id, i.path, t.batch_id, t.status, t.created_at, t.updated_at,
-                       t.selected_why
+                       t.selected_why, t.purpose, t.review_outcome
                 FROM tasks t JOIN images i ON i.id = t.image_id JOIN ls_projects p ON p.id = t.ls_project {clause} ORDER BY t.id""",
             params,
         )
@@ -81,7 +81,8 @@ class TasksMixin:
         counts = ", ".join(f"SUM(t.status = '{s}') AS {s}" for s in TASK_STATUSES)
         frame = self._frame(
             f"""SELECT b.id AS batch_id, b.ls_project, p.url AS ls_url, p.project_id AS ls_project_id, b.round_id, b.model_version_id, b.top_k,
-                       b.status, b.created_at, b.updated_at, COUNT(t.id) AS tasks, {counts}
+                       b.status, b.created_at, b.updated_at, COUNT(t.id) AS tasks, {counts},
+                       COALESCE(MAX(t.purpose), 'label') AS purpose
                 FROM batches b JOIN ls_projects p ON p.id = b.ls_project LEFT JOIN tasks t ON t.batch_id = b.id
                 GROUP BY b.id ORDER BY b.id"""
         )
