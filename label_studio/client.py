@@ -32,6 +32,8 @@ from label_studio.server import read_secret_json, write_secret_json
 #: Task data keys that tie a task to our project and image.
 PROJECT_KEY = "almdn_project"
 IMAGE_KEY = "almdn_image_id"
+#: Task data key telling a review task (a labeled image's labels, to correct) from new labeling.
+PURPOSE_KEY = "almdn_purpose"
 IMPORT_CHUNK = 1000  # tasks per import request: one request for a usual batch
 
 
@@ -425,8 +427,8 @@ class LabelStudioClient:
 # --------------------------------------------------------------------------- task and annotation formats
 
 
-def prediction_region(region_id: str, box: Sequence[float], class_name: str, score: float, width: int, height: int) -> dict[str, Any]:
-    """A detection as a pre-annotation region (a rectangle in percent of the image)."""
+def label_region(region_id: str, box: Sequence[float], class_name: str, width: int, height: int) -> dict[str, Any]:
+    """A labeled box as a region of an annotation (a rectangle in percent of the image)."""
     return {
         "id": region_id,
         "from_name": FROM_NAME,
@@ -436,19 +438,28 @@ def prediction_region(region_id: str, box: Sequence[float], class_name: str, sco
         "original_height": int(height),
         "image_rotation": 0,
         "value": {**pixels_to_percent(box, int(width), int(height)), "rectanglelabels": [class_name]},
-        "score": float(score),
     }
 
 
+def prediction_region(region_id: str, box: Sequence[float], class_name: str, score: float, width: int, height: int) -> dict[str, Any]:
+    """A detection as a pre-annotation region (a rectangle in percent of the image)."""
+    return {**label_region(region_id, box, class_name, width, height), "score": float(score)}
+
+
 def task_payload(image_id: int, url: str, file_name: str, project_key: str, data: dict[str, Any] | None = None,
-                 model_version: str | None = None, regions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 model_version: str | None = None, regions: list[dict[str, Any]] | None = None, *,
+                 purpose: str = "label", labels: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One task to import: ``data`` (e.g. the ranking) plus the image's URL, its file name and
     the keys that tie the task to our project and image; with ``model_version`` (its name) the
-    ``regions`` (:func:`prediction_region`) as that model's prediction."""
+    ``regions`` (:func:`prediction_region`) as that model's prediction. A ``review`` task
+    (``purpose``, :data:`PURPOSE_KEY` in its data) carries the image's current ``labels``
+    (:func:`label_region`) as an annotation the reviewer edits."""
     data = {k: _json_safe(v) for k, v in (data or {}).items()}
     # our own keys last: extra data can never re-point a task at another image
-    data.update({IMAGE_FIELD: url, PROJECT_KEY: project_key, IMAGE_KEY: int(image_id), "file": file_name})
+    data.update({IMAGE_FIELD: url, PROJECT_KEY: project_key, IMAGE_KEY: int(image_id), "file": file_name, PURPOSE_KEY: purpose})
     task: dict[str, Any] = {"data": data}
+    if labels is not None:
+        task["annotations"] = [{"result": labels}]
     if model_version is not None:
         boxes = regions or []
         prediction: dict[str, Any] = {"model_version": model_version, "result": boxes}

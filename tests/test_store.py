@@ -258,7 +258,8 @@ def test_batches_tasks_and_pull_records(store, tmp_path):
     assert store.batches()[["batch_id", "status", "tasks", "open", "round_id"]].values.tolist() == [[batch, "sent", 3, 3, 1]]
     annotation = {"image_id": 1, "task_id": 11, "annotation_id": 7, "boxes": [BoxRecord("cat", 1, 1, 5, 5)], "annotator": "a@b", "created_at": "c", "updated_at": "u1", "lead_time": 2.0}
     out = store.record_pull(row, "http://127.0.0.1:1", [annotation], {(11, 1): "annotated", (12, 2): "skipped"}, [])
-    assert out == {"new": 1, "updated": 0, "duplicates": 0, "labeled_images": [1], "skipped_tasks": [12], "deleted_tasks": [], "deleted_annotations": []}
+    assert out == {"new": 1, "updated": 0, "duplicates": 0, "labeled_images": [1], "skipped_tasks": [12], "deleted_tasks": [], "deleted_annotations": [],
+                   "reviewed_unchanged": [], "corrected_images": [], "test_labels_changed": []}
     assert store.batches()[["status", "open", "annotated", "skipped"]].values.tolist() == [["partial", 1, 1, 1]]
     assert store.image_ids("labeled") == [1]
     labels = store.labels()

@@ -14,7 +14,8 @@ start / stop a local Label Studio :func:`start_label_studio` (as a job:
                                   :func:`start_label_studio_job`), :func:`stop_label_studio`
 connect to a Label Studio server  :func:`connect_label_studio`
 push a batch                      :func:`push` (the top K, or exactly a previewed batch)
-pull the finished labels          :func:`pull`
+pull the finished labels          :func:`pull` (reviews too)
+send labels back for review       :func:`push_review`
 skipped images                    :func:`resend_skipped`, :func:`return_skipped_to_pool`
 ================================  =============================================================
 
@@ -30,6 +31,7 @@ from almdn.workflow.labeling import (
     label_studio_job,
     pull,
     push,
+    push_review,
     resend_skipped,
     return_skipped_to_pool,
     start_label_studio,
@@ -42,6 +44,6 @@ from almdn.workflow.training import retrain_job, run_round
 
 __all__ = [
     "PoolScoring", "PullReport", "PushReport", "add_sources", "anchor_coverage_warning", "connect_label_studio", "create_project", "document_root", "export_split",
-    "label_studio_job", "pull", "push", "rescore", "resend_skipped", "retrain_job", "return_skipped_to_pool", "run_round", "score_checkpoint",
+    "label_studio_job", "pull", "push", "push_review", "rescore", "resend_skipped", "retrain_job", "return_skipped_to_pool", "run_round", "score_checkpoint",
     "score_pool", "start_label_studio", "start_label_studio_job", "stop_label_studio", "write_scoring",
 ]

@@ -34,7 +34,8 @@ Every function that talks to the server takes ``server``: a
 used (and closed again).
 
 The code, by use case: the server (start, stop, connect) here; :mod:`~almdn.workflow.labeling_push`
-(:func:`push`); :mod:`~almdn.workflow.labeling_pull` (:func:`pull`, :func:`resend_skipped`,
+(:func:`push`); :mod:`~almdn.workflow.labeling_review` (:func:`push_review`: labeled images
+back for review, and what a pull reads of a review); :mod:`~almdn.workflow.labeling_pull` (:func:`pull`, :func:`resend_skipped`,
 :func:`return_skipped_to_pool`); :mod:`~almdn.workflow.labeling_lock` (the lock and what they
 share). Every name is importable from here.
 """
@@ -53,11 +54,12 @@ from almdn.projects.store import Store
 from almdn.workflow.labeling_lock import LOCK_FILE, Server, pending_push, project_lock
 from almdn.workflow.labeling_pull import PullReport, pull, resend_skipped, return_skipped_to_pool
 from almdn.workflow.labeling_push import PushReport, choose_for_push, ensure_project, project_title, push
+from almdn.workflow.labeling_review import ReviewPushReport, push_review
 from label_studio.client import save_connection
 
 __all__ = [
-    "LOCK_FILE", "PullReport", "PushReport", "Server", "ServerStart", "choose_for_push", "connect_label_studio", "document_root",
-    "ensure_project", "label_studio_job", "pending_push", "project_lock", "project_title", "pull", "push", "reconnect_running",
+    "LOCK_FILE", "PullReport", "PushReport", "ReviewPushReport", "Server", "ServerStart", "choose_for_push", "connect_label_studio", "document_root",
+    "ensure_project", "label_studio_job", "pending_push", "project_lock", "project_title", "pull", "push", "push_review", "reconnect_running",
     "resend_skipped", "return_skipped_to_pool", "start_label_studio", "start_label_studio_job", "stop_label_studio",
 ]
 

@@ -11,6 +11,7 @@ from typing import Any
 from almdn.data.records import BoxRecord
 from almdn.projects.rounds import plural
 from almdn.projects.store import Store
+from almdn.workflow.labeling_review import review_outcome, review_tasks_by_key, reviewed, reviewer, stale_results_notice
 from almdn.workflow.labeling_lock import (  # the labeling use cases' shared internals
     Server,
     _client,
@@ -41,6 +42,12 @@ class PullReport:
     foreign_tasks: list[tuple[int, int, str]] = field(default_factory=list)
     #: Label Studio ids of pulled annotations deleted on the server since (labels kept, marked)
     deleted_annotations: list[int] = field(default_factory=list)
+    #: images whose review found nothing to correct (nothing written), and those corrected
+    reviewed_unchanged: list[int] = field(default_factory=list)
+    corrected_images: list[int] = field(default_factory=list)
+    #: test images whose labels a review changed, and the sentence naming the results it dates
+    test_labels_changed: list[int] = field(default_factory=list)
+    stale_notice: str | None = None
 
     @property
     def rejected(self) -> int:
@@ -49,7 +56,7 @@ class PullReport:
     @property
     def notices(self) -> list[str]:
         """What the user should know beyond the counts: ignored tasks, deleted annotations."""
-        out = []
+        out = [self.stale_notice] if self.stale_notice else []
         if self.deleted_annotations:
             n = len(self.deleted_annotations)
             out.append(f"{plural(n, 'annotation')} pulled earlier {'was' if n == 1 else 'were'} deleted in Label Studio ({_ids(self.deleted_annotations)}); "
@@ -77,6 +84,8 @@ class PullReport:
             text += f", {plural(len(self.deleted_annotations), 'pulled annotation')} deleted in Label Studio (labels kept, marked)"
         if self.foreign_tasks:
             text += f", {plural(len(self.foreign_tasks), 'task')} almdn did not push ignored ({_ids([t for t, _, _ in self.foreign_tasks])})"
+        if self.corrected_images or self.reviewed_unchanged:
+            text += f", review: {plural(len(self.corrected_images), 'image')} corrected, {len(self.reviewed_unchanged)} unchanged"
         if self.problems:
             text += f", {plural(len(self.problems), 'annotation')} rejected"
         return text + f" ({self.seconds:.1f} s)."
@@ -139,11 +148,13 @@ def _pull(store: Store, server: Server, t0: float) -> PullReport:
         for t, i, a, flagged in zip(have["ls_task_id"], have["image_id"], have["ls_annotation_id"], have["deleted_on_server_at"]):
             if flagged is None or (isinstance(flagged, float) and flagged != flagged):
                 pulled_by_task.setdefault((int(t), int(i)), set()).add(int(a))
-        users = None
+        users: dict[int, str] | None = None
         new_annotations: list[dict[str, Any]] = []
         task_status: dict[tuple[int, int], str] = {}
+        outcomes: dict[tuple[int, int], tuple[str, tuple[int, str] | None]] = {}
         adopted: list[tuple[int, int]] = []
         deleted_annotations: list[int] = []
+        review = review_tasks_by_key(store, row)
         for image_id, image_tasks in sorted(by_image.items()):
             split = str(images.at[image_id, "split"]) if image_id in images.index else None
             for task in image_tasks:
@@ -152,8 +163,8 @@ def _pull(store: Store, server: Server, t0: float) -> PullReport:
                 if split is None:
                     report.foreign_tasks.append((task_id, image_id, f"image {image_id} is not in the project"))
                     continue
-                if split == "test":
-                    # never ground truth from Label Studio for the test split, pushed or not
+                if split == "test" and key_task not in review:
+                    # ground truth for the test split only from a review asked for (push_review, include_test)
                     report.foreign_tasks.append((task_id, image_id, f"image {image_id} is a test image"))
                     continue
                 if key_task not in live:
@@ -165,35 +176,29 @@ def _pull(store: Store, server: Server, t0: float) -> PullReport:
                 annotations = task.get("annotations") or []
                 on_task = {int(a["id"]) for a in annotations if isinstance(a, dict) and "id" in a}
                 deleted_annotations += sorted(pulled_by_task.get(key_task, set()) - on_task)
-                submitted = submitted_annotations(task)
-                if annotations and not submitted:
+                submitted = reviewed(submitted_annotations(task), review[key_task]) if key_task in review else submitted_annotations(task)
+                if any(isinstance(a, dict) and a.get("was_cancelled") for a in annotations) and not submitted:
                     task_status[key_task] = "skipped"
-                image = images.loc[image_id]
                 for ann in submitted:
                     if (int(ann["id"]), str(ann.get("updated_at"))) in stored_versions:
                         report.duplicates += 1
                         task_status[key_task] = "annotated"
                         continue
-                    boxes, problem = annotation_boxes(ann, task_id, image["path"], int(image["width"]), int(image["height"]), classes)
-                    boxes = [BoxRecord(name, x1, y1, x2, y2, region_id=region) for name, x1, y1, x2, y2, region in boxes]
-                    if problem:
-                        report.problems.append(problem)
-                        continue
                     if users is None:
                         users = client.annotators()
-                    who = ann.get("completed_by")
-                    who = who.get("id") if isinstance(who, dict) else who
-                    new_annotations.append({
-                        "image_id": image_id, "task_id": task_id, "annotation_id": int(ann["id"]), "boxes": boxes,
-                        "annotator": users.get(int(who), f"user {who}") if who is not None else None,
-                        "created_at": ann.get("created_at"), "updated_at": str(ann.get("updated_at")), "lead_time": ann.get("lead_time"),
-                    })
+                    taken = _read_annotation(store, ann, task_id, images.loc[image_id], image_id, classes, users, key_task in review, report)
+                    if taken is None:
+                        continue
                     task_status[key_task] = "annotated"
+                    if taken.get("outcome") == "unchanged":
+                        outcomes[key_task] = ("unchanged", (int(ann["id"]), str(ann.get("updated_at"))))
+                    else:
+                        new_annotations.append(taken)
         url = client.url
     # The newest annotation of an image becomes its current labels.
     new_annotations.sort(key=lambda a: (a["updated_at"], a["annotation_id"]))
     with store.transaction():
-        result = store.record_pull(row, url, new_annotations, task_status, gone, adopted, deleted_annotations)
+        result = store.record_pull(row, url, new_annotations, task_status, gone, adopted, deleted_annotations, outcomes)
         if adopted:
             _set_pending_push(store, row, pending_push(store, row) - {i for _, i in adopted})
     report.new_annotations = result["new"]
@@ -204,11 +209,42 @@ def _pull(store: Store, server: Server, t0: float) -> PullReport:
     report.deleted_tasks = result["deleted_tasks"]
     report.deleted_annotations = result["deleted_annotations"]
     report.adopted_tasks = [t for t, _ in adopted]
+    report.reviewed_unchanged = result["reviewed_unchanged"]
+    report.corrected_images = result["corrected_images"]
+    report.test_labels_changed = result["test_labels_changed"]
+    report.stale_notice = stale_results_notice(store, report.test_labels_changed)
     batches = store.batches()
     batches = batches[batches["ls_project"] == row]
     report.batches = batches[["batch_id", "status", "tasks", "open", "annotated", "skipped", "deleted"]].to_dict("records")
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _read_annotation(store: Store, ann: dict[str, Any], task_id: int, image: Any, image_id: int, classes: set[str], users: dict[int, str],
+                     is_review: bool, report: PullReport) -> dict[str, Any] | None:
+    """One submitted annotation as :meth:`Store.record_pull` takes it (``outcome``
+    ``unchanged``: a review that found nothing to correct), or None when it cannot be taken
+    (the sentence goes to ``report.problems``)."""
+    boxes, problem = annotation_boxes(ann, task_id, image["path"], int(image["width"]), int(image["height"]), classes)
+    if problem:
+        report.problems.append(problem)
+        return None
+    boxes = [BoxRecord(name, x1, y1, x2, y2, region_id=region) for name, x1, y1, x2, y2, region in boxes]
+    outcome = None
+    if is_review:
+        current = store.current_annotation(image_id)
+        outcome = review_outcome(boxes, store.annotation_boxes(current) if current is not None else [])
+    if is_review:
+        annotator = reviewer(ann, users)
+    else:
+        who = ann.get("completed_by")
+        who = who.get("id") if isinstance(who, dict) else who
+        annotator = users.get(int(who), f"user {who}") if who is not None else None
+    return {
+        "image_id": image_id, "task_id": task_id, "annotation_id": int(ann["id"]), "boxes": boxes, "annotator": annotator,
+        "created_at": ann.get("created_at"), "updated_at": str(ann.get("updated_at")), "lead_time": ann.get("lead_time"),
+        "via_review": is_review, "outcome": outcome,
+    }
 
 
 # --------------------------------------------------------------------------- skipped tasks

@@ -3,6 +3,7 @@ that hold their images (with status), and what a pull records."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -123,6 +124,7 @@ class TasksMixin:
         deleted_tasks: Sequence[tuple[int, int] | int],
         adopted: Sequence[tuple[int, int]] = (),
         deleted_annotations: Sequence[int] = (),
+        review_outcomes: dict[tuple[int, int], tuple[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """Record what a pull read from Label Studio, in one transaction.
 
@@ -140,16 +142,23 @@ class TasksMixin:
             adopted: tasks found on the server but not recorded (an interrupted push).
             deleted_annotations: Label Studio ids of pulled annotations deleted on the server
                 since: marked (``deleted_on_server_at``), their labels kept.
+            review_outcomes: review tasks whose review found nothing to correct, by ``(task
+                id, image id)``: ``("unchanged", (annotation id, updated_at))``, the version
+                recorded as the task's new baseline; no label is written. An annotation with
+                ``"via_review": True`` is a correction: written as the image's current labels
+                (provenance ``review``), its task's outcome ``corrected``.
 
         Idempotent: a task already live or an annotation version already stored (another
         pull committed it first) inserts nothing and counts as a duplicate.
 
         Returns ``{"new", "updated", "duplicates", "labeled_images", "skipped_tasks",
-        "deleted_tasks", "deleted_annotations"}`` (task lists hold task ids; the last, the
-        annotations newly marked).
+        "deleted_tasks", "deleted_annotations", "reviewed_unchanged", "corrected_images",
+        "test_labels_changed"}`` (task lists hold task ids; ``deleted_annotations`` the
+        annotations newly marked; the review lists hold image ids).
         """
         stamp = now()
-        out: dict[str, Any] = {"new": 0, "updated": 0, "duplicates": 0, "labeled_images": [], "skipped_tasks": [], "deleted_tasks": [], "deleted_annotations": []}
+        out: dict[str, Any] = {"new": 0, "updated": 0, "duplicates": 0, "labeled_images": [], "skipped_tasks": [], "deleted_tasks": [], "deleted_annotations": [],
+                               "reviewed_unchanged": [], "corrected_images": [], "test_labels_changed": []}
         labeled: set[int] = set()
         def live(task: int | tuple[int, int]) -> tuple[str, tuple[int, ...]]:
             """WHERE clause and parameters of one live task."""
@@ -171,24 +180,7 @@ class TasksMixin:
                         "INSERT INTO tasks (ls_project, task_id, image_id, batch_id, status, created_at, updated_at) VALUES (?, ?, ?, NULL, 'open', ?, ?)",
                         (int(ls_project), t, i, stamp, stamp),
                     )
-            for a in annotations:
-                version = (int(ls_project), int(a["annotation_id"]), a.get("updated_at"))
-                if conn.execute(
-                    "SELECT 1 FROM annotations WHERE origin = 'label_studio' AND ls_project = ? AND ls_annotation_id = ? AND updated_at IS ?", version
-                ).fetchone() is not None:
-                    out["duplicates"] += 1
-                    continue
-                earlier = conn.execute(
-                    "SELECT 1 FROM annotations WHERE origin = 'label_studio' AND ls_project = ? AND ls_annotation_id = ?", version[:2]
-                ).fetchone() is not None
-                self._insert_annotation(
-                    conn, class_ids, int(a["image_id"]), a["boxes"], origin="label_studio", where=f"task {a['task_id']}",
-                    source=source, ls_project=int(ls_project), ls_task_id=int(a["task_id"]), ls_annotation_id=int(a["annotation_id"]),
-                    annotator=a.get("annotator"), created_at=a.get("created_at"), updated_at=a.get("updated_at"), lead_time=a.get("lead_time"), imported_at=stamp,
-                )
-                conn.execute("UPDATE images SET split = 'labeled' WHERE id = ? AND split = 'pool'", (int(a["image_id"]),))
-                labeled.add(int(a["image_id"]))
-                out["updated" if earlier else "new"] += 1
+            labeled |= self._record_pulled_annotations(conn, class_ids, int(ls_project), source, annotations, stamp, out, live)
             for annotation_id in dict.fromkeys(int(a) for a in deleted_annotations):
                 changed = conn.execute(
                     "UPDATE annotations SET deleted_on_server_at = ? WHERE origin = 'label_studio' AND ls_project = ? AND ls_annotation_id = ? AND deleted_on_server_at IS NULL",
@@ -196,6 +188,14 @@ class TasksMixin:
                 ).rowcount
                 if changed:
                     out["deleted_annotations"].append(annotation_id)
+            for task, (outcome, baseline) in (review_outcomes or {}).items():
+                where, params = live(task)
+                changed = conn.execute(
+                    f"UPDATE tasks SET review_outcome = ?, review_baseline = ?, updated_at = ? WHERE {where} AND purpose = 'review' AND review_baseline IS NOT ?",
+                    (outcome, json.dumps(list(baseline)), stamp, *params, json.dumps(list(baseline))),
+                ).rowcount
+                if changed:
+                    out["reviewed_unchanged"].append(int(task[1]))
             for task, status in task_status.items():
                 if status not in TASK_STATUSES:
                     raise StoreError(f"Unknown task status '{status}'.")
@@ -207,4 +207,40 @@ class TasksMixin:
                         out["skipped_tasks"].append(int(task[0] if isinstance(task, tuple) else task))
             self.refresh_batch_status(conn)
         out["labeled_images"] = sorted(labeled)
+        for key in ("corrected_images", "test_labels_changed", "reviewed_unchanged"):
+            out[key] = sorted(set(out[key]))
         return out
+
+    def _record_pulled_annotations(self, conn: sqlite3.Connection, class_ids: dict[str, int], ls_project: int, source: str,
+                                   annotations: Sequence[dict[str, Any]], stamp: str, out: dict[str, Any], live: Any) -> set[int]:
+        """:meth:`record_pull`'s annotations (counted into ``out``); returns the pool images they labeled."""
+        labeled: set[int] = set()
+        for a in annotations:
+            version = (int(ls_project), int(a["annotation_id"]), a.get("updated_at"))
+            if conn.execute(
+                "SELECT 1 FROM annotations WHERE origin = 'label_studio' AND ls_project = ? AND ls_annotation_id = ? AND updated_at IS ?", version
+            ).fetchone() is not None:
+                out["duplicates"] += 1
+                continue
+            earlier = conn.execute(
+                "SELECT 1 FROM annotations WHERE origin = 'label_studio' AND ls_project = ? AND ls_annotation_id = ?", version[:2]
+            ).fetchone() is not None
+            via_review = bool(a.get("via_review"))
+            self._insert_annotation(
+                conn, class_ids, int(a["image_id"]), a["boxes"], origin="label_studio", where=f"task {a['task_id']}",
+                source=source, ls_project=int(ls_project), ls_task_id=int(a["task_id"]), ls_annotation_id=int(a["annotation_id"]),
+                annotator=a.get("annotator"), created_at=a.get("created_at"), updated_at=a.get("updated_at"), lead_time=a.get("lead_time"), imported_at=stamp,
+                via_review=int(via_review),
+            )
+            out["updated" if earlier else "new"] += 1
+            if via_review:
+                where, params = live((int(a["task_id"]), int(a["image_id"])))
+                conn.execute(f"UPDATE tasks SET review_outcome = 'corrected', updated_at = ? WHERE {where}", (stamp, *params))
+                out["corrected_images"].append(int(a["image_id"]))
+                split = conn.execute("SELECT split FROM images WHERE id = ?", (int(a["image_id"]),)).fetchone()[0]
+                if split == "test":
+                    out["test_labels_changed"].append(int(a["image_id"]))
+                continue
+            conn.execute("UPDATE images SET split = 'labeled' WHERE id = ? AND split = 'pool'", (int(a["image_id"]),))
+            labeled.add(int(a["image_id"]))
+        return labeled
