@@ -254,6 +254,7 @@ def _skipped_tasks(store: Store, url: str, image_ids: Sequence[int]) -> list[tup
     """``(local project row, task id, image id)`` of the skipped tasks of ``image_ids``;
     one sentence if an image has none."""
     tasks = store.tasks()
+    tasks = tasks[tasks["purpose"] == "label"]  # a skipped review leaves the labels as they are: nothing to resend or put back
     skipped = tasks[(tasks["status"] == "skipped") & tasks["image_id"].isin([int(i) for i in image_ids])] if not tasks.empty else tasks
     missing = sorted(set(int(i) for i in image_ids) - set(skipped["image_id"].tolist()))
     if missing:
