@@ -229,3 +229,36 @@ def aleatoric_epistemic_figure(detections: pd.DataFrame, max_points: int = 5000)
         fig.update_yaxes(title_text="epistemic", row=1, col=col)
     fig.update_layout(template=TEMPLATE, height=360, margin=dict(l=10, r=10, t=50, b=10), title="Aleatoric vs epistemic (pool detections)")
     return fig
+
+
+#: The Review page's colours: labels, the model's detections, and what is flagged.
+LABEL_COLOR, DETECTION_COLOR, FLAG_COLOR = "#2ca02c", "#ffffff", "#ff3b30"
+
+
+def review_figure(array: np.ndarray, overlay: dict[str, list[dict[str, Any]]], height: int = 560, frame: tuple[int, int] | None = None) -> go.Figure:
+    """An image with its labels (green, solid) and the model's detections (white, dashed); what
+    the review queue flagged (:func:`almdn.display.review_tables.image_overlay`) in red, thick,
+    with its kind. ``frame`` as :func:`mixture_figure`'s."""
+    w, h = frame if frame is not None else (array.shape[1], array.shape[0])
+    fig = go.Figure()
+    fig.add_layout_image(dict(source=_png_url(array), x=0, y=0, sizex=w, sizey=h, xref="x", yref="y", sizing="stretch", layer="below"))
+    points, texts = [(0.0, 0.0), (float(w), float(h))], ["", ""]
+    for d in overlay["detections"]:
+        _rect(fig, d["box"], FLAG_COLOR if d["flagged"] else DETECTION_COLOR, width=3 if d["flagged"] else 1.5, dash="dash")
+        points.append((0.5 * (d["box"][0] + d["box"][2]), 0.5 * (d["box"][1] + d["box"][3])))
+        texts.append(f"model: '{html_text(d['class_name'])}' {d['score']:.2f}" + (" (no label covers it)" if d["flagged"] else ""))
+    for label in overlay["labels"]:
+        _rect(fig, label["box"], FLAG_COLOR if label["flagged"] else LABEL_COLOR, width=3 if label["flagged"] else 2)
+        points.append((0.5 * (label["box"][0] + label["box"][2]), 0.5 * (label["box"][1] + label["box"][3])))
+        texts.append(f"label: '{html_text(label['class_name'])}'" + (f" (flagged: {label['flagged']})" if label["flagged"] else ""))
+        fig.add_annotation(x=label["box"][0], y=label["box"][1], text=html_text(label["class_name"]), showarrow=False, xanchor="left", yanchor="bottom",
+                           font=dict(color="white", size=LABEL_FONT), bgcolor=FLAG_COLOR if label["flagged"] else LABEL_COLOR, borderpad=1)
+    for item in overlay["items"]:
+        fig.add_annotation(x=item["box"][2], y=item["box"][3], text=item["kind"], showarrow=False, xanchor="right", yanchor="top",
+                           font=dict(color="white", size=LABEL_FONT), bgcolor=FLAG_COLOR, borderpad=1)
+    fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="markers", text=texts, hoverinfo="text",
+                             marker=dict(size=1, color="rgba(0,0,0,0)"), showlegend=False))
+    fig.update_xaxes(range=[0, w], visible=False, constrain="domain")
+    fig.update_yaxes(range=[h, 0], visible=False, scaleanchor="x")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=0, r=0, t=10, b=0))
+    return fig

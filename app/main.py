@@ -58,6 +58,7 @@ PAGES = {
         st.Page("views/pool.py", title="Pool", icon=":material/grid_view:", default=True),
         st.Page("views/image.py", title="Image", icon=":material/image_search:", url_path="image"),
         st.Page("views/label.py", title="Label", icon=":material/label:", url_path="label"),
+        st.Page("views/review.py", title="Review", icon=":material/rule:", url_path="review"),
         st.Page("views/train.py", title="Train", icon=":material/model_training:", url_path="train"),
         st.Page("views/history.py", title="History", icon=":material/timeline:", url_path="history"),
     ],

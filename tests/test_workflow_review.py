@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -175,3 +176,36 @@ def test_bad_choices_are_refused(project):
         review_queue(project, folds=1)
     with pytest.raises(InvalidChoice, match="scoring"):
         review_queue(project, scoring="cleanlab")  # the benchmark's baseline, never run time
+
+
+def test_find_label_errors_keeps_the_queue_and_the_detections_in_the_store(project, monkeypatch):
+    from almdn.workflow.review import find_label_errors
+
+    with Store.open(project, create=False) as store:
+        truth, classes = _true_labels(store), store.classes()
+        deleted_image, deleted, flipped_image, _, _ = _plant(store)
+        _a_perfect_detector(monkeypatch, truth, classes)
+        queue = find_label_errors(store)
+        kept, detections = store.latest_review_queue()
+    assert len(queue) >= 2 and set(queue["image_id"]) >= {deleted_image, flipped_image}
+    # read back identical (the whole queue: no top-k), nothing relabeled since
+    pd.testing.assert_frame_equal(kept.drop(columns="relabeled"), queue.reset_index(drop=True), check_dtype=False, rtol=1e-12)
+    assert not kept["relabeled"].any() and kept.attrs["folds"] == 0 and kept.attrs["num_labeled"] == len(truth)
+    # the detections drawn beside the labels: the queued images only, in the store's pixels
+    assert set(detections["image_id"]) <= set(queue["image_id"])
+    found = detections[detections["image_id"] == deleted_image]
+    assert any(c == deleted[0] and np.allclose([x1, y1, x2, y2], deleted[1:], atol=1e-3)
+               for c, x1, y1, x2, y2 in found[["class_name", "x1", "y1", "x2", "y2"]].itertuples(index=False))
+
+
+def test_the_review_job_runs_through_the_jobs_machinery(project):
+    from almdn.projects import jobs
+
+    job = jobs.start_job(project, "review", {"project_dir": str(project), "folds": 0})
+    state = job.wait(timeout=600)
+    assert state["status"] == "done", state.get("message")
+    assert "labeled images flagged by the current model (in sample)" in state["result"]["summary"]
+    with Store.open(project, create=False) as store:
+        kept = store.latest_review_queue()
+        assert kept is not None and kept[0].attrs["model_version"] == store.latest_model_version()
+        assert len(kept[0]) == state["result"]["items"]

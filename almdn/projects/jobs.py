@@ -46,7 +46,7 @@ from almdn.user_errors import user_message
 
 #: The job kinds and what each is called in a sentence; their functions are
 #: :data:`almdn.workflow.job_kinds.JOB_FUNCTIONS`.
-JOB_TITLES = {"retrain": "a retrain", "demo": "the demo project set-up", "label_studio": "the start of Label Studio"}
+JOB_TITLES = {"retrain": "a retrain", "demo": "the demo project set-up", "label_studio": "the start of Label Studio", "review": "a label review"}
 JOB_KINDS: tuple[str, ...] = tuple(JOB_TITLES)
 #: The module whose ``main`` a job's process runs (it registers the job functions).
 RUNNER_MODULE = "almdn.workflow.job_kinds"

@@ -16,6 +16,7 @@ from typing import Any
 from almdn.projects.demo_project import demo_job
 from almdn.projects.jobs import JOB_TITLES, run_job
 from almdn.workflow.labeling import label_studio_job
+from almdn.workflow.review import review_job
 from almdn.workflow.training import retrain_job
 
 #: Job kinds and the functions that do their work, ``fn(context, **params)``.
@@ -23,6 +24,7 @@ JOB_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "retrain": retrain_job,
     "demo": demo_job,
     "label_studio": label_studio_job,
+    "review": review_job,
 }
 assert set(JOB_FUNCTIONS) == set(JOB_TITLES), "every job kind has a title and a function"
 

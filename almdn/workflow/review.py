@@ -49,6 +49,9 @@ DEFAULT_TOP_K: int = 20
 #: The scoring that ranks the queue unless asked otherwise (the mixture-based one; the planted-noise
 #: benchmark, ``bench/label_noise.py``, measures it against the plain and entropy scorings and cleanlab).
 DEFAULT_SCORING: str = "mixture"
+#: Detections kept with a queue for drawing (:func:`find_label_errors`): the low-score ones would bury
+#: the image, and the rules judge labels by confident detections anyway.
+DRAW_THRESHOLD: float = 0.3
 #: The columns of :func:`review_queue`'s frame.
 QUEUE_COLUMNS: tuple[str, ...] = (
     "rank", "kind", "kind_name", "image_id", "file_name", "class_name", "other_class_name", "label_index", "detection",
@@ -119,12 +122,53 @@ def review_queue(
     """
     _check_choices(kind, scoring, folds, top_k)
     if isinstance(project, Store):
-        return _review_queue(project, kind, top_k, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop)
+        return _review_queue(project, kind, top_k, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop)[0]
     with Store.open(project, create=False) as store:
-        return _review_queue(store, kind, top_k, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop)
+        return _review_queue(store, kind, top_k, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop)[0]
 
 
-def _review_queue(store: Store, kind, top_k, folds, scoring, conf_threshold, settings, seed, progress, should_stop) -> pd.DataFrame:
+def find_label_errors(
+    project: str | os.PathLike[str] | Store,
+    folds: int = 0,
+    *,
+    scoring: str = DEFAULT_SCORING,
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD,
+    draw_threshold: float = DRAW_THRESHOLD,
+    settings: RoundSettings | None = None,
+    seed: int | None = None,
+    progress: Callable[[float, str | None], None] = _no_progress,
+    should_stop: Callable[[], bool] | None = None,
+) -> pd.DataFrame:
+    """Every flagged item of the labeled images (:func:`review_queue` with no ``top_k``), kept in
+    the store (:meth:`~almdn.projects.store.Store.write_review_queue`) with the model's
+    detections at or above ``draw_threshold`` on the queued images (store pixels; the Review
+    page draws them beside the labels). Returns the queue; nothing is kept when cancelled."""
+    _check_choices(None, scoring, folds, None)
+    if not isinstance(project, Store):
+        with Store.open(project, create=False) as store:
+            return find_label_errors(store, folds, scoring=scoring, conf_threshold=conf_threshold, draw_threshold=draw_threshold,
+                                     settings=settings, seed=seed, progress=progress, should_stop=should_stop)
+    queue, detections = _review_queue(project, None, None, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop)
+    detections = detections[(detections["score"] >= float(draw_threshold)) & detections["image_id"].isin(queue["image_id"])]
+    project.write_review_queue(queue, detections.reset_index(drop=True), model_version=queue.attrs["model_version"], folds=int(folds),
+                               scoring=scoring, conf_threshold=float(conf_threshold), num_labeled=queue.attrs["num_labeled"])
+    return queue
+
+
+def review_job(context, project_dir: str | None = None, folds: int = 0, scoring: str = DEFAULT_SCORING) -> dict[str, Any]:
+    """The Review page's "Find label errors" as a background job (:mod:`almdn.projects.jobs`),
+    in the manner of :func:`almdn.workflow.training.retrain_job`: progress, cancel, and a
+    one-sentence ``summary``."""
+    project_dir = Path(project_dir) if project_dir else context.folder.parent.parent
+    queue = find_label_errors(project_dir, int(folds), scoring=scoring, progress=context.progress, should_stop=context.cancelled)
+    counts = queue["kind"].value_counts() if len(queue) else pd.Series(dtype=int)
+    found = ", ".join(f"{int(counts[k])} {KIND_NAMES[k]}" for k in KINDS if k in counts) or "nothing that looks wrong"
+    how = f"{int(folds)} out-of-fold models" if folds else "the current model (in sample)"
+    return {"summary": f"{queue['image_id'].nunique() if len(queue) else 0} of {queue.attrs['num_labeled']} labeled images flagged by {how}: {found}.",
+            "items": int(len(queue))}
+
+
+def _review_queue(store: Store, kind, top_k, folds, scoring, conf_threshold, settings, seed, progress, should_stop) -> tuple[pd.DataFrame, pd.DataFrame]:
     from almdn.data.coco import CocoDetectionDataset
 
     settings = (settings or RoundSettings.load(store)).check()
@@ -160,7 +204,18 @@ def _review_queue(store: Store, kind, top_k, folds, scoring, conf_threshold, set
     queue = _queue(store, items, data, classes, scoring, top_k, seen, fold_by_image)
     queue.attrs.update(folds=fold_list, model_version=model_version, scoring=scoring, num_labeled=len(labeled))
     progress(1.0, None)
-    return queue
+    return queue, _in_store_pixels(detections, data, classes)
+
+
+def _in_store_pixels(detections: pd.DataFrame, data, classes: list[str]) -> pd.DataFrame:
+    """The detections with class names, their boxes in the store's pixels (a large image was decoded reduced)."""
+    out = detections[["image_id", "label", "score", *BOX_COLUMNS]].copy()
+    if len(out):
+        scale = np.array([data.decode_scale(data.index_of(int(i))) for i in out["image_id"]], dtype=np.float64).reshape(-1, 2)
+        for j, column in enumerate(BOX_COLUMNS):
+            out[column] = out[column].to_numpy(dtype=np.float64) / scale[:, j % 2]
+    out.insert(1, "class_name", np.array(["", *classes], dtype=object)[out["label"].to_numpy(dtype=np.int64)])
+    return out.drop(columns="label").reset_index(drop=True)
 
 
 def _detections(model, data, settings: RoundSettings, progress: Callable[[float], None] | None, should_stop) -> pd.DataFrame:
@@ -283,4 +338,4 @@ def queue_table(queue: pd.DataFrame) -> str:
     return shown.to_string(index=False)
 
 
-__all__ = ["DEFAULT_SCORING", "DEFAULT_TOP_K", "QUEUE_COLUMNS", "fresh_model", "queue_table", "review_queue"]
+__all__ = ["DEFAULT_SCORING", "DEFAULT_TOP_K", "DRAW_THRESHOLD", "QUEUE_COLUMNS", "find_label_errors", "fresh_model", "queue_table", "review_job", "review_queue"]

@@ -6,6 +6,8 @@ import common
 import streamlit as st
 from figures import aleatoric_epistemic_figure, labels_figure, learning_curve_figure, reliability_figure, uncertainty_histograms
 
+from presentation import as_text
+
 from almdn.display import store_tables as views
 
 st.title("History")
@@ -38,6 +40,18 @@ if detections.empty:
 else:
     st.plotly_chart(uncertainty_histograms(detections), key="histograms")
     st.plotly_chart(aleatoric_epistemic_figure(detections), key="scatter")
+review = store.review_summary()
+if review["sent"] or review["corrected_images"]:
+    st.subheader("Label review")
+    cols = st.columns(5)
+    for col, (key, title) in zip(cols, [("sent", "Review tasks sent"), ("open", "Still open"), ("unchanged", "Reviewed, unchanged"),
+                                         ("corrected_images", "Images corrected"), ("corrected_labels", "Labels corrected")]):
+        col.metric(title, review[key])
+stale = store.stale_model_versions()
+if not stale.empty:
+    names = ", ".join(stale["name"].astype(str))
+    st.warning(as_text(f"The test labels of {int(stale['changed_test_images'].max())} images changed by review after model versions {names} were evaluated: "
+               "their test mAP no longer measures the current test split; retrain to compare."), icon=":material/warning:")
 rounds = store.rounds()
 if not rounds.empty:
     st.subheader("Rounds")

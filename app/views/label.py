@@ -158,10 +158,11 @@ if batches.empty:
     st.caption("Nothing sent yet.")
 else:
     st.dataframe(
-        batches[["batch_id", "created_at", "model_version_id", "tasks", "annotated", "skipped", "deleted", "open", "progress", "status"]],
+        batches[["batch_id", "purpose", "created_at", "model_version_id", "tasks", "annotated", "skipped", "deleted", "open", "progress", "status"]],
         hide_index=True,
         column_config={"progress": st.column_config.ProgressColumn("finished", min_value=0, max_value=1, format="percent"),
-                       "model_version_id": st.column_config.NumberColumn("model version")},
+                       "model_version_id": st.column_config.NumberColumn("model version"),
+                       "purpose": st.column_config.TextColumn("purpose", help="label: pool images to label; review: labeled images sent back to correct (Review page)")},
     )
     if st.button("Import finished labels now", icon=":material/download:", disabled=not status.reachable):
         with common.sentence_on_error():

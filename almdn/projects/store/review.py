@@ -51,7 +51,7 @@ def labels_changed(before: Sequence[tuple], after: Sequence[tuple], tolerance: f
 
 
 def _frame_blob(frame: pd.DataFrame | None) -> bytes | None:
-    return None if frame is None else frame.to_json(orient="table", index=False).encode()
+    return None if frame is None else frame.to_json(orient="table", index=False, double_precision=15).encode()  # 15: float64 kept to the last digit that counts
 
 
 def _blob_frame(blob: bytes | None) -> pd.DataFrame | None:
