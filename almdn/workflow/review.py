@@ -86,6 +86,7 @@ def review_queue(
     seed: int | None = None,
     progress: Callable[[float, str | None], None] = _no_progress,
     should_stop: Callable[[], bool] | None = None,
+    include_test: bool = False,
 ) -> pd.DataFrame:
     """The ranked review queue of the project's labeled images.
 
@@ -103,6 +104,9 @@ def review_queue(
             device of the inference (default: the project's saved ones).
         seed: the folds' split (default: the settings' seed).
         progress, should_stop: as :func:`almdn.workflow.run_round`'s.
+        include_test: the test split's labels too, only on this explicit request (a changed
+            test label dates every earlier model's test mAP), scored by the current model
+            (never trained on them; in sample only).
 
     Returns:
         One row per flagged item (:data:`QUEUE_COLUMNS`), kind by kind (in ``KINDS`` order),
@@ -122,9 +126,9 @@ def review_queue(
     """
     _check_choices(kind, scoring, folds, top_k)
     if isinstance(project, Store):
-        return _review_queue(project, kind, top_k, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop)[0]
+        return _review_queue(project, kind, top_k, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop, include_test)[0]
     with Store.open(project, create=False) as store:
-        return _review_queue(store, kind, top_k, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop)[0]
+        return _review_queue(store, kind, top_k, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop, include_test)[0]
 
 
 def find_label_errors(
@@ -138,6 +142,7 @@ def find_label_errors(
     seed: int | None = None,
     progress: Callable[[float, str | None], None] = _no_progress,
     should_stop: Callable[[], bool] | None = None,
+    include_test: bool = False,
 ) -> pd.DataFrame:
     """Every flagged item of the labeled images (:func:`review_queue` with no ``top_k``), kept in
     the store (:meth:`~almdn.projects.store.Store.write_review_queue`) with the model's
@@ -147,8 +152,8 @@ def find_label_errors(
     if not isinstance(project, Store):
         with Store.open(project, create=False) as store:
             return find_label_errors(store, folds, scoring=scoring, conf_threshold=conf_threshold, draw_threshold=draw_threshold,
-                                     settings=settings, seed=seed, progress=progress, should_stop=should_stop)
-    queue, detections = _review_queue(project, None, None, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop)
+                                     settings=settings, seed=seed, progress=progress, should_stop=should_stop, include_test=include_test)
+    queue, detections = _review_queue(project, None, None, int(folds), scoring, conf_threshold, settings, seed, progress, should_stop, include_test)
     detections = detections[(detections["score"] >= float(draw_threshold)) & detections["image_id"].isin(queue["image_id"])]
     project.write_review_queue(queue, detections.reset_index(drop=True), model_version=queue.attrs["model_version"], folds=int(folds),
                                scoring=scoring, conf_threshold=float(conf_threshold), num_labeled=queue.attrs["num_labeled"])
@@ -168,7 +173,8 @@ def review_job(context, project_dir: str | None = None, folds: int = 0, scoring:
             "items": int(len(queue))}
 
 
-def _review_queue(store: Store, kind, top_k, folds, scoring, conf_threshold, settings, seed, progress, should_stop) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _review_queue(store: Store, kind, top_k, folds, scoring, conf_threshold, settings, seed, progress, should_stop,
+                  include_test: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     from almdn.data.coco import CocoDetectionDataset
 
     settings = (settings or RoundSettings.load(store)).check()
@@ -184,6 +190,10 @@ def _review_queue(store: Store, kind, top_k, folds, scoring, conf_threshold, set
                             "or a round), or review out of fold with --folds 4.")
     elif folds > len(labeled):
         raise UserError(f"{folds} folds need at least {folds} labeled images; the project has {len(labeled)}: use fewer folds.")
+    if include_test and folds:
+        raise UserError("Test labels are reviewed with the current model (--folds 0), which was never trained on them; leave out --folds.")
+    if include_test:
+        labeled = labeled + store.image_ids("test")
     folder = store.path.parent / "review" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # the exported labels and the fold models: private
     try:
@@ -310,7 +320,7 @@ def _queue(store: Store, items: pd.DataFrame, data, classes: list[str], scoring:
     scale = np.array([data.decode_scale(data.index_of(int(i))) for i in items["image_id"]], dtype=np.float64).reshape(-1, 2)
     for j, column in enumerate(BOX_COLUMNS):
         items[column] = items[column].to_numpy(dtype=np.float64) / scale[:, j % 2]
-    paths = store.images("labeled").set_index("image_id")["path"]
+    paths = store.images().set_index("image_id")["path"]
     items["path"] = paths.reindex(items["image_id"].astype("int64")).to_numpy()
     items["file_name"] = [Path(p).name if isinstance(p, str) else "" for p in items["path"]]
     names = np.array(["", *classes], dtype=object)
