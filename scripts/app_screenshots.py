@@ -48,6 +48,7 @@ PAGES = (
     PageShot("", "Open image", "pool"),
     PageShot("image", "The image's four uncertainties", "image"),
     PageShot("label", "Choose the next batch", "label"),
+    PageShot("review", "Score the labels with", "review"),
     PageShot("train", "Retrain", "train"),
     PageShot("history", "Labeled boxes per class", "history"),
     PageShot("settings", "Model, training and thresholds", "settings"),

@@ -50,6 +50,7 @@ def test_every_page_in_a_real_browser(project, tmp_path):
     assert "Pool images" in text["pool"] and "22" in text["pool"]
     assert "ranks 1 of 22 pool images" in text["image"]
     assert "Not connected to Label Studio" in text["label"]
+    assert "Find label errors" in text["review"] and "No review yet" in text["review"]
     assert "Retrain" in text["train"] and "mAP@0.5 (test)" in text["train"]
     assert "Labeled boxes per class" in text["history"]
     assert "Start a local Label Studio" in text["settings"]
