@@ -12,7 +12,7 @@ import click
 
 from almdn.cli.labeling import _open, _project_option, project  # the project commands' shared --project option and store opening
 from almdn.cli.errors import friendly
-from almdn.review.scoring import KINDS, SCORINGS
+from almdn.review.scoring import DEFAULT_SCORING, KINDS, SCORINGS
 
 
 @project.command("review")
@@ -22,7 +22,7 @@ from almdn.review.scoring import KINDS, SCORINGS
 @click.option("--folds", type=click.IntRange(min=0), default=0, show_default=True,
               help="0: score with the project's current model (quick, but it has learnt these labels); K >= 2: train K out-of-fold "
                    "models with the project's round settings, so that no model scores an image it was trained on (K trainings).")
-@click.option("--scoring", type=click.Choice(SCORINGS), default="mixture", show_default=True, help="What ranks the items.")
+@click.option("--scoring", type=click.Choice(SCORINGS), default=DEFAULT_SCORING, show_default=True, help="What ranks the items.")
 @click.option("--conf-threshold", type=float, default=None, help="A detection at or above this score is confident [default: 0.5].")
 @click.option("--push", "send", is_flag=True, help="Send the listed images to Label Studio as review tasks, their current labels "
               "as editable annotations (almdn pull brings the corrections back).")

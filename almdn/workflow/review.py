@@ -40,15 +40,12 @@ import pandas as pd
 from almdn.errors import Cancelled, InvalidChoice, UserError
 from almdn.registry import DEFAULT_CONF_THRESHOLD
 from almdn.review.folds import Fold, out_of_fold, out_of_fold_detections
-from almdn.review.scoring import BOX_COLUMNS, KIND_NAMES, KINDS, SCORINGS, label_quality, labels_frame
+from almdn.review.scoring import BOX_COLUMNS, DEFAULT_SCORING, KIND_NAMES, KINDS, SCORINGS, label_quality, labels_frame
 from almdn.projects.rounds import RoundSettings
 from almdn.projects.store import Store
 
 #: Items per kind in the queue unless asked otherwise.
 DEFAULT_TOP_K: int = 20
-#: The scoring that ranks the queue unless asked otherwise (the mixture-based one; the planted-noise
-#: benchmark, ``bench/label_noise.py``, measures it against the plain and entropy scorings and cleanlab).
-DEFAULT_SCORING: str = "mixture"
 #: Detections kept with a queue for drawing (:func:`find_label_errors`): the low-score ones would bury
 #: the image, and the rules judge labels by confident detections anyway.
 DRAW_THRESHOLD: float = 0.3

@@ -26,7 +26,8 @@ st.caption("The model looks at the images already labeled and flags labels that 
            "sure of its box (loose or shifted), and a label no detection covers at all (spurious).")
 
 # ----------------------------------------------------------------- find label errors
-SOURCES = {"in_sample": "current model (fast, in sample)", "out_of_fold": "out of fold: k new models (finds what the model memorised; k trainings)"}
+SOURCES = {"in_sample": "current model (fast; it has learnt these labels, so it misses some errors)",
+           "out_of_fold": "out of fold: k new models (finds more errors; k trainings)"}
 source = st.radio("Score the labels with", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="review-source")
 folds = 0
 if source == "out_of_fold":
