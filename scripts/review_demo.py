@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/review_demo.py --project /tmp/review-demo --out assets/screenshots
 
-The demo project (:func:`almdn.projects.demo_project.create_demo_project`'s data, split and
-round settings), except that its initial labeled set carries the planted-noise benchmark's
+The demo project (:func:`almdn.projects.demo_project.create_demo_project`: its data, initial
+set and round settings), except that its initial labeled set carries the planted-noise benchmark's
 errors (``bench/label_noise.py``'s :func:`corrupt`: 5 % of the boxes deleted, 5 % given another
 class, 5 % shifted or resized, 2 % spurious boxes added); the first round trains on them as a
 user's would (:func:`almdn.workflow.run_round`), "Find label errors" runs in sample
@@ -30,10 +30,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from app_screenshots import PageShot, screenshots, streamlit_server  # noqa: E402
 from label_noise import corrupt  # noqa: E402
 
-from almdn.data.demo import generate_demo_dataset  # noqa: E402
-from almdn.projects.demo_project import DemoProjectConfig  # noqa: E402
 from almdn.data.records import BoxRecord  # noqa: E402
-from almdn.projects.sources import coco_records  # noqa: E402
+from almdn.projects.demo_project import create_demo_project  # noqa: E402
 from almdn.projects.store import Store  # noqa: E402
 from almdn.review.scoring import labels_frame  # noqa: E402
 
@@ -48,9 +46,10 @@ def planted_records(records, classes: list[str], rng: np.random.Generator):
         targets.append({"boxes": boxes, "labels": np.array([classes.index(b.class_name) + 1 for b in r.boxes], dtype=np.int64)})
     labels = labels_frame(targets, list(range(len(records))))
     corrupted, deleted = corrupt(labels, len(classes), (records[0].width, records[0].height), rng)
+    by_image = dict(tuple(corrupted.groupby("image_id")))  # one pass; an image may have lost every box
     out = []
     for i, r in enumerate(records):
-        rows = corrupted[corrupted["image_id"] == i]
+        rows = by_image.get(i, corrupted.iloc[:0])
         boxes = [BoxRecord(classes[int(row.label) - 1], float(row.x1), float(row.y1), float(row.x2), float(row.y2)) for row in rows.itertuples()]
         out.append(dataclasses.replace(r, boxes=boxes))
     return out, corrupted, deleted
@@ -58,31 +57,17 @@ def planted_records(records, classes: list[str], rng: np.random.Generator):
 
 def build(project: Path, seed: int) -> None:
     """The project with planted errors, its first model, and an in-sample review queue."""
-    from almdn.projects.rounds import RoundSettings
-    from almdn.workflow import run_round
     from almdn.workflow.review import find_label_errors
 
-    config = DemoProjectConfig()
-    info = generate_demo_dataset(project / "data", config.data, progress=False)
-    with Store.open(project, name="demo with planted label errors") as store:
-        if not store.classes():
-            records, classes = coco_records(info["train_annotations"])
-            test_records, _ = coco_records(info["test_annotations"])
-            rng = np.random.default_rng(seed)
-            initial = set(rng.choice(len(records), size=config.initial, replace=False).tolist())
-            labeled, corrupted, deleted = planted_records([r for i, r in enumerate(records) if i in initial], classes, rng)
-            pool = [dataclasses.replace(r, boxes=None) for i, r in enumerate(records) if i not in initial]
-            with store.transaction():
-                store.add_classes(classes)
-                store.add_images(labeled, split="labeled", source="demo with planted errors")
-                store.add_images(pool, split="pool", source="demo (pool)")
-                store.add_images(test_records, split="test", source="demo (test)")
-                config.settings.save(store)
-                store.set_meta(PLANTED_META, f"{len(deleted)} missing, " + ", ".join(
-                    f"{int((corrupted['planted'] == k).sum())} {k}" for k in ("class", "loose", "spurious")))
-        if store.latest_model_version(scored=True) is None:
-            print("training the first model on the planted labels ...", flush=True)
-            print(run_round(store, RoundSettings.load(store), note="first model, on labels with planted errors").summary(), flush=True)
+    def plant(store: Store, records, classes: list[str]):
+        labeled, corrupted, deleted = planted_records(records, classes, np.random.default_rng(seed))
+        store.set_meta(PLANTED_META, f"{len(deleted)} missing, " + ", ".join(
+            f"{int((corrupted['planted'] == k).sum())} {k}" for k in ("class", "loose", "spurious")))
+        return labeled
+
+    print("creating the demo project with planted label errors, training its first model ...", flush=True)
+    print(create_demo_project(project, name="demo with planted label errors", relabel=plant)["summary"], flush=True)
+    with Store.open(project, create=False) as store:
         if store.latest_review_queue() is None:
             print("finding label errors (in sample) ...", flush=True)
             find_label_errors(store, 0)

@@ -48,3 +48,20 @@ def test_not_ready_without_a_store(tmp_path, monkeypatch):
     assert not is_ready(tmp_path / "nothing")
     monkeypatch.setenv("ALMDN_PROJECTS", str(tmp_path / "p"))
     assert default_projects_root() == tmp_path / "p"
+
+
+def test_relabel_replaces_the_initial_labels_in_the_import_transaction(tmp_path):
+    import dataclasses
+
+    def relabel(store, records, classes):
+        store.set_meta("test.relabeled", str(len(records)))
+        return [dataclasses.replace(r, boxes=[dataclasses.replace(b, class_name=classes[0]) for b in r.boxes]) for r in records]
+
+    config = tiny_config()
+    create_demo_project(tmp_path / "relabeled", config, name="relabeled demo", relabel=relabel)
+    with Store.open(tmp_path / "relabeled", create=False) as store:
+        labels = store.labels(split="labeled")
+        assert store.meta("test.relabeled") == str(config.initial)
+        assert store.name == "relabeled demo"
+        assert set(labels["class_name"]) == {"0"} and len(labels) > config.initial
+        assert store.counts()["pool"] == config.data.num_train - config.initial

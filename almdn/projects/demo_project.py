@@ -30,6 +30,7 @@ from almdn.projects.store import STORE_FILE, Store
 
 if TYPE_CHECKING:
     from almdn.data.demo import DemoConfig
+    from almdn.data.records import ImageRecord
 
 DEMO_NAME = "demo"
 #: Store meta key marking a finished import of the demo data.
@@ -100,9 +101,14 @@ def create_demo_project(
     progress: Callable[[float, str | None], None] = lambda fraction, stage=None: None,
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    name: str = DEMO_NAME,
+    relabel: Callable[[Store, list[ImageRecord], list[str]], list[ImageRecord]] | None = None,
 ) -> dict[str, Any]:
     """Create (or finish creating) the demo project in ``project_dir``; returns a summary.
 
+    ``relabel(store, records, classes)`` may replace the initial labeled set's records before
+    they are stored, inside the import's transaction (``scripts/review_demo.py`` plants label
+    errors there and notes them in the store's meta); ``name`` is the project's name.
     Progress: data 0-15 %, store 15-20 %, initial model 20-100 %.
     """
     from almdn.data.demo import generate_demo_dataset
@@ -114,7 +120,7 @@ def create_demo_project(
     progress(0.0, f"generating the demo dataset ({config.data.num_train} pool + {config.data.num_test} test images)")
     info = generate_demo_dataset(demo_data_dir(project_dir), config.data, progress=False)
     progress(0.15, "creating the project store")
-    store = Store.open(project_dir, name=DEMO_NAME)
+    store = Store.open(project_dir, name=name)
     try:
         if store.meta(_IMPORTED_KEY) != "1":
             train_records, classes = coco_records(info["train_annotations"])
@@ -125,7 +131,9 @@ def create_demo_project(
             pool = [dataclasses.replace(r, boxes=None) for i, r in enumerate(train_records) if i not in initial]
             with store.transaction():  # all or nothing: a half-imported demo is never seen
                 store.add_classes(classes)
-                store.add_images(labeled, split="labeled", source="demo (initial labeled set)")
+                if relabel is not None:
+                    labeled = relabel(store, labeled, classes)
+                store.add_images(labeled, split="labeled", source="demo (initial labeled set)" if relabel is None else f"{name} (initial labeled set)")
                 store.add_images(pool, split="pool", source="demo (pool)")
                 store.add_images(test_records, split="test", source="demo (test)")
                 store.set_meta(_IMPORTED_KEY, "1")
@@ -137,7 +145,7 @@ def create_demo_project(
             result = run_round(
                 store, RoundSettings.load(store),
                 progress=lambda f, stage=None: progress(0.2 + 0.8 * f, stage),
-                on_metrics=on_metrics, should_stop=should_stop, note="initial model of the demo project",
+                on_metrics=on_metrics, should_stop=should_stop, note=f"initial model of the {name} project",
             )
         counts = store.counts()
     finally:
