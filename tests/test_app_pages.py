@@ -20,6 +20,7 @@ from almdn.projects.sources import coco_records
 from almdn.projects.rounds import RoundSettings
 from almdn.workflow import run_round
 from almdn.projects.store import Store
+from almdn.acquisition.stored import DEFAULT_ACQUISITION, acquisition_scores, select_for_labeling
 from label_studio.client import save_connection
 from label_studio.server import free_port
 from tests.app_support import APP, TINY_DEMO_SIZES, TINY_SETTINGS, add_corrupt_pool_image, built_project, project, write_small_box_dataset  # noqa: F401
@@ -304,10 +305,14 @@ def test_label_page_without_label_studio(project):
     assert any(t.startswith("Not connected to Label Studio") for t in texts(at, "warning"))
     send = next(b for b in at.button if b.label.startswith("Send"))
     assert send.disabled
-    # the preview still works: the top-K of the ranking
+    # the preview still works: the top-K by the default method (DEFAULT_ACQUISITION)
+    assert at.selectbox(key="label_method").value == DEFAULT_ACQUISITION == "entropy"
     with Store.open(project, create=False) as store:
-        top = store.pool_ranking()["image_id"].iloc[:10].tolist()
-    assert at.get("image")[0].proto.imgs[0].caption.startswith(f"#{top[0]} · rank 1")
+        top = select_for_labeling(store, 10, DEFAULT_ACQUISITION).image_ids
+        best = acquisition_scores(store, DEFAULT_ACQUISITION).max()
+        assert acquisition_scores(store, DEFAULT_ACQUISITION)[top[0]] == best
+        paper_rank = int(store.pool_ranking().set_index("image_id").loc[top[0], "rank"])
+    assert at.get("image")[0].proto.imgs[0].caption.startswith(f"#{top[0]} · rank {paper_rank}")
     at.number_input(key="label_k").set_value(3).run()
     assert len(at.get("image")[0].proto.imgs) == 3
     at.selectbox(key="label_method").set_value("random").run()

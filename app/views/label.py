@@ -13,7 +13,7 @@ from presentation import ACQUISITION_LABELS, as_text
 
 from almdn import workflow
 from almdn.display import labeling_status as labeling
-from almdn.acquisition.stored import ACQUISITION_METHODS, select_for_labeling
+from almdn.acquisition.stored import ACQUISITION_METHODS, DEFAULT_ACQUISITION, select_for_labeling
 from almdn.user_errors import USER_ERRORS
 from almdn.projects.rounds import plural
 
@@ -94,7 +94,8 @@ else:
     c1, c2 = st.columns([1, 3])
     n_pool = len(store.image_ids("pool"))
     k = int(c1.number_input("K images", min_value=1, max_value=max(1, n_pool), value=min(10, max(1, n_pool)), key="label_k"))
-    method = c2.selectbox("Acquisition method", ACQUISITION_METHODS, format_func=ACQUISITION_LABELS.get, key="label_method")
+    method = c2.selectbox("Acquisition method", ACQUISITION_METHODS, index=ACQUISITION_METHODS.index(DEFAULT_ACQUISITION),
+                          format_func=ACQUISITION_LABELS.get, key="label_method")
     selection = None
     with common.sentence_on_error():
         selection = select_for_labeling(store, k, method, mv)
