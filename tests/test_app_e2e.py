@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from almdn import workflow
 from almdn.projects import jobs
-from almdn.acquisition.stored import select_for_labeling
+from almdn.acquisition.stored import DEFAULT_ACQUISITION, select_for_labeling
 from almdn.projects.demo_project import create_demo_project
 from almdn.projects.store import Store
 from label_studio.server import LABEL_STUDIO_VERSION, Credentials, LocalServer, free_port
@@ -71,7 +71,7 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
     with Store.open(project, create=False) as store:
         before = store.counts()
         first_version = store.latest_model_version()
-        expected = select_for_labeling(store, K).image_ids
+        expected = select_for_labeling(store, K, DEFAULT_ACQUISITION).image_ids  # the Label page's default
         paths = {i: str(Path(store.image(i)["path"]).resolve()) for i in expected}
 
     at = AppTest.from_file(str(APP), default_timeout=180)
@@ -164,7 +164,7 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
             assert api.post(f"/api/tasks/{skipped_task}/annotations/", params={"project": project_id}, json=skip).status_code == 201  # skipped again
         with Store.open(project, create=False) as store:
             assert store.tasks().set_index("task_id").at[skipped_task, "status"] == "open"
-            assert skipped_image not in select_for_labeling(store, 100).image_ids  # it is out for labeling
+            assert skipped_image not in select_for_labeling(store, 100, DEFAULT_ACQUISITION).image_ids  # it is out for labeling
         _button(at, "Import finished labels now").click().run()
         at.run()  # the import ran below the skipped list: draw the page again
         # ... or put back into the pool: its task is deleted, a later batch may choose it again
@@ -174,7 +174,7 @@ def test_send_annotate_import_retrain(tmp_path, monkeypatch):
         with httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=60) as api:
             assert api.get(f"/api/tasks/{skipped_task}").status_code == 404
         with Store.open(project, create=False) as store:
-            assert skipped_image in select_for_labeling(store, 100).image_ids
+            assert skipped_image in select_for_labeling(store, 100, DEFAULT_ACQUISITION).image_ids
             assert store.image(skipped_image)["split"] == "pool"
 
         # ---- Train: retrain (the tiny budget of the project's settings)
