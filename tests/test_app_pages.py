@@ -309,8 +309,8 @@ def test_label_page_without_label_studio(project):
     assert at.selectbox(key="label_method").value == DEFAULT_ACQUISITION == "entropy"
     with Store.open(project, create=False) as store:
         top = select_for_labeling(store, 10, DEFAULT_ACQUISITION).image_ids
-        best = acquisition_scores(store, DEFAULT_ACQUISITION).max()
-        assert acquisition_scores(store, DEFAULT_ACQUISITION)[top[0]] == best
+        scores = acquisition_scores(store, DEFAULT_ACQUISITION)
+        assert scores[top[0]] == scores.max()
         paper_rank = int(store.pool_ranking().set_index("image_id").loc[top[0], "rank"])
     assert at.get("image")[0].proto.imgs[0].caption.startswith(f"#{top[0]} · rank {paper_rank}")
     at.number_input(key="label_k").set_value(3).run()

@@ -133,7 +133,7 @@ def create_demo_project(
                 store.add_classes(classes)
                 if relabel is not None:
                     labeled = relabel(store, labeled, classes)
-                store.add_images(labeled, split="labeled", source="demo (initial labeled set)" if relabel is None else f"{name} (initial labeled set)")
+                store.add_images(labeled, split="labeled", source=f"{name} (initial labeled set)")
                 store.add_images(pool, split="pool", source="demo (pool)")
                 store.add_images(test_records, split="test", source="demo (test)")
                 store.set_meta(_IMPORTED_KEY, "1")
