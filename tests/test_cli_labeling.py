@@ -10,6 +10,7 @@ import stat
 import pytest
 from click.testing import CliRunner
 
+from almdn.acquisition.stored import DEFAULT_ACQUISITION, select_for_labeling
 from almdn.cli import main
 from almdn.projects.store import Store
 from label_studio.client import IMAGE_KEY
@@ -94,6 +95,11 @@ def test_score_connect_push_pull(scored_project, ls_server):
     with Store.open(project) as store:
         project_id = int(store.ls_projects()["project_id"].iloc[0])
     tasks = annotator.tasks(project_id)
+    # without --method, push sends the batch the Label page proposes by default
+    with Store.open(project) as store:
+        expected = select_for_labeling(store, 3, DEFAULT_ACQUISITION, exclude_sent=False).image_ids
+    assert sorted(t["data"][IMAGE_KEY] for t in tasks) == sorted(int(i) for i in expected)
+    assert {t["data"]["selected_by"] for t in tasks} == {DEFAULT_ACQUISITION}
     annotator.submit(project_id, tasks[0]["id"], [("dog", (1.0, 2.0, 30.0, 40.0))], size=(128, 128))
     annotator.submit(project_id, tasks[1]["id"], [("zebra", (1.0, 2.0, 30.0, 40.0))], size=(128, 128))
     annotator.close()

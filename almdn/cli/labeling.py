@@ -270,11 +270,15 @@ def _api_token(token_file: Path | None) -> str:
 @click.option("--model-version", type=int, default=None, help="Rank by this model version (default: the latest scored).")
 @click.option("--method", default=None, metavar="METHOD",
               help="Acquisition method: almdn, almdn:<aggregation>, entropy, random, or a two-stage one (almdn+kcenter_balanced, almdn+kcenter, "
-                   "almdn+balance, almdn+power, typiclust); default: the model version's own score. Each task's data says why its image was chosen.")
+                   "almdn+balance, almdn+power, typiclust); default: the Label page's default (almdn.acquisition.stored.DEFAULT_ACQUISITION, "
+                   "chosen by the demo protocol). Each task's data says why its image was chosen.")
 @friendly
 def push(project_dir, top_k, model_version, method) -> None:
-    """Send the top-K of the pool ranking (or K images by --method) to Label Studio, with the model's detections."""
+    """Send K pool images chosen by --method to Label Studio, with the model's detections."""
+    from almdn.acquisition.stored import DEFAULT_ACQUISITION
     from almdn.workflow import push as push_batch
+
+    method = method or DEFAULT_ACQUISITION  # the same batch the app's Label page proposes
 
     with _open(project_dir) as store:
         click.echo(str(push_batch(store, project_dir, top_k, model_version=model_version, method=method)))
