@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 
 from almdn.acquisition.baselines import coreset_scores, loss_prediction_scores, mean_entropy_scores, random_scores
+from almdn.acquisition.methods import PoolInputs, get_method
 from almdn.acquisition.selection import select_batch
 
 
@@ -26,6 +27,19 @@ def test_entropy_is_the_mean_over_an_image_s_detections():
     assert scores.loc[2] == 1.5 and abs(scores.loc[3] - 0.1) < 1e-12
     assert np.isnan(scores.loc[4])  # no detection: the selection policy decides
     assert select_batch(scores, 1).image_ids == [2]  # the planted uncertain image first
+
+
+def test_score_weighted_entropy_counts_each_detection_by_its_score():
+    # image 1: a sure object of low entropy and a faint one of high entropy; image 2 only faint ones
+    frame = pd.DataFrame({"image_id": [1, 1, 2, 2], "score": [0.9, 0.1, 0.1, 0.3], "cls_entropy": [0.2, 1.2, 1.0, 0.6]})
+    scores = mean_entropy_scores(frame, [1, 2, 3], score_weighted=True)
+    assert abs(scores.loc[1] - (0.9 * 0.2 + 0.1 * 1.2) / 1.0) < 1e-12  # 0.3, not the plain mean 0.7
+    assert abs(scores.loc[2] - (0.1 * 1.0 + 0.3 * 0.6) / 0.4) < 1e-12  # 0.7: the image of faint detections is ranked, first
+    assert np.isnan(scores.loc[3])
+    assert select_batch(scores, 1).image_ids == [2]
+    method = get_method("entropy_weighted")
+    assert method.detection_threshold(0.5, 0.05) == 0.05 and get_method("entropy").detection_threshold(0.5, 0.05) == 0.5
+    assert method.score(PoolInputs([1, 2, 3], detections=frame)).scores.equals(scores)
 
 
 def _brute_force_k_center(pool, labeled, budget):

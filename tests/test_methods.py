@@ -37,7 +37,7 @@ def pool(tiny_demo):
     return data.subset(range(12)), [int(i) for i in data.image_ids[:12]], data.subset(range(12, 20))
 
 
-@pytest.mark.parametrize("name", ["almdn", "almdn_eff", "almdn_weighted", "almdn:sum_all", "random", "entropy", "coreset", "llal", "mc_dropout", "ensemble"])
+@pytest.mark.parametrize("name", ["almdn", "almdn_eff", "almdn_weighted", "almdn:sum_all", "random", "entropy", "entropy_weighted", "coreset", "llal", "mc_dropout", "ensemble"])
 def test_every_method_gives_one_finite_score_per_pool_image(pool, name):
     images, ids, labeled = pool
     method = get_method(name, ensemble_size=2)

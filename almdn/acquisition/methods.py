@@ -16,7 +16,8 @@ the ``almdn`` method of their aggregation.
 Names (:func:`get_method`): ``almdn`` (the paper's score on the gmm head, ``max_all``),
 ``almdn_eff`` (the same on the eff head), ``almdn_eq5`` / ``almdn_type2`` (a detector trained
 with that classification loss), ``almdn_weighted`` (every detection above the low threshold,
-weighted by its score), ``almdn:<aggregation>`` / ``almdn_eff:<aggregation>`` (any
+weighted by its score), ``entropy_weighted`` (the same for the mean class entropy),
+``almdn:<aggregation>`` / ``almdn_eff:<aggregation>`` (any
 aggregation of Tab. 2, e.g. ``almdn:sum_cls``), ``random``, ``entropy``, ``coreset``,
 ``llal``, ``mc_dropout``, ``ensemble``; ``typiclust`` (the cold-start choice); and any of them
 followed by ``+<stage>``, a second stage that turns the scores into a batch
@@ -123,10 +124,11 @@ class Method:
         members: independently trained models (the ensemble's 3).
         cls_loss: the classification loss its detector trains with ("eq5" or "type2"); None
             keeps the experiment's (``model.cls_loss``, else :data:`almdn.registry.DEFAULT_CLS_LOSS`).
-        weighting: which detections the almdn score reads: "threshold" (the paper's: those
-            scoring at least the confidence threshold) or "score" (every detection above the
-            low threshold, each uncertainty weighted by the detection's score, so that every
-            image with a detection is ranked; :func:`~almdn.acquisition.aggregation.image_scores`).
+        weighting: which detections the almdn or entropy score reads: "threshold" (the paper's:
+            those scoring at least the confidence threshold) or "score" (every detection above
+            the low threshold, each uncertainty weighted by the detection's score, so that every
+            image with a detection is ranked; :func:`~almdn.acquisition.aggregation.image_scores`,
+            :func:`~almdn.acquisition.baselines.mean_entropy_scores`).
         batch: the second stage that chooses the batch from the scores (None: the top B).
     """
 
@@ -162,7 +164,7 @@ class Method:
 
     def detection_threshold(self, conf_threshold: float, low_threshold: float) -> float:
         """The score from which a detection counts for this method (Sec. 3.3's threshold; the
-        low one for a score-weighted almdn)."""
+        low one for a score-weighted method)."""
         return low_threshold if self.weighting == "score" else conf_threshold
 
     def score(self, inputs: PoolInputs) -> PoolScores:
@@ -227,7 +229,7 @@ def _pool_zeros(method: Method, inputs: PoolInputs) -> pd.Series:
 #: kind -> the function from a method and its inputs to the scores (or the almdn table).
 _SCORERS: dict[str, Callable[[Method, PoolInputs], Any]] = {
     "almdn": _almdn,
-    "entropy": lambda m, i: mean_entropy_scores(i.detections, list(i.pool_ids)),
+    "entropy": lambda m, i: mean_entropy_scores(i.detections, list(i.pool_ids), score_weighted=m.weighting == "score"),
     "llal": lambda m, i: loss_prediction_scores(i.predicted_loss, list(i.pool_ids)),
     "mc_dropout": lambda m, i: mean_entropy_scores(i.passes, list(i.pool_ids)),
     "ensemble": lambda m, i: mean_entropy_scores(i.passes, list(i.pool_ids)),
@@ -246,6 +248,7 @@ METHODS: dict[str, Callable[[float, int], Method]] = {
     "almdn_weighted": lambda dropout, size: Method("almdn_weighted", "almdn", weighting="score"),
     "random": lambda dropout, size: Method("random", "random"),
     "entropy": lambda dropout, size: Method("entropy", "entropy"),
+    "entropy_weighted": lambda dropout, size: Method("entropy_weighted", "entropy", weighting="score"),
     "coreset": lambda dropout, size: Method("coreset", "coreset"),
     "llal": lambda dropout, size: Method("llal", "llal", loss_prediction=True),
     "mc_dropout": lambda dropout, size: Method("mc_dropout", "mc_dropout", extras_dropout=dropout),

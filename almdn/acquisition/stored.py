@@ -30,8 +30,7 @@ ACQUISITION_METHODS = (
     "almdn", "almdn:sum_all", "almdn:max_loc", "almdn:max_cls", "almdn:max_al", "almdn:max_ep", "entropy", "random",
     "almdn+kcenter_balanced", "almdn+kcenter", "almdn+balance", "almdn+power", "typiclust",
 )
-#: The Label page's default (``almdn project push`` without ``--method`` keeps the model
-#: version's own score), chosen by measurement: on both demo
+#: The Label page's default, and ``almdn push``'s without ``--method``, chosen by measurement: on both demo
 #: protocols (``bench/runs/demo``, ``bench/runs/shapes``) entropy had the largest area under
 #: mAP@0.5 against labeled images, paired by seed with random, of every method measured;
 #: the paper's score bought more boxes for less (README, "Active learning on the 5-seed protocol").
