@@ -24,6 +24,7 @@ from almdn.acquisition.diversity import (
     reserve_count,
     typicality,
     typiclust,
+    weighted_kcenter_greedy,
 )
 
 CENTRES = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0], [10.0, 40.0]])
@@ -73,6 +74,22 @@ def test_kcenter_starts_from_given_centers():
     fixed = np.flatnonzero(blob < 2)[[0, 30]]
     picks_d = kcenter_greedy_from_distances(euclidean_distances(x), 3, fixed=fixed)
     assert sorted(blob[picks_d]) == [2, 3, 4] and not set(picks_d) & set(fixed)
+
+
+def test_weighted_kcenter_follows_the_weight_and_reports_each_pick_s_distance():
+    x, blob = _blobs()
+    plain, dist = weighted_kcenter_greedy(x, 3, centers=CENTRES[:2])
+    assert np.array_equal(plain, kcenter_greedy(x, 3, centers=CENTRES[:2]))
+    assert np.allclose(dist, [np.linalg.norm(x[p] - np.concatenate([CENTRES[:2], x[plain[:k]]]), axis=1).min() for k, p in enumerate(plain)])
+    assert np.all(np.diff(dist) <= 0)  # farthest first: each pick no farther than the one before
+    # blob 4 (10, 40) is the farthest from the labeled blobs; a weight of 5 on blob 2 (0, 20)
+    # until a point of it is picked makes blob 2 the first pick instead
+    def weight(picks):
+        return np.where((blob == 2) & ~np.isin(2, blob[picks]), 5.0, 1.0)
+    weighted, _ = weighted_kcenter_greedy(x, 3, centers=CENTRES[:2], weight=weight)
+    assert blob[plain[0]] == 4 and blob[weighted[0]] == 2 and sorted(blob[weighted]) == [2, 3, 4]
+    _, first_dist = weighted_kcenter_greedy(x, 1)
+    assert np.isinf(first_dist[0])  # no centers: the first pick has no nearest center
 
 
 def test_kmedoids_picks_one_medoid_per_planted_cluster_near_its_centre():

@@ -175,39 +175,17 @@ def weighted_kcenter(
     Why: diversity alone spends the batch on odd backgrounds; the rarity weight steers it to
     regions that hold the classes the labeled set lacks.
     """
-    x = np.asarray(embeddings, dtype=np.float64)
-    n = len(x)
-    budget = min(int(budget), n)
-    if budget <= 0:
-        return np.zeros(0, np.int64), np.zeros(0)
-    has_centers = labeled_embeddings is not None and len(labeled_embeddings) > 0
-    if has_centers:
-        dist = diversity.euclidean_distances(x, np.asarray(labeled_embeddings, dtype=np.float64)).min(axis=1)
-    else:  # nothing labeled: start from the point nearest the mean, as k-center does
-        dist = np.full(n, np.inf)
-    weighted = balance > 0 and class_mass is not None and labeled_counts is not None
-    counts = None if not weighted else np.asarray(labeled_counts, dtype=np.float64).copy()
-    mass = None if not weighted else np.asarray(class_mass, dtype=np.float64)
-    share = None if not weighted else mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-12)
-    available = np.ones(n, bool)
-    picks, at_pick = [], []
-    for _ in range(budget):
-        if np.isinf(dist[available]).all():
-            first = int(np.argmin(((x - x.mean(0)) ** 2).sum(1) + np.where(available, 0, np.inf)))
-            i, d = first, np.inf
-        else:
-            gain = np.where(np.isfinite(dist), dist, 0.0)
-            if weighted:
-                gain = gain * (1.0 + balance * (share @ diversity.class_rarity(counts)))
-            i = int(np.argmax(np.where(available, gain, -np.inf)))
-            d = float(dist[i])
-        picks.append(i)
-        at_pick.append(d)
-        available[i] = False
-        dist = np.minimum(dist, np.sqrt(((x - x[i]) ** 2).sum(1)))
-        if weighted:
-            counts += mass[i]
-    return np.asarray(picks, np.int64), np.asarray(at_pick)
+    weight = None
+    if balance > 0 and class_mass is not None and labeled_counts is not None:
+        mass = np.asarray(class_mass, dtype=np.float64)
+        share = mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-12)
+        counts = np.asarray(labeled_counts, dtype=np.float64)
+
+        def weight(picks: np.ndarray) -> np.ndarray:  # the rarity once the picks so far are labeled
+            return 1.0 + balance * (share @ diversity.class_rarity(counts + mass[picks].sum(axis=0)))
+
+    centers = labeled_embeddings if labeled_embeddings is not None and len(labeled_embeddings) else None
+    return diversity.weighted_kcenter_greedy(embeddings, max(int(budget), 0), centers, weight)
 
 
 def _candidate_stage(

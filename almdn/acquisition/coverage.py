@@ -53,21 +53,27 @@ def _min_distance_to(x: np.ndarray, centers: np.ndarray, chunk_size: int = 4096)
     return out
 
 
-def _farthest_first(min_dist: np.ndarray, budget: int, distance_to, first: int | None = None) -> np.ndarray:
+def _farthest_first(min_dist: np.ndarray, budget: int, distance_to, first: int | None = None, weight=None) -> tuple[np.ndarray, np.ndarray]:
     """Greedy farthest-first from the current ``min_dist`` (-inf marks an excluded point).
 
     ``distance_to(i)`` gives every point's distance to point ``i``; ``first`` (if given) is
-    the first pick. The argmax takes the first maximum, so ties go to input order; picked
-    points are masked so none repeats.
+    the first pick. ``weight(picks)`` (if given) is a positive factor per point on its distance,
+    from the picks so far (a weighted k-center's gain). The argmax takes the first maximum, so
+    ties go to input order; picked points are masked so none repeats. Returns the picks and each
+    pick's distance to its nearest center when it was picked.
     """
     min_dist = min_dist.copy()
     picks = np.empty(min(budget, int(np.sum(min_dist > -np.inf))), dtype=np.int64)
+    at_pick = np.empty(len(picks))
     for k in range(len(picks)):
-        i = first if (k == 0 and first is not None) else int(np.argmax(min_dist))
-        picks[k] = i
+        if k == 0 and first is not None:
+            i = first
+        else:
+            i = int(np.argmax(min_dist if weight is None else min_dist * weight(picks[:k])))
+        picks[k], at_pick[k] = i, min_dist[i]
         min_dist = np.minimum(min_dist, distance_to(i))
         min_dist[picks[: k + 1]] = -np.inf
-    return picks
+    return picks, at_pick
 
 
 def kcenter_greedy(features, budget: int, centers=None) -> np.ndarray:
@@ -91,10 +97,19 @@ def kcenter_greedy(features, budget: int, centers=None) -> np.ndarray:
     Returns:
         ``min(budget, N)`` distinct indices into ``features``, in pick order.
     """
+    return weighted_kcenter_greedy(features, budget, centers)[0]
+
+
+def weighted_kcenter_greedy(features, budget: int, centers=None, weight=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`kcenter_greedy` whose gain is the distance to the nearest center times
+    ``weight(picks)``, a positive factor per point computed from the picks so far (e.g. the
+    rarity of each image's predicted classes once the picks are labeled; None: 1). Returns the
+    picks and each pick's distance to its nearest center when it was picked (inf for a first
+    pick without ``centers``)."""
     budget = _check_budget(budget)
     x = _as_matrix(features)
     if budget == 0 or len(x) == 0:
-        return _EMPTY.copy()
+        return _EMPTY.copy(), np.zeros(0)
     c = None if centers is None else _as_matrix(centers, "centers")
     first = None
     if c is not None and len(c):
@@ -109,7 +124,7 @@ def kcenter_greedy(features, budget: int, centers=None) -> np.ndarray:
     def distance_to(i: int) -> np.ndarray:
         return np.sqrt(np.maximum(sq + sq[i] - 2.0 * (x @ x[i]), 0.0))
 
-    return _farthest_first(min_dist, budget, distance_to, first)
+    return _farthest_first(min_dist, budget, distance_to, first, weight)
 
 
 def kcenter_greedy_from_distances(distances, budget: int, fixed=None) -> np.ndarray:
@@ -143,7 +158,7 @@ def kcenter_greedy_from_distances(distances, budget: int, fixed=None) -> np.ndar
     else:
         min_dist = np.full(n, np.inf)
         first = int(np.argmin(d.sum(axis=1)))
-    return _farthest_first(min_dist, budget, lambda i: d[:, i], first)
+    return _farthest_first(min_dist, budget, lambda i: d[:, i], first)[0]
 
 
 def kmedoids(distances, k: int, init=None, max_iter: int = 50) -> np.ndarray:

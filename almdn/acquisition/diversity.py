@@ -50,6 +50,7 @@ __all__ = [
     "reserve_count",
     "typicality",
     "typiclust",
+    "weighted_kcenter_greedy",
 ]
 
 POWER_MODES = sampling.POWER_MODES
@@ -67,3 +68,4 @@ power_sample = sampling.power_sample
 reserve_count = sampling.reserve_count
 typicality = cold_start.typicality
 typiclust = cold_start.typiclust
+weighted_kcenter_greedy = coverage.weighted_kcenter_greedy
