@@ -122,3 +122,15 @@ def test_score_weighted_uncertainties_rank_every_image_with_a_detection_and_weig
     assert math.isnan(weighted.loc[12, "score"])
     unweighted = image_scores(frame, [10, 11, 12]).set_index("image_id")
     assert unweighted.loc[11, "score"] > unweighted.loc[10, "score"]  # without weights the faint one wins
+
+
+def test_score_driver_names_the_uncertainty_the_score_comes_from():
+    from almdn.acquisition.aggregation import score_driver
+
+    table = pd.DataFrame({"image_id": [1, 2, 3], "z_loc_aleatoric": [0.5, 3.0, np.nan], "z_loc_epistemic": [0.1, 0.2, np.nan],
+                          "z_cls_aleatoric": [1.0, 0.3, np.nan], "z_cls_epistemic": [2.25, -1.0, np.nan], "score": [2.25, 3.0, np.nan]})
+    driver, z = score_driver(table)
+    assert driver.tolist() == ["cls_epistemic", "loc_aleatoric", None] and z[:2].tolist() == [2.25, 3.0] and np.isnan(z[2])
+    # under an aggregation of the class head only, the box uncertainty cannot drive
+    assert score_driver(table, "max_cls")[0].tolist() == ["cls_epistemic", "cls_aleatoric", None]
+    assert score_driver(table[["image_id", "score"]])[0].tolist() == [None, None, None]

@@ -89,3 +89,22 @@ def aggregate(table: pd.DataFrame, aggregation: str = DEFAULT_AGGREGATION) -> pd
     score = values.max(axis=1, skipna=True) if op == "max" else values.sum(axis=1, min_count=1)
     score[table["num_detections"].fillna(0).to_numpy() == 0] = np.nan
     return score.astype(np.float64)
+
+
+def score_driver(table: pd.DataFrame, aggregation: str = DEFAULT_AGGREGATION) -> tuple[np.ndarray, np.ndarray]:
+    """Which uncertainty an image's final score comes from: under a "max" aggregation (Tab. 2)
+    the one whose z-value is the score, under a "sum" the largest term. Returns, per row of
+    ``table`` (with the ``z_*`` columns of :func:`image_scores`), the uncertainty's name (None
+    without a score) and its z-value (NaN without). An unknown aggregation reads all four; a
+    column the table lacks (a head without that uncertainty) does not count."""
+    _, members = AGGREGATIONS.get(aggregation, AGGREGATIONS[DEFAULT_AGGREGATION])
+    names = [SHORT_NAMES[m] for m in members if f"z_{SHORT_NAMES[m]}" in table]
+    if not names:
+        return np.full(len(table), None, dtype=object), np.full(len(table), np.nan)
+    z = table[[f"z_{n}" for n in names]].to_numpy(dtype=np.float64)
+    has = ~np.isnan(z).all(axis=1)
+    if "score" in table:
+        has &= table["score"].notna().to_numpy()
+    best = np.argmax(np.where(np.isnan(z), -np.inf, z), axis=1)
+    driver = np.where(has, np.array(names, dtype=object)[best], None)
+    return driver, np.where(has, z[np.arange(len(z)), best], np.nan)

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from almdn.acquisition import diversity
+from almdn.acquisition.aggregation import score_driver
 
 #: The second stages of :class:`BatchPolicy` and what each needs beside the scores.
 STAGE2_NEEDS: dict[str, frozenset[str]] = {
@@ -314,14 +315,11 @@ def _reserved_picks(pool: BatchInputs, finite: np.ndarray, picks: list[int], n_r
 def score_drivers(table: pd.DataFrame) -> pd.Series:
     """Per image (index: image id), the z-scored uncertainty its score comes from, in words
     (e.g. "cls_epistemic z 2.31"), from an :func:`~almdn.acquisition.aggregation.image_scores`
-    table; None without a score."""
-    z = [c for c in table.columns if c.startswith("z_")]
-    if not z or "image_id" not in table:
+    table (:func:`~almdn.acquisition.aggregation.score_driver`); None without a score."""
+    if "image_id" not in table or not any(c.startswith("z_") for c in table.columns):
         return pd.Series(None, index=table.get("image_id", pd.Index([])), dtype=object)
-    values = table[z].to_numpy(dtype=np.float64)
-    has = ~np.isnan(values).all(axis=1)
-    best = np.nanargmax(np.where(np.isnan(values), -np.inf, values), axis=1)
-    words = [f"{z[b][2:]} z {values[i, b]:.2f}" if has[i] else None for i, b in enumerate(best)]
+    driver, z = score_driver(table)
+    words = [f"{name} z {value:.2f}" if name is not None else None for name, value in zip(driver, z)]
     return pd.Series(words, index=table["image_id"].to_numpy(), dtype=object)
 
 

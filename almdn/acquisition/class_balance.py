@@ -90,15 +90,22 @@ def class_balanced_greedy(
     base = np.full(len(s), -np.inf)
     base[finite] = _positive_scores(s[finite], floor)
     share = _normalise_rows(mass) if normalize else mass
+    return _running_greedy(finite, counts, mass, budget, lambda c: base * (1.0 + strength * (share @ class_rarity(c, smoothing))))
+
+
+def _running_greedy(eligible: np.ndarray, counts: np.ndarray, mass: np.ndarray, budget: int, gain) -> np.ndarray:
+    """Greedy picks among ``eligible`` by ``gain(counts)`` (one value per image), each pick's
+    ``mass`` row added to the running ``counts`` (the labeled set's once the picks are
+    labeled); the images not eligible follow, in input order, while the budget lasts."""
+    counts = counts.copy()
+    available = eligible.copy()
     picks = []
-    available = finite.copy()
-    for _ in range(min(budget, int(finite.sum()))):
-        gain = np.where(available, base * (1.0 + strength * (share @ class_rarity(counts, smoothing))), -np.inf)
-        i = int(np.argmax(gain))
+    for _ in range(min(budget, int(eligible.sum()))):
+        i = int(np.argmax(np.where(available, gain(counts), -np.inf)))
         picks.append(i)
         available[i] = False
         counts += mass[i]
-    rest = np.flatnonzero(~finite)[: budget - len(picks)]
+    rest = np.flatnonzero(~eligible)[: budget - len(picks)]
     return np.concatenate([np.asarray(picks, dtype=np.int64), rest]).astype(np.int64)
 
 
@@ -150,16 +157,5 @@ def divergence_greedy(class_dist, labeled_dist, budget: int) -> np.ndarray:
         raise ValueError("class masses must be non-negative")
     if budget == 0 or len(p) == 0:
         return _EMPTY.copy()
-    has_mass = p.sum(axis=1) > 0
-    available = has_mass.copy()
-    picks = []
-    for _ in range(min(budget, int(has_mass.sum()))):
-        ref = q if q.sum() > 0 else np.ones_like(q)
-        gain = np.where(available, jensen_shannon(p, ref), -np.inf)
-        i = int(np.argmax(gain))
-        picks.append(i)
-        available[i] = False
-        q += p[i]
-    rest = np.flatnonzero(~has_mass)[: budget - len(picks)]
-    return np.concatenate([np.asarray(picks, dtype=np.int64), rest]).astype(np.int64)
+    return _running_greedy(p.sum(axis=1) > 0, q, p, budget, lambda ref: jensen_shannon(p, ref if ref.sum() > 0 else np.ones_like(ref)))
 

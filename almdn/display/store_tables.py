@@ -111,14 +111,10 @@ def score_drivers(ranking: pd.DataFrame, detections: pd.DataFrame, aggregation: 
     Returns columns ``driver`` (e.g. "cls_epistemic", None without a score),
     ``driver_detection`` (the detection's index, nullable) and ``driven_by`` (in words).
     """
-    from almdn.acquisition.aggregation import AGGREGATIONS, SHORT_NAMES
+    from almdn.acquisition.aggregation import score_driver
 
-    _, members = AGGREGATIONS.get(aggregation, AGGREGATIONS[DEFAULT_AGGREGATION])
-    names = [SHORT_NAMES[m] for m in members]
-    z = ranking[[f"z_{n}" for n in names]].to_numpy(dtype=np.float64)
-    has = ~np.isnan(z).all(axis=1) & ranking["score"].notna().to_numpy()
-    best = np.nanargmax(np.where(np.isnan(z), -np.inf, z), axis=1)
-    driver = np.where(has, np.array(names, dtype=object)[best], None)
+    driver, _ = score_driver(ranking, aggregation)
+    has = pd.notna(driver)
     # per image and uncertainty, the detection with the largest value (first on ties)
     source: dict[str, dict[int, tuple[int, str]]] = {}
     if len(detections):
