@@ -62,6 +62,9 @@ ROUND_HEAD_TYPES: tuple[str, ...] = MIXTURE_HEAD_TYPES
 #: Detections at or above this score are the ones kept, scored and shown (Sec. 3.4's
 #: "detections" of an image; the SSD convention the paper follows).
 DEFAULT_CONF_THRESHOLD: float = 0.5
+#: Detections at or above this score count, each weighted by its score, for the score-weighted
+#: methods (entropy_weighted, almdn_weighted): every image with a faint detection is ranked.
+DEFAULT_LOW_THRESHOLD: float = 0.05
 #: K, the number of mixture components per box coordinate and per class (Eq. 2); the paper
 #: uses 4. A head may have 1 (a single Gaussian: no epistemic spread) to 16.
 DEFAULT_NUM_COMPONENTS: int = 4

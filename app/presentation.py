@@ -97,6 +97,7 @@ ACQUISITION_LABELS = {
     "almdn:max_al": "almdn: aleatoric only (max of box, class)",
     "almdn:max_ep": "almdn: epistemic only (max of box, class)",
     "entropy": "entropy: mean class entropy of the detections (Roy et al.)",
+    "entropy_weighted": "entropy over every detection down to the low threshold, each weighted by its score (images without a sure detection compete)",
     "random": "random sample of the pool",
     "almdn+kcenter_balanced": "almdn, then diverse and class-balanced: k-center over image embeddings weighted to rare classes, 10% for images with no detection",
     "almdn+kcenter": "almdn, then diverse: k-center over image embeddings among the top 4K",

@@ -232,10 +232,15 @@ def test_scores_round_trip_and_pool_ranking(store, tmp_path):
     assert store.model_version("first")["metrics"] == {"map50": 0.4}
     assert store.model_versions()["num_scored"].tolist() == [4]
 
+    # a scoring without the score-weighted entropy (schema 6's writer) stores none and no low threshold
+    assert stored["entropy_weighted"].isna().all() and store.model_version(mv)["low_threshold"] is None
+
     # Scoring again replaces, never duplicates.
     images2, detections2 = _scores(pool, [1, 1, 1, 1], seed=1)
-    store.write_scores(mv, images2, detections2)
+    store.write_scores(mv, images2.assign(entropy_weighted=[0.25, np.nan, 1.5, 0.75]), detections2, low_threshold=0.05)
     assert len(store.detections(mv)) == 4
+    assert store.image_scores(mv)["entropy_weighted"].tolist()[::2] == [0.25, 1.5] and np.isnan(store.image_scores(mv)["entropy_weighted"].iloc[1])
+    assert store.model_version(mv)["low_threshold"] == 0.05
 
 
 def test_scores_with_a_label_outside_the_classes_are_refused(store, tmp_path):

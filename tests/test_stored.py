@@ -29,6 +29,23 @@ def test_acquisition_scores_by_method(store):
         acquisition_scores(store, "coreset")
 
 
+def test_entropy_weighted_ranks_by_the_stored_weighted_entropy_and_asks_an_old_scoring_to_rescore(store):
+    from almdn.errors import InvalidChoice
+
+    pool = store.image_ids("pool")
+    stored = store.image_scores().set_index("image_id")["entropy_weighted"].reindex(pool)
+    assert stored.notna().any()
+    scores = acquisition_scores(store, "entropy_weighted")
+    assert scores.index.tolist() == pool and scores.to_numpy() == pytest.approx(stored.to_numpy(), nan_ok=True)
+    batch = select_for_labeling(store, 3, "entropy_weighted")
+    assert batch.image_ids == stored.sort_values(ascending=False, kind="stable").index[:3].tolist()
+    assert all(r.startswith("mean class entropy rank") for r in batch.reasons)
+    with store.transaction() as conn:  # a scoring made before the store kept it (schema 6)
+        conn.execute("UPDATE scorings SET low_threshold = NULL")
+    with pytest.raises(InvalidChoice, match="scored before the store kept the score-weighted entropy; score the pool again"):
+        acquisition_scores(store, "entropy_weighted")
+
+
 def test_selection_leaves_out_images_already_sent(store):
     first = select_for_labeling(store, 5)
     assert first.image_ids == views.pool_table(store)["image_id"].iloc[:5].tolist()

@@ -153,7 +153,7 @@ def test_the_cli_and_the_app_store_the_same_scores_for_the_same_model_and_pool(p
         app_images, cli_images = (store.image_scores(mv).sort_values("image_id").reset_index(drop=True) for mv in (by_app, by_cli))
         assert app_images["image_id"].tolist() == cli_images["image_id"].tolist() and bad not in app_images["image_id"].tolist()
         assert app_images["num_detections"].tolist() == cli_images["num_detections"].tolist()
-        for column in ("score", *UNCERTAINTY_NAMES, *Z_NAMES):
+        for column in ("score", *UNCERTAINTY_NAMES, *Z_NAMES, "entropy_weighted"):
             assert cli_images[column].to_numpy(dtype=float) == pytest.approx(app_images[column].to_numpy(dtype=float), rel=1e-5, abs=1e-6, nan_ok=True)
         app_dets, cli_dets = (store.detections(mv).sort_values(["image_id", "detection"]).reset_index(drop=True) for mv in (by_app, by_cli))
         assert app_dets[["image_id", "detection", "class_name"]].equals(cli_dets[["image_id", "detection", "class_name"]])
@@ -331,6 +331,36 @@ def test_describe_training_names_a_changed_starting_point(project):
 
 
 # --------------------------------------------------------------------------- embeddings kept by the scoring (issue 19)
+
+
+def test_scoring_keeps_the_confident_detections_and_the_faint_ones_weighted_entropy_from_one_pass(project):
+    from almdn.acquisition.baselines import mean_entropy_scores
+    from almdn.acquisition.scoring import kept_pool_detections
+    from almdn.data.images import ImageFolderDataset
+    from almdn.engine.checkpoint import load_model
+    from almdn.workflow import score_pool, write_scoring
+
+    with Store.open(project, create=False) as store:
+        model = load_model(store.model_version(1)["checkpoint"], device="cpu")
+        pool = store.images("pool")
+        dataset = ImageFolderDataset(pool["path"].tolist())
+        dataset.image_ids = pool["image_id"].tolist()
+        faint = kept_pool_detections(model, dataset, 0.05, 16, "cpu").detections
+        conf = float(faint.groupby("image_id")["score"].max().median())  # some images keep a detection, others none
+        settings = dataclasses.replace(TINY_SETTINGS, conf_threshold=conf, low_threshold=0.05)
+        scoring = score_pool(store, model, settings, embeddings=False)
+        kept = kept_pool_detections(model, dataset, conf, 16, "cpu").detections
+        # the kept detections are exactly a pass at the confidence threshold: the same rows, numbered alike
+        assert 0 < len(kept) < len(faint)
+        assert scoring.detections[["image_id", "detection", "label", "score"]].equals(kept[["image_id", "detection", "label", "score"]])
+        weighted = scoring.images.set_index("image_id")["entropy_weighted"]
+        assert weighted.to_numpy() == pytest.approx(mean_entropy_scores(faint, dataset.image_ids, score_weighted=True).to_numpy(), nan_ok=True)
+        # an image without a confident detection still has a weighted entropy to be ranked by
+        unsure = scoring.images.loc[scoring.images["num_detections"] == 0, "image_id"]
+        assert len(unsure) and weighted.loc[unsure].notna().all()
+        write_scoring(store, 1, scoring, settings)
+        assert store.model_version(1)["low_threshold"] == 0.05
+        assert store.image_scores(1)["entropy_weighted"].to_numpy() == pytest.approx(weighted.to_numpy(), nan_ok=True)
 
 
 def test_scoring_keeps_the_embeddings_of_acquisition_features_in_one_pass(project):

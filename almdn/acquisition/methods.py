@@ -222,6 +222,15 @@ def _almdn(method: Method, inputs: PoolInputs):
     return image_scores(inputs.detections, list(inputs.pool_ids), method.aggregation, score_weighted=method.weighting == "score")
 
 
+def _entropy(method: Method, inputs: PoolInputs) -> pd.Series:
+    """The mean class entropy of each image's detections (score-weighted: over the faint ones
+    too); a project's stored per-image value where given (``image_table``)."""
+    weighted = method.weighting == "score"
+    if inputs.image_table is not None and weighted:
+        return inputs.image_table["entropy_weighted"].astype(np.float64).rename("score")
+    return mean_entropy_scores(inputs.detections, list(inputs.pool_ids), score_weighted=weighted)
+
+
 def _pool_zeros(method: Method, inputs: PoolInputs) -> pd.Series:
     return pd.Series(0.0, index=pd.Index(list(inputs.pool_ids), name="image_id"), name="score")
 
@@ -229,7 +238,7 @@ def _pool_zeros(method: Method, inputs: PoolInputs) -> pd.Series:
 #: kind -> the function from a method and its inputs to the scores (or the almdn table).
 _SCORERS: dict[str, Callable[[Method, PoolInputs], Any]] = {
     "almdn": _almdn,
-    "entropy": lambda m, i: mean_entropy_scores(i.detections, list(i.pool_ids), score_weighted=m.weighting == "score"),
+    "entropy": lambda m, i: _entropy(m, i),
     "llal": lambda m, i: loss_prediction_scores(i.predicted_loss, list(i.pool_ids)),
     "mc_dropout": lambda m, i: mean_entropy_scores(i.passes, list(i.pool_ids)),
     "ensemble": lambda m, i: mean_entropy_scores(i.passes, list(i.pool_ids)),

@@ -33,7 +33,7 @@ from almdn.engine.checkpoint import resolve_device
 from almdn.engine.inference import KeptDetections, kept_detections, kept_mask, predict
 from almdn.models import UNCERTAINTY_NAMES
 from almdn.models.postprocess import BOX_KEYS
-from almdn.registry import DEFAULT_CONF_THRESHOLD
+from almdn.registry import DEFAULT_CONF_THRESHOLD, DEFAULT_LOW_THRESHOLD
 # The pandas half (Tab. 2 aggregations, z-scores) lives in a torch-free module that the app reads.
 from almdn.acquisition.aggregation import AGGREGATIONS, DEFAULT_AGGREGATION, SHORT_NAMES, aggregate, image_scores  # noqa: F401
 
@@ -234,7 +234,7 @@ def method_inputs(
     budget: int = 0,
     seed: int = 0,
     conf_threshold: float = DEFAULT_CONF_THRESHOLD,
-    low_threshold: float = 0.05,
+    low_threshold: float = DEFAULT_LOW_THRESHOLD,
     mc_passes: int = 25,
     batch_size: int = 32,
     device: str | torch.device | None = None,

@@ -27,7 +27,7 @@ from almdn.projects.store import Store, StoreError
 #: two-stage methods (:mod:`almdn.acquisition.batch`): the paper's score picks candidates, a
 #: second stage the batch.
 ACQUISITION_METHODS = (
-    "almdn", "almdn:sum_all", "almdn:max_loc", "almdn:max_cls", "almdn:max_al", "almdn:max_ep", "entropy", "random",
+    "almdn", "almdn:sum_all", "almdn:max_loc", "almdn:max_cls", "almdn:max_al", "almdn:max_ep", "entropy", "entropy_weighted", "random",
     "almdn+kcenter_balanced", "almdn+kcenter", "almdn+balance", "almdn+power", "typiclust",
 )
 #: The Label page's default, and ``almdn push``'s without ``--method``, chosen by measurement: on both demo
@@ -65,15 +65,20 @@ def _scored_version(store: Store, model_version: int | None) -> int:
 
 def stored_inputs(store: Store, method: Method, model_version: int | None = None, seed: int = 0) -> PoolInputs:
     """What ``method`` reads, from the model version's stored scoring of the current pool:
-    the stored z-scored uncertainties per image (the almdn methods) or the stored kept
-    detections (entropy); nothing for random."""
+    the stored z-scored uncertainties per image (the almdn methods), the stored score-weighted
+    entropy per image (entropy_weighted) or the stored kept detections (entropy); nothing for
+    random. A scoring made before the store kept the weighted entropy gives one sentence."""
     pool_ids = store.image_ids("pool")
     inputs = PoolInputs(pool_ids, seed=seed)
     if not method.needs:
         return inputs
     mv = _scored_version(store, model_version)
-    if method.kind == "almdn":
+    if method.kind == "almdn" or method.weighting == "score":
         inputs.image_table = store.image_scores(mv).set_index("image_id").reindex(pd.Index(pool_ids, name="image_id"))
+        low = store.model_version(mv).get("low_threshold")
+        if method.kind == "entropy" and (low is None or low != low):  # NULL: scored before schema 7
+            raise InvalidChoice(f"Model version {mv} was scored before the store kept the score-weighted entropy; score the pool again "
+                                "(Retrain, or almdn project score) to rank by entropy_weighted.")
     else:
         inputs.detections = store.detections(mv, pool_ids)
     return inputs

@@ -41,7 +41,7 @@ from almdn.engine.fit import build_starting_model, train_evaluate_save
 from almdn.engine.inference import kept_mask, predict
 from almdn.engine.quality import headline
 from almdn.engine.train import TrainConfig
-from almdn.registry import DEFAULT_CONF_THRESHOLD, DEFAULT_NUM_COMPONENTS, UNCERTAINTY_NAMES
+from almdn.registry import DEFAULT_CONF_THRESHOLD, DEFAULT_LOW_THRESHOLD, DEFAULT_NUM_COMPONENTS, UNCERTAINTY_NAMES
 
 METRIC_KEYS = ("map50", "map75", "map", "voc07_map50")
 #: Flat mixture-collapse and uncertainty-quality numbers recorded per cycle (:func:`almdn.engine.quality.headline`).
@@ -79,7 +79,7 @@ class ExperimentConfig:
         seeds: independent trials (different initial sets and initialisations).
         methods: acquisition methods (see :mod:`almdn.acquisition.methods`).
         conf_threshold: detections kept for scoring (and for the uncertainty-quality report).
-        low_threshold: detections a score-weighted method reads (``almdn_weighted``).
+        low_threshold: detections a score-weighted method reads (``almdn_weighted``, ``entropy_weighted``).
         no_detection: policy for pool images without a kept detection ("last" or "random").
         mc_passes, mc_dropout, ensemble_size: the multi-pass baselines' settings.
         transfer: architectures trained on each acquired set afterwards (Tab. 7), with
@@ -97,7 +97,7 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     methods: list[str] = field(default_factory=lambda: ["almdn", "random"])
     conf_threshold: float = DEFAULT_CONF_THRESHOLD
-    low_threshold: float = 0.05
+    low_threshold: float = DEFAULT_LOW_THRESHOLD
     no_detection: str = "last"
     mc_passes: int = 25
     mc_dropout: float = 0.1

@@ -14,7 +14,7 @@ from typing import Any
 
 from almdn.errors import UserError
 from almdn.registry import (
-    AUGMENT_POLICIES, CLASS_LOSSES, DEFAULT_AGGREGATION, DEFAULT_AUGMENT, DEFAULT_CLS_LOSS, DEFAULT_CONF_THRESHOLD,
+    AUGMENT_POLICIES, CLASS_LOSSES, DEFAULT_AGGREGATION, DEFAULT_AUGMENT, DEFAULT_CLS_LOSS, DEFAULT_CONF_THRESHOLD, DEFAULT_LOW_THRESHOLD,
     DEFAULT_NUM_COMPONENTS, DEFAULT_OPTIMIZER, FIXED_IMAGE_SIZES, MAX_COMPONENTS, MIN_COMPONENTS, OPTIMIZERS,
     ROUND_ARCH_NAMES, ROUND_HEAD_TYPES,
 )
@@ -69,6 +69,9 @@ class RoundSettings:
             every cycle, so versions compare like with like; "previous": fine-tune the latest
             model version's weights when it has the same architecture, head, K and classes.
         conf_threshold: detections with at least this score count for scoring (Sec. 3.3).
+        low_threshold: detections with at least this score (or ``conf_threshold`` where that
+            is lower) count, weighted by it, for the score-weighted mean class entropy a
+            scoring also stores (``entropy_weighted``).
         aggregation: how the four z-scored uncertainties make an image's score (Tab. 2).
         seed: initial weights and data order.
         device: "auto", "cpu", "cuda", ...
@@ -91,6 +94,7 @@ class RoundSettings:
     start_from: str = "initial"
     init: str = "imagenet"
     conf_threshold: float = DEFAULT_CONF_THRESHOLD
+    low_threshold: float = DEFAULT_LOW_THRESHOLD
     aggregation: str = DEFAULT_AGGREGATION
     seed: int = 0
     device: str = "auto"
@@ -126,6 +130,8 @@ class RoundSettings:
             problems.append("the learning rate must be positive")
         if not 0.0 <= float(self.conf_threshold) < 1.0:
             problems.append(f"the confidence threshold {self.conf_threshold} is outside [0, 1)")
+        if not 0.0 <= float(self.low_threshold) < 1.0:
+            problems.append(f"the low threshold {self.low_threshold} is outside [0, 1)")
         if self.aggregation not in AGGREGATIONS:
             problems.append(f"aggregation '{self.aggregation}' is not one of Tab. 2's ({', '.join(AGGREGATIONS)})")
         if problems:

@@ -67,8 +67,10 @@ def score_pool(
     import numpy as np
     import torch
 
+    from almdn.acquisition.baselines import mean_entropy_scores
     from almdn.acquisition.methods import PoolInputs, paper_method
     from almdn.acquisition.scoring import kept_pool_detections
+    from almdn.engine.inference import kept_mask
     from almdn.data.images import ImageFolderDataset
 
     t0 = time.perf_counter()
@@ -96,8 +98,11 @@ def score_pool(
     hook = trunk.register_forward_hook(keep_embedding) if embeddings else None
     try:
         # the one scoring path (almdn score's too): kept detections, boxes in the images' own pixels
-        detections, readable = kept_pool_detections(
-            model, dataset, float(settings.conf_threshold), int(settings.score_batch_size), settings.device, progress=progress_bar,
+        # one pass at the lower threshold: the kept detections are its rows at the confidence
+        # threshold (numbered before any threshold, so the same rows as a pass at it)
+        low = min(float(settings.low_threshold), float(settings.conf_threshold))
+        faint, readable = kept_pool_detections(
+            model, dataset, low, int(settings.score_batch_size), settings.device, progress=progress_bar,
             on_progress=(lambda done, total: progress(share * done / max(total, 1))) if progress is not None else None, should_stop=should_stop,
         )
     finally:
@@ -110,7 +115,10 @@ def score_pool(
         for i in np.flatnonzero(~readable).tolist()
     ]
     ids = [dataset.image_ids[i] for i in ok]
+    detections = faint[kept_mask(faint["score"].to_numpy(dtype=np.float32), float(settings.conf_threshold))].reset_index(drop=True)
     table = paper_method(settings.aggregation).score(PoolInputs(ids, detections=detections)).table
+    # entropy_weighted's score from the faint detections too, so the images without a sure one are ranked
+    table["entropy_weighted"] = mean_entropy_scores(faint, ids, score_weighted=True).to_numpy()
     scoring = PoolScoring(table, detections, unreadable, 0.0, embeddings_note=note)
     if embeddings:
         vectors = torch.cat(pooled) if pooled else torch.zeros(0, 0)
@@ -163,7 +171,8 @@ def _labeled_embeddings(model, labeled, batch_size: int, device, should_stop, pr
 def write_scoring(store: Store, model_version: int, scoring: PoolScoring, settings: RoundSettings) -> None:
     """The scores, the list of unreadable pool files and the image embeddings, in one transaction."""
     with store.transaction():
-        store.write_scores(model_version, scoring.images, scoring.detections, aggregation=settings.aggregation, conf_threshold=float(settings.conf_threshold))
+        store.write_scores(model_version, scoring.images, scoring.detections, aggregation=settings.aggregation, conf_threshold=float(settings.conf_threshold),
+                           low_threshold=min(float(settings.low_threshold), float(settings.conf_threshold)))
         store.set_meta(unreadable_key(model_version), json.dumps(scoring.unreadable))
         if scoring.embeddings is not None:  # else none: write_scores dropped an earlier scoring's
             store.write_embeddings(model_version, scoring.embedding_ids, scoring.embeddings)

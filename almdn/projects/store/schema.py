@@ -196,6 +196,13 @@ MIGRATIONS: list[str] = [
         detections BLOB
     );
     """,
+    # 6 -> 7 (issue 19): per scored image, the mean class entropy of its detections above the
+    # low threshold, each weighted by its score (the entropy_weighted acquisition; NULL for an
+    # image without such a detection), and that threshold (NULL: a scoring made before).
+    """
+    ALTER TABLE image_scores ADD COLUMN entropy_weighted REAL;
+    ALTER TABLE scorings ADD COLUMN low_threshold REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

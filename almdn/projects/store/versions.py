@@ -14,6 +14,9 @@ from almdn.projects.store.schema import Z_NAMES, StoreError, _finite, now  # _fi
 if TYPE_CHECKING:
     import pandas as pd
 
+#: An image score's columns after its detection count: the four raw uncertainties, their
+#: z-values, the final score, the score-weighted class entropy (schema 7).
+_IMAGE_SCORE_COLUMNS = (*UNCERTAINTY_NAMES, *Z_NAMES, "score", "entropy_weighted")
 
 class VersionsMixin:
     """Rounds, model versions (and the labeled set each was trained on), their scores, detections
@@ -69,7 +72,7 @@ class VersionsMixin:
         """Model versions with checkpoint, metrics (dict), round, labeled-set size and scoring."""
         frame = self._frame(
             """SELECT m.id AS model_version_id, m.name, m.checkpoint, m.metrics, m.round_id, m.num_labeled, m.created_at,
-                      s.aggregation, s.conf_threshold, s.num_images AS num_scored, s.scored_at
+                      s.aggregation, s.conf_threshold, s.low_threshold, s.num_images AS num_scored, s.scored_at
                FROM model_versions m LEFT JOIN scorings s ON s.model_version_id = m.id ORDER BY m.id"""
         )
         frame["metrics"] = [json.loads(m) for m in frame["metrics"]]
@@ -95,13 +98,16 @@ class VersionsMixin:
 
     # ------------------------------------------------------------------ scores
 
-    def write_scores(self, model_version: int, images: pd.DataFrame, detections: pd.DataFrame, aggregation: str = DEFAULT_AGGREGATION, conf_threshold: float | None = None) -> None:
+    def write_scores(self, model_version: int, images: pd.DataFrame, detections: pd.DataFrame, aggregation: str = DEFAULT_AGGREGATION, conf_threshold: float | None = None,
+                     low_threshold: float | None = None) -> None:
         """Store one scoring of the pool by ``model_version`` (replacing an earlier one).
 
         Args:
             images: :func:`almdn.acquisition.scoring.image_scores` output: ``image_id``,
                 ``num_detections``, the four raw uncertainties, their ``z_`` values, ``score``
-                (NaN for images without a kept detection).
+                (NaN for images without a kept detection) and, where the scoring made it,
+                ``entropy_weighted`` (:func:`almdn.workflow.score_pool`), made from the
+                detections above ``low_threshold`` (None: not made).
             detections: :func:`almdn.acquisition.scoring.detections_frame` output:
                 ``image_id``, ``detection``, ``label`` (1..C), ``score``, ``x1..y2`` (pixels),
                 the four uncertainties and ``cls_entropy``.
@@ -113,8 +119,10 @@ class VersionsMixin:
         missing = [c for c in ("image_id", "detection", "label", "score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES) if c not in detections.columns]
         if missing:
             raise StoreError(f"The detections lack columns {missing}; pass the table detections_frame() returns.")
+        if "entropy_weighted" not in images.columns:
+            images = images.assign(entropy_weighted=float("nan"))
         image_rows = [
-            (mv, int(r.image_id), int(r.num_detections), *(_finite(getattr(r, c)) for c in (*UNCERTAINTY_NAMES, *Z_NAMES, "score")))
+            (mv, int(r.image_id), int(r.num_detections), *(_finite(getattr(r, c)) for c in _IMAGE_SCORE_COLUMNS))
             for r in images.itertuples(index=False)
         ]
         has_entropy = "cls_entropy" in detections.columns
@@ -132,13 +140,14 @@ class VersionsMixin:
                 raise StoreError(f"Detections have labels {bad[:5]} outside the project's {n_classes} classes; score with a model trained on this project.")
             for table in ("image_scores", "detections", "scorings", "embeddings"):  # a rescore's embeddings follow (write_embeddings)
                 conn.execute(f"DELETE FROM {table} WHERE model_version_id = ?", (mv,))
-            cols = ", ".join(("model_version_id", "image_id", "num_detections", *UNCERTAINTY_NAMES, *Z_NAMES, "score"))
-            conn.executemany(f"INSERT INTO image_scores ({cols}) VALUES ({', '.join('?' * (4 + 2 * len(UNCERTAINTY_NAMES)))})", image_rows)
+            cols = ", ".join(("model_version_id", "image_id", "num_detections", *_IMAGE_SCORE_COLUMNS))
+            conn.executemany(f"INSERT INTO image_scores ({cols}) VALUES ({', '.join('?' * (3 + len(_IMAGE_SCORE_COLUMNS)))})", image_rows)
             cols = ", ".join(("model_version_id", "image_id", "detection", "class_id", "score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES, "cls_entropy"))
             conn.executemany(f"INSERT INTO detections ({cols}) VALUES ({', '.join('?' * (10 + len(UNCERTAINTY_NAMES)))})", det_rows)
             conn.execute(
-                "INSERT INTO scorings (model_version_id, aggregation, conf_threshold, num_images, num_detections, scored_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (mv, aggregation, conf_threshold, len(image_rows), len(det_rows), now()),
+                "INSERT INTO scorings (model_version_id, aggregation, conf_threshold, low_threshold, num_images, num_detections, scored_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (mv, aggregation, conf_threshold, None if low_threshold is None else float(low_threshold), len(image_rows), len(det_rows), now()),
             )
 
     def write_embeddings(self, model_version: int, image_ids: Sequence[int], embeddings: Any) -> None:
@@ -181,7 +190,7 @@ class VersionsMixin:
     def image_scores(self, model_version: int | None = None) -> pd.DataFrame:
         """The scores of every image scored by ``model_version`` (default: the latest scored)."""
         mv = self._scored_version(model_version)
-        cols = ", ".join(f"s.{c}" for c in ("num_detections", *UNCERTAINTY_NAMES, *Z_NAMES, "score"))
+        cols = ", ".join(f"s.{c}" for c in ("num_detections", *_IMAGE_SCORE_COLUMNS))
         return self._frame(f"SELECT s.image_id, {cols} FROM image_scores s WHERE s.model_version_id = ? ORDER BY s.image_id", (mv,))
 
     def detections(self, model_version: int | None = None, image_ids: Iterable[int] | None = None) -> pd.DataFrame:
