@@ -306,7 +306,7 @@ def test_label_page_without_label_studio(project):
     send = next(b for b in at.button if b.label.startswith("Send"))
     assert send.disabled
     # the preview still works: the top-K by the default method (DEFAULT_ACQUISITION)
-    assert at.selectbox(key="label_method").value == DEFAULT_ACQUISITION == "entropy"
+    assert at.selectbox(key="label_method").value == DEFAULT_ACQUISITION == "entropy_weighted"
     with Store.open(project, create=False) as store:
         top = select_for_labeling(store, 10, DEFAULT_ACQUISITION).image_ids
         scores = acquisition_scores(store, DEFAULT_ACQUISITION)
