@@ -397,6 +397,7 @@ def test_settings_save_model_and_thresholds(project):
     form_inputs["K (mixture components)"].set_value(2)
     form_inputs["Iterations per retrain"].set_value(7)
     next(s for s in at.slider if s.label == "Confidence threshold for scoring").set_value(0.25)
+    next(s for s in at.slider if s.label == "Low threshold (entropy_weighted)").set_value(0.1)
     next(s for s in at.selectbox if s.label == "Aggregation (Tab. 2)").set_value("sum_cls")
     next(s for s in at.selectbox if s.label == "Class loss").set_value("eq5")
     next(s for s in at.selectbox if s.label == "Augmentation").set_value("none")
@@ -405,7 +406,7 @@ def test_settings_save_model_and_thresholds(project):
     assert "Saved; the next retrain uses these settings." in texts(at, "success")
     with Store.open(project, create=False) as store:
         saved = RoundSettings.load(store)
-    assert (saved.num_components, saved.iterations, saved.conf_threshold, saved.aggregation) == (2, 7, 0.25, "sum_cls")
+    assert (saved.num_components, saved.iterations, saved.conf_threshold, saved.low_threshold, saved.aggregation) == (2, 7, 0.25, 0.1, "sum_cls")
     assert (saved.cls_loss, saved.augment, saved.init) == ("eq5", "none", "none")
     # a starting point this architecture cannot take: one sentence, nothing saved
     at = open_app(project, "views/settings.py")

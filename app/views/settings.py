@@ -82,6 +82,9 @@ with st.form("model"):
     c7, c8, c9 = st.columns(3)
     conf = c7.slider("Confidence threshold for scoring", 0.0, 0.99, float(current.conf_threshold), 0.01,
                      help="Detections with at least this score count for an image's uncertainty (Sec. 3.3).")
+    low = c7.slider("Low threshold (entropy_weighted)", 0.0, 0.99, float(current.low_threshold), 0.01,
+                    help="Detections with at least this score count, each weighted by its score, for the entropy_weighted "
+                         "acquisition (the default), so images without a sure detection are ranked too.")
     aggregations = list(AGGREGATIONS)
     aggregation = c8.selectbox("Aggregation (Tab. 2)", aggregations, index=aggregations.index(current.aggregation) if current.aggregation in aggregations else 0)
     starts = list(START_CHOICES)
@@ -115,7 +118,7 @@ with st.form("model"):
     if st.form_submit_button("Save", type="primary"):
         with common.sentence_on_error():
             current.replace(arch=arch, head=head, num_components=int(k), iterations=int(iterations), batch_size=int(batch_size), lr=float(lr),
-                            conf_threshold=float(conf), aggregation=aggregation, start_from=start_from, cls_loss=cls_loss,
+                            conf_threshold=float(conf), low_threshold=float(low), aggregation=aggregation, start_from=start_from, cls_loss=cls_loss,
                             optimizer=optimizer, augment=augment, hflip=bool(hflip), init=init.strip(),
                             image_size=int(image_size) or None, fit_anchors=bool(fit_anchors)).save(store)
             st.success("Saved; the next retrain uses these settings.")
