@@ -4,7 +4,8 @@ A project's pool is scored once per model version (:func:`almdn.workflow.score_p
 each image's four z-scored uncertainties and final score); the methods here rank the pool from
 those stored values without running the model again: the model version's own final score,
 the paper's aggregations of Tab. 2 (:func:`almdn.acquisition.scoring.aggregate`), the mean class
-entropy and random; and the two-stage methods (candidates by the paper's score, then
+entropy, its score-weighted form over the faint detections too (``entropy_weighted``, the
+default, :data:`DEFAULT_ACQUISITION`) and random; and the two-stage methods (candidates by the paper's score, then
 diversity over the embeddings the scoring kept and class balance from the stored detections
 and labels, :mod:`almdn.acquisition.batch`). The Label page previews a batch with
 :func:`select_for_labeling`, each image with why it was chosen, and ``almdn push --top-k``
