@@ -25,6 +25,10 @@ def test_settings_round_trip_and_checks(project):
             RoundSettings(arch="ssd300_vgg16", image_size=256).check()
         RoundSettings(arch="ssd300_vgg16", image_size=300).check()
         assert RoundSettings.load(store).iterations == 123  # the bad save wrote nothing
+        with pytest.raises(RoundError, match="the low threshold 1.5 is outside"):
+            RoundSettings(low_threshold=1.5).check()
+        # a scoring weights the detections down to the low threshold, never above the confidence one
+        assert RoundSettings().scoring_low_threshold == 0.05 and RoundSettings(conf_threshold=0.0).scoring_low_threshold == 0.0
 
 
 def test_retrain_from_the_initial_weights_or_fine_tuned_and_described(project):

@@ -238,7 +238,7 @@ def _pool_zeros(method: Method, inputs: PoolInputs) -> pd.Series:
 #: kind -> the function from a method and its inputs to the scores (or the almdn table).
 _SCORERS: dict[str, Callable[[Method, PoolInputs], Any]] = {
     "almdn": _almdn,
-    "entropy": lambda m, i: _entropy(m, i),
+    "entropy": _entropy,
     "llal": lambda m, i: loss_prediction_scores(i.predicted_loss, list(i.pool_ids)),
     "mc_dropout": lambda m, i: mean_entropy_scores(i.passes, list(i.pool_ids)),
     "ensemble": lambda m, i: mean_entropy_scores(i.passes, list(i.pool_ids)),

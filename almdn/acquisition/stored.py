@@ -78,11 +78,12 @@ def stored_inputs(store: Store, method: Method, model_version: int | None = None
         return inputs
     mv = _scored_version(store, model_version)
     if method.kind == "almdn" or method.weighting == "score":
+        if method.kind == "entropy":  # only entropy_weighted needs what schema 7 added
+            low = store.model_version(mv).get("low_threshold")
+            if low is None or low != low:  # NULL: scored before schema 7
+                raise InvalidChoice(f"Model version {mv} was scored before the store kept the score-weighted entropy; score the pool again "
+                                    "(Retrain, or almdn project score) to rank by entropy_weighted.")
         inputs.image_table = store.image_scores(mv).set_index("image_id").reindex(pd.Index(pool_ids, name="image_id"))
-        low = store.model_version(mv).get("low_threshold")
-        if method.kind == "entropy" and (low is None or low != low):  # NULL: scored before schema 7
-            raise InvalidChoice(f"Model version {mv} was scored before the store kept the score-weighted entropy; score the pool again "
-                                "(Retrain, or almdn project score) to rank by entropy_weighted.")
     else:
         inputs.detections = store.detections(mv, pool_ids)
     return inputs

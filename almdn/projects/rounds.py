@@ -138,6 +138,12 @@ class RoundSettings:
             raise RoundError("Invalid settings: " + "; ".join(problems) + ".")
         return self
 
+    @property
+    def scoring_low_threshold(self) -> float:
+        """The threshold of the detections a scoring weights for ``entropy_weighted``: the low
+        one, or the confidence threshold where that is lower (then they are the kept ones)."""
+        return min(float(self.low_threshold), float(self.conf_threshold))
+
     def model_options(self) -> dict[str, Any]:
         """:func:`almdn.models.build_model` keywords of the rounds' architecture (the same for a
         round's model and for the coverage check of a project's labeled boxes)."""

@@ -100,9 +100,8 @@ def score_pool(
         # the one scoring path (almdn score's too): kept detections, boxes in the images' own pixels
         # one pass at the lower threshold: the kept detections are its rows at the confidence
         # threshold (numbered before any threshold, so the same rows as a pass at it)
-        low = min(float(settings.low_threshold), float(settings.conf_threshold))
         faint, readable = kept_pool_detections(
-            model, dataset, low, int(settings.score_batch_size), settings.device, progress=progress_bar,
+            model, dataset, settings.scoring_low_threshold, int(settings.score_batch_size), settings.device, progress=progress_bar,
             on_progress=(lambda done, total: progress(share * done / max(total, 1))) if progress is not None else None, should_stop=should_stop,
         )
     finally:
@@ -172,7 +171,7 @@ def write_scoring(store: Store, model_version: int, scoring: PoolScoring, settin
     """The scores, the list of unreadable pool files and the image embeddings, in one transaction."""
     with store.transaction():
         store.write_scores(model_version, scoring.images, scoring.detections, aggregation=settings.aggregation, conf_threshold=float(settings.conf_threshold),
-                           low_threshold=min(float(settings.low_threshold), float(settings.conf_threshold)))
+                           low_threshold=settings.scoring_low_threshold)
         store.set_meta(unreadable_key(model_version), json.dumps(scoring.unreadable))
         if scoring.embeddings is not None:  # else none: write_scores dropped an earlier scoring's
             store.write_embeddings(model_version, scoring.embedding_ids, scoring.embeddings)
