@@ -3,6 +3,7 @@ planted easy one."""
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from almdn.acquisition.baselines import coreset_scores, loss_prediction_scores, mean_entropy_scores, random_scores
@@ -40,6 +41,21 @@ def test_score_weighted_entropy_counts_each_detection_by_its_score():
     method = get_method("entropy_weighted")
     assert method.detection_threshold(0.5, 0.05) == 0.05 and get_method("entropy").detection_threshold(0.5, 0.05) == 0.5
     assert method.score(PoolInputs([1, 2, 3], detections=frame)).scores.equals(scores)
+
+
+def test_summed_weighted_entropy_ranks_more_uncertain_objects_first():
+    # image 1: two faint objects of entropy 1.0; image 2: one of the same; image 3: sure, low entropy
+    frame = pd.DataFrame({"image_id": [1, 1, 2, 3], "score": [0.3, 0.3, 0.3, 0.9], "cls_entropy": [1.0, 1.0, 1.0, 0.1]})
+    totals = mean_entropy_scores(frame, [1, 2, 3, 4], score_weighted=True, total=True)
+    assert totals.loc[[1, 2, 3]].tolist() == pytest.approx([0.6, 0.3, 0.09])
+    assert np.isnan(totals.loc[4])
+    means = mean_entropy_scores(frame, [1, 2, 3, 4], score_weighted=True)
+    assert means.loc[1] == pytest.approx(means.loc[2])  # the mean cannot tell them apart
+    assert mean_entropy_scores(frame, [1, 2], total=True).tolist() == pytest.approx([2.0, 1.0])
+    method = get_method("entropy_weighted_sum")
+    assert method.detection_threshold(0.5, 0.05) == 0.05
+    batch = method.select(method.score(PoolInputs([1, 2, 3, 4], detections=frame)).scores, 2)
+    assert batch.image_ids == [1, 2] and batch.reasons[0].startswith("summed class entropy rank 1")
 
 
 def _brute_force_k_center(pool, labeled, budget):

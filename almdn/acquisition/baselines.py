@@ -34,19 +34,26 @@ def random_scores(image_ids: Sequence[int], seed: int) -> pd.Series:
     return pd.Series(values, index=pd.Index(list(image_ids), name="image_id"), name="score")
 
 
-def mean_entropy_scores(detections: pd.DataFrame, image_ids: Sequence[int], score_weighted: bool = False) -> pd.Series:
+def mean_entropy_scores(
+    detections: pd.DataFrame, image_ids: Sequence[int], score_weighted: bool = False, total: bool = False,
+) -> pd.Series:
     """Mean ``cls_entropy`` over each image's kept detections (NaN without any).
 
     ``score_weighted``: each detection counts by its score, sum(s * H) / sum(s), the class
     entropy expected of the image's objects when a detection is one with probability ``s``.
     Meant for detections above a low threshold: the images where the model is not yet sure of
     any object (half the demo pool at 200 labels) then compete instead of coming last.
+
+    ``total``: the sum instead of the mean, sum(s * H) (score-weighted) or sum(H): the class
+    entropy of all the image's expected objects, so that an image with more uncertain objects
+    ranks above one with a single one of the same entropy.
     """
     if score_weighted:
         weighted = detections.assign(sh=detections["cls_entropy"] * detections["score"]).groupby("image_id")[["sh", "score"]].sum()
-        means = weighted["sh"] / weighted["score"].where(weighted["score"] > 0)
+        means = weighted["sh"].where(weighted["score"] > 0) if total else weighted["sh"] / weighted["score"].where(weighted["score"] > 0)
     else:
-        means = detections.groupby("image_id")["cls_entropy"].mean()
+        grouped = detections.groupby("image_id")["cls_entropy"]
+        means = grouped.sum() if total else grouped.mean()
     return means.reindex(pd.Index(list(image_ids), name="image_id")).astype(np.float64).rename("score")
 
 

@@ -17,6 +17,7 @@ Names (:func:`get_method`): ``almdn`` (the paper's score on the gmm head, ``max_
 ``almdn_eff`` (the same on the eff head), ``almdn_eq5`` / ``almdn_type2`` (a detector trained
 with that classification loss), ``almdn_weighted`` (every detection above the low threshold,
 weighted by its score), ``entropy_weighted`` (the same for the mean class entropy),
+``entropy_weighted_sum`` (its sum over the image's detections instead of the mean),
 ``almdn:<aggregation>`` / ``almdn_eff:<aggregation>`` (any
 aggregation of Tab. 2, e.g. ``almdn:sum_cls``), ``random``, ``entropy``, ``coreset``,
 ``llal``, ``mc_dropout``, ``ensemble``; ``typiclust`` (the cold-start choice); and any of them
@@ -118,7 +119,8 @@ class Method:
         name: as given by the user.
         kind: "almdn", "typiclust" or one of :data:`BASELINES` (:data:`KIND_NEEDS`).
         head: the mixture head ("gmm" or "eff").
-        aggregation: Tab. 2 aggregation of the almdn score.
+        aggregation: Tab. 2 aggregation of the almdn score; for an entropy method, "sum" sums
+            the (score-weighted) class entropies of an image's detections instead of averaging.
         extras_dropout: dropout on the extra layers while training and scoring (MC-dropout).
         loss_prediction: train LLAL's learning-loss module with the detector.
         members: independently trained models (the ensemble's 3).
@@ -209,7 +211,8 @@ class Method:
             if value != value:
                 out.append("no detection above the threshold: fills the batch")
             elif self.kind == "entropy":
-                out.append(f"mean class entropy rank {rank[i]} ({value:.3f})")
+                what = "summed" if self.aggregation == "sum" else "mean"
+                out.append(f"{what} class entropy rank {rank[i]} ({value:.3f})")
             else:
                 out.append(f"uncertainty rank {rank[i]}" + (f" ({driver})" if isinstance(driver, str) and driver else ""))
         return out
@@ -226,9 +229,9 @@ def _entropy(method: Method, inputs: PoolInputs) -> pd.Series:
     """The mean class entropy of each image's detections (score-weighted: over the faint ones
     too); a project's stored per-image value where given (``image_table``)."""
     weighted = method.weighting == "score"
-    if inputs.image_table is not None and weighted:
+    if inputs.image_table is not None and weighted and method.aggregation != "sum":
         return inputs.image_table["entropy_weighted"].astype(np.float64).rename("score")
-    return mean_entropy_scores(inputs.detections, list(inputs.pool_ids), score_weighted=weighted)
+    return mean_entropy_scores(inputs.detections, list(inputs.pool_ids), score_weighted=weighted, total=method.aggregation == "sum")
 
 
 def _pool_zeros(method: Method, inputs: PoolInputs) -> pd.Series:
@@ -258,6 +261,7 @@ METHODS: dict[str, Callable[[float, int], Method]] = {
     "random": lambda dropout, size: Method("random", "random"),
     "entropy": lambda dropout, size: Method("entropy", "entropy"),
     "entropy_weighted": lambda dropout, size: Method("entropy_weighted", "entropy", weighting="score"),
+    "entropy_weighted_sum": lambda dropout, size: Method("entropy_weighted_sum", "entropy", aggregation="sum", weighting="score"),
     "coreset": lambda dropout, size: Method("coreset", "coreset"),
     "llal": lambda dropout, size: Method("llal", "llal", loss_prediction=True),
     "mc_dropout": lambda dropout, size: Method("mc_dropout", "mc_dropout", extras_dropout=dropout),
