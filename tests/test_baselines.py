@@ -56,6 +56,9 @@ def test_summed_weighted_entropy_ranks_more_uncertain_objects_first():
     assert method.detection_threshold(0.5, 0.05) == 0.05
     batch = method.select(method.score(PoolInputs([1, 2, 3, 4], detections=frame)).scores, 2)
     assert batch.image_ids == [1, 2] and batch.reasons[0].startswith("summed class entropy rank 1")
+    stored = pd.DataFrame({"entropy_weighted": [0.5]}, index=pd.Index([1], name="image_id"))
+    with pytest.raises(ValueError, match="only the weighted mean"):  # a project's stored scores cannot give the sum
+        method.score(PoolInputs([1], image_table=stored))
 
 
 def _brute_force_k_center(pool, labeled, budget):

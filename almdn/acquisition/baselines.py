@@ -50,7 +50,7 @@ def mean_entropy_scores(
     """
     if score_weighted:
         weighted = detections.assign(sh=detections["cls_entropy"] * detections["score"]).groupby("image_id")[["sh", "score"]].sum()
-        means = weighted["sh"].where(weighted["score"] > 0) if total else weighted["sh"] / weighted["score"].where(weighted["score"] > 0)
+        means = (weighted["sh"] / (1.0 if total else weighted["score"])).where(weighted["score"] > 0)
     else:
         grouped = detections.groupby("image_id")["cls_entropy"]
         means = grouped.sum() if total else grouped.mean()

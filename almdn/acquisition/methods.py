@@ -226,12 +226,15 @@ def _almdn(method: Method, inputs: PoolInputs):
 
 
 def _entropy(method: Method, inputs: PoolInputs) -> pd.Series:
-    """The mean class entropy of each image's detections (score-weighted: over the faint ones
-    too); a project's stored per-image value where given (``image_table``)."""
-    weighted = method.weighting == "score"
-    if inputs.image_table is not None and weighted and method.aggregation != "sum":
+    """The mean (or, aggregation "sum", summed) class entropy of each image's detections
+    (score-weighted: over the faint ones too); a project's stored per-image score-weighted mean
+    where given (``image_table``)."""
+    weighted, total = method.weighting == "score", method.aggregation == "sum"
+    if inputs.image_table is not None and weighted:
+        if total:  # a project's scoring keeps the weighted mean only, not what the sum needs
+            raise ValueError(f"The {method.name} method needs the pool's detections; a project's stored scores hold only the weighted mean.")
         return inputs.image_table["entropy_weighted"].astype(np.float64).rename("score")
-    return mean_entropy_scores(inputs.detections, list(inputs.pool_ids), score_weighted=weighted, total=method.aggregation == "sum")
+    return mean_entropy_scores(inputs.detections, list(inputs.pool_ids), score_weighted=weighted, total=total)
 
 
 def _pool_zeros(method: Method, inputs: PoolInputs) -> pd.Series:

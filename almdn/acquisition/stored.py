@@ -32,7 +32,7 @@ ACQUISITION_METHODS = (
     "almdn+kcenter_balanced", "almdn+kcenter", "almdn+balance", "almdn+power", "typiclust",
 )
 #: The Label page's default, and ``almdn push``'s without ``--method``, chosen by measurement on
-#: the demo protocol (``bench/runs/demo``, 5 seeds): of the eight methods measured, the
+#: the demo protocol (``bench/runs/demo``, 5 seeds): of the eight methods first measured, the
 #: score-weighted entropy over every detection above the low threshold led random by +5.8 and
 #: +6.5 mAP@0.5 points at 400 and 600 images (paired 95% intervals above zero) with fewer boxes
 #: than entropy; top-B methods that read only the sure detections cannot pick the half of the
