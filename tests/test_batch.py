@@ -52,6 +52,9 @@ def test_class_balance_on_a_planted_imbalance_picks_the_rare_class_first():
     assert "adds class 'c' (0 labeled boxes)" in batch.reasons[0]
     frequent = select(BatchPolicy("balance", factor=4, balance=1.0), BatchInputs(scores, class_mass=mass, labeled_counts=np.array([50.0, 5.0, 0.0])), 2)
     assert "adds class" not in frequent.reasons[1]  # its class '0' is the most labeled: no reason to name
+    faint = BatchInputs(scores, class_mass=np.tile([[0.9, 0.8, 0.02]], (7, 1)), labeled_counts=np.array([50.0, 5.0, 0.0]), class_names=["a", "b", "c"])
+    # a faint 0.02 of the unlabeled class weighs less than a sure 0.8 of the scarce one
+    assert "adds class 'b' (5 labeled boxes)" in select(BatchPolicy("balance", factor=4, balance=1.0), faint, 1).reasons[0]
     weighted, _ = weighted_kcenter(np.eye(7), np.zeros((1, 7)) + 0.5, 1, mass, np.array([50.0, 5.0, 0.0]), balance=5.0)
     assert weighted.tolist() == [6]  # equal distances: the rare class decides
 

@@ -228,3 +228,16 @@ def test_second_stage_methods_run_in_the_protocol_and_say_why(tiny_demo, tmp_pat
             assert len(reasons) == 5 and all(isinstance(r, str) and r for r in reasons)
     assert any("covers a region" in r or "no detection" in r for r in records.loc[("almdn+kcenter_balanced", 0), "selected_reasons"])
     assert all("typical" in r for r in records.loc[("typiclust", 0), "selected_reasons"])
+
+
+def test_a_score_weighted_first_stage_balances_by_the_faint_detections_it_read(tiny_demo, tmp_path):
+    """The class-balance stage reads the detections its stage-1 score read: for entropy_weighted,
+    every detection down to the low threshold, so the images without a sure detection (here
+    all of them: nothing reaches 0.99) still carry the classes they may hold."""
+    config = _config(tiny_demo, methods=["entropy_weighted+balance", "entropy+balance"], cycles=2, conf_threshold=0.99, low_threshold=0.0)
+    Experiment(config, tmp_path / "exp", progress=False, log=lambda s: None).run()
+    records = read_records(tmp_path / "exp").set_index(["method", "cycle"])
+    weighted = records.loc[("entropy_weighted+balance", 0), "selected_reasons"]
+    thresholded = records.loc[("entropy+balance", 0), "selected_reasons"]
+    assert len(weighted) == 5 and any("adds class" in r for r in weighted)
+    assert all("adds class" not in r for r in thresholded)  # no kept detection: no class mass

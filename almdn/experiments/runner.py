@@ -397,7 +397,10 @@ class Experiment:
         if predictions is not None:
             kept = [kept_mask(p["scores"], cfg.conf_threshold) for p in predictions]
         if "class_mass" in needs:
-            inputs.class_mass = class_mass(detections_frame(predictions, pool_ids, cfg.conf_threshold), pool_ids, num_classes)
+            # the detections the stage-1 score read (a score-weighted method's faint ones too), so
+            # that an image without a sure detection still has the classes it may hold
+            threshold = method.detection_threshold(cfg.conf_threshold, cfg.low_threshold)
+            inputs.class_mass = class_mass(detections_frame(predictions, pool_ids, threshold), pool_ids, num_classes)
             counts = np.zeros(num_classes)
             targets = self.train_set.targets()
             labels = np.concatenate([np.asarray(targets[self.train_set.index_of(i)]["labels"]) for i in labeled] or [np.zeros(0)])
