@@ -104,4 +104,5 @@ ACQUISITION_LABELS = {
     "almdn+balance": "almdn, then class-balanced: favours classes rare in the labeled set (top 4K)",
     "almdn+power": "almdn, sampled: in proportion to the score's rank (power sampling, less redundant than the top K)",
     "typiclust": "typical images: the most typical image of each cluster with no labeled image (cold start)",
+    "entropy_weighted+balance": "entropy_weighted, then class-balanced: favours classes rare in the labeled set, as the faint detections predict them (top 4K)",
 }

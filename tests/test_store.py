@@ -234,6 +234,7 @@ def test_scores_round_trip_and_pool_ranking(store, tmp_path):
 
     # a scoring without the score-weighted entropy (schema 6's writer) stores none and no low threshold
     assert stored["entropy_weighted"].isna().all() and store.model_version(mv)["low_threshold"] is None
+    assert store.class_mass(mv) is None  # nor the faint detections' class mass (schema 7's writer)
 
     # Scoring again replaces, never duplicates.
     images2, detections2 = _scores(pool, [1, 1, 1, 1], seed=1)
@@ -241,6 +242,16 @@ def test_scores_round_trip_and_pool_ranking(store, tmp_path):
     assert len(store.detections(mv)) == 4
     assert store.image_scores(mv)["entropy_weighted"].tolist()[::2] == [0.25, 1.5] and np.isnan(store.image_scores(mv)["entropy_weighted"].iloc[1])
     assert store.model_version(mv)["low_threshold"] == 0.05
+    # the faint detections' class mass: zero where no row, in the order asked for; a rescore replaces it
+    mass = pd.DataFrame({"image_id": [pool[0], pool[2], pool[2]], "class_id": [3, 1, 2], "mass": [0.4, 1.25, 0.0]})
+    store.write_scores(mv, images2, detections2, low_threshold=0.05, class_mass=mass)
+    assert store.class_mass(mv).tolist() == [[0, 0, 0.4], [0, 0, 0], [1.25, 0, 0], [0, 0, 0]]
+    assert store.class_mass(mv, [pool[2], pool[0]]).tolist() == [[1.25, 0, 0], [0, 0, 0.4]]
+    assert store._conn.execute("SELECT COUNT(*) FROM class_mass").fetchone()[0] == 2  # zero mass is no row
+    store.write_scores(mv, images2, detections2, low_threshold=0.05, class_mass=mass.iloc[:1])
+    assert store.class_mass(mv).sum() == pytest.approx(0.4)
+    with pytest.raises(StoreError, match="outside the project's 3 classes"):
+        store.write_scores(mv, images2, detections2, class_mass=mass.assign(class_id=[4, 1, 2]))
 
 
 def test_scores_with_a_label_outside_the_classes_are_refused(store, tmp_path):

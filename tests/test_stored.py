@@ -109,3 +109,32 @@ def test_a_version_scored_without_embeddings_gives_one_sentence(store):
     assert len(select_for_labeling(store, 5, "almdn+balance").image_ids) == 5
     assert len(select_for_labeling(store, 5, "almdn+power").image_ids) == 5
     assert select_for_labeling(store, 5, "almdn").image_ids == before == views.pool_table(store)["image_id"].iloc[:5].tolist()
+
+
+def test_entropy_weighted_balance_ranks_by_its_own_first_stage_and_the_faint_class_mass(store):
+    """entropy_weighted+balance: candidates by the stored weighted entropy (not the paper's
+    score), class balance by the stored class mass of the faint detections; a scoring made
+    before the store kept that mass gives one sentence."""
+    k = 3
+    weighted = acquisition_scores(store, "entropy_weighted")
+    assert acquisition_scores(store, "entropy_weighted+balance").equals(weighted)
+    candidates = weighted.sort_values(ascending=False, kind="stable").index[: 4 * k].tolist()
+    batch = select_for_labeling(store, k, "entropy_weighted+balance")
+    assert len(set(batch.image_ids)) == k and set(batch.image_ids) <= set(candidates)
+    assert all(r.startswith("uncertainty rank ") and int(r.split()[2].rstrip(";")) <= 4 * k for r in batch.reasons), batch.reasons
+    # the same picks as the second stage run by hand on the stored inputs
+    from almdn.acquisition.batch import BatchInputs, select
+    from almdn.acquisition.methods import get_method
+
+    labels = store.labels(split="labeled")["class_id"].to_numpy()
+    counts = np.bincount(labels - 1, minlength=len(store.classes())).astype(float)
+    pool = [int(i) for i in weighted.index]
+    inputs = BatchInputs(weighted, class_mass=store.class_mass(None, pool), labeled_counts=counts, class_names=store.classes())
+    assert inputs.class_mass.shape == (len(pool), len(store.classes())) and inputs.class_mass.sum() > 0
+    assert select(get_method("entropy_weighted+balance").batch, inputs, k).image_ids == batch.image_ids
+    with store.transaction() as conn:  # a scoring made before schema 8
+        conn.execute("UPDATE scorings SET class_mass_kept = 0")
+    with pytest.raises(StoreError, match="scored before the store kept the classes of its faint detections") as caught:
+        select_for_labeling(store, k, "entropy_weighted+balance")
+    assert "\n" not in str(caught.value)
+    assert len(select_for_labeling(store, k, "almdn+balance").image_ids) == k  # the paper's first stage reads the kept detections

@@ -335,6 +335,7 @@ def test_describe_training_names_a_changed_starting_point(project):
 
 def test_scoring_keeps_the_confident_detections_and_the_faint_ones_weighted_entropy_from_one_pass(project):
     from almdn.acquisition.baselines import mean_entropy_scores
+    from almdn.acquisition.batch import class_mass
     from almdn.acquisition.scoring import kept_pool_detections
     from almdn.data.images import ImageFolderDataset
     from almdn.engine.checkpoint import load_model
@@ -361,6 +362,11 @@ def test_scoring_keeps_the_confident_detections_and_the_faint_ones_weighted_entr
         write_scoring(store, 1, scoring, settings)
         assert store.model_version(1)["low_threshold"] == 0.05
         assert store.image_scores(1)["entropy_weighted"].to_numpy() == pytest.approx(weighted.to_numpy(), nan_ok=True)
+        # the classes of the faint detections, which entropy_weighted+balance balances by (schema 8)
+        ids = dataset.image_ids
+        expected = class_mass(faint, ids, len(store.classes()))
+        assert store.class_mass(1, ids) == pytest.approx(expected)
+        assert expected[[ids.index(i) for i in unsure]].sum(axis=1).min() > 0  # unsure images hold classes too
 
 
 def test_scoring_keeps_the_embeddings_of_acquisition_features_in_one_pass(project):

@@ -5,9 +5,10 @@ each image's four z-scored uncertainties and final score); the methods here rank
 those stored values without running the model again: the model version's own final score,
 the paper's aggregations of Tab. 2 (:func:`almdn.acquisition.scoring.aggregate`), the mean class
 entropy, its score-weighted form over the faint detections too (``entropy_weighted``, the
-default, :data:`DEFAULT_ACQUISITION`) and random; and the two-stage methods (candidates by the paper's score, then
-diversity over the embeddings the scoring kept and class balance from the stored detections
-and labels, :mod:`almdn.acquisition.batch`). The Label page previews a batch with
+default, :data:`DEFAULT_ACQUISITION`) and random; and the two-stage methods (candidates by
+their first stage, the paper's score or entropy_weighted, then diversity over the embeddings the
+scoring kept and class balance from the stored class mass of the detections the first stage
+read and the labels, :mod:`almdn.acquisition.batch`). The Label page previews a batch with
 :func:`select_for_labeling`, each image with why it was chosen, and ``almdn push --top-k``
 sends one.
 """
@@ -29,7 +30,7 @@ from almdn.projects.store import Store, StoreError
 #: second stage the batch.
 ACQUISITION_METHODS = (
     "almdn", "almdn:sum_all", "almdn:max_loc", "almdn:max_cls", "almdn:max_al", "almdn:max_ep", "entropy", "entropy_weighted", "random",
-    "almdn+kcenter_balanced", "almdn+kcenter", "almdn+balance", "almdn+power", "typiclust",
+    "almdn+kcenter_balanced", "almdn+kcenter", "almdn+balance", "almdn+power", "typiclust", "entropy_weighted+balance",
 )
 #: The Label page's default, and ``almdn push``'s without ``--method``, chosen by measurement on
 #: the demo protocol (``bench/runs/demo``, 5 seeds): of the eight methods first measured, the
@@ -99,8 +100,15 @@ def acquisition_scores(store: Store, method: str | None = "almdn", model_version
         mv = _scored_version(store, model_version)
         return store.pool_ranking(mv).set_index("image_id")["score"].astype(np.float64).rename("score")
     if chosen.batch is not None:
-        chosen = _PAPER
+        chosen = _first_stage(chosen)
     return chosen.score(stored_inputs(store, chosen, model_version, seed)).scores.rename("score")
+
+
+def _first_stage(method: Method) -> Method:
+    """The stage-1 method of a two-stage one (``entropy_weighted+balance``: entropy_weighted);
+    a name without a first stage of its own (``typiclust``) ranks by the paper's score."""
+    first = method.name.partition("+")[0]
+    return _METHODS.get(first, _PAPER) if first != method.name else _PAPER
 
 
 def select_for_labeling(store: Store, k: int, method: str | None = "almdn", model_version: int | None = None, seed: int = 0,
@@ -140,14 +148,22 @@ def _drivers(store: Store, mv: int) -> pd.Series:
 
 
 def _two_stage(store: Store, k: int, method: Method, model_version: int | None, seed: int, sent: set[int]) -> Batch:
-    policy = method.batch
+    policy, first = method.batch, _first_stage(method)
     mv = _scored_version(store, model_version)
-    scores = acquisition_scores(store, "almdn", mv)
+    scores = acquisition_scores(store, first.name, mv)
     pool_ids = [int(i) for i in scores.index]
     classes = store.classes()
-    inputs = BatchInputs(scores, drivers=_drivers(store, mv).reindex(scores.index), class_names=classes)
+    drivers = _drivers(store, mv).reindex(scores.index) if first.kind == "almdn" else None
+    inputs = BatchInputs(scores, drivers=drivers, class_names=classes)
     if "class_mass" in policy.needs:
-        inputs.class_mass = class_mass(store.detections(mv, pool_ids), pool_ids, len(classes))
+        # the detections the first stage read: a score-weighted one's faint ones too
+        if first.weighting == "score":
+            inputs.class_mass = store.class_mass(mv, pool_ids)
+            if inputs.class_mass is None:
+                raise StoreError(f"Model version {mv} was scored before the store kept the classes of its faint detections, which '{method.name}' "
+                                 "balances by; score the pool again (Retrain, or almdn project score).")
+        else:
+            inputs.class_mass = class_mass(store.detections(mv, pool_ids), pool_ids, len(classes))
         counts = np.zeros(len(classes))
         labels = store.labels(split="labeled")["class_id"].to_numpy(dtype=np.int64)
         np.add.at(counts, labels[(labels >= 1) & (labels <= len(classes))] - 1, 1.0)

@@ -270,7 +270,7 @@ def _api_token(token_file: Path | None) -> str:
 @click.option("--model-version", type=int, default=None, help="Rank by this model version (default: the latest scored).")
 @click.option("--method", default=None, metavar="METHOD",
               help="Acquisition method: entropy_weighted, almdn, almdn:<aggregation>, entropy, random, or a two-stage one (almdn+kcenter_balanced, almdn+kcenter, "
-                   "almdn+balance, almdn+power, typiclust); default: the Label page's default (almdn.acquisition.stored.DEFAULT_ACQUISITION, "
+                   "almdn+balance, almdn+power, typiclust, entropy_weighted+balance); default: the Label page's default (almdn.acquisition.stored.DEFAULT_ACQUISITION, "
                    "chosen by the demo protocol). Each task's data says why its image was chosen.")
 @friendly
 def push(project_dir, top_k, model_version, method) -> None:

@@ -44,6 +44,7 @@ class PoolScoring:
     embeddings: Any = None  # numpy (N, D) float32
     embeddings_note: str = ""
     embedding_seconds: float = 0.0  # the share of ``seconds`` the embeddings cost
+    class_mass: Any = None  # pandas.DataFrame (image_id, class_id, mass): the faint detections' per class
 
 
 def score_pool(
@@ -67,7 +68,10 @@ def score_pool(
     import numpy as np
     import torch
 
+    import pandas as pd
+
     from almdn.acquisition.baselines import mean_entropy_scores
+    from almdn.acquisition.batch import class_mass
     from almdn.acquisition.methods import PoolInputs, paper_method
     from almdn.acquisition.scoring import kept_pool_detections
     from almdn.engine.inference import kept_mask
@@ -118,7 +122,11 @@ def score_pool(
     table = paper_method(settings.aggregation).score(PoolInputs(ids, detections=detections)).table
     # entropy_weighted's score from the faint detections too, so the images without a sure one are ranked
     table["entropy_weighted"] = mean_entropy_scores(faint, ids, score_weighted=True).to_numpy()
-    scoring = PoolScoring(table, detections, unreadable, 0.0, embeddings_note=note)
+    # and the classes those faint detections hold, which entropy_weighted+balance balances by
+    mass = class_mass(faint, ids, len(store.classes()))
+    rows, cols = np.nonzero(mass)
+    faint_mass = pd.DataFrame({"image_id": np.asarray(ids, dtype=np.int64)[rows], "class_id": cols + 1, "mass": mass[rows, cols]})
+    scoring = PoolScoring(table, detections, unreadable, 0.0, embeddings_note=note, class_mass=faint_mass)
     if embeddings:
         vectors = torch.cat(pooled) if pooled else torch.zeros(0, 0)
         if len(vectors) != len(ids):  # the trunk ran other than once per readable image: keep none
@@ -171,7 +179,7 @@ def write_scoring(store: Store, model_version: int, scoring: PoolScoring, settin
     """The scores, the list of unreadable pool files and the image embeddings, in one transaction."""
     with store.transaction():
         store.write_scores(model_version, scoring.images, scoring.detections, aggregation=settings.aggregation, conf_threshold=float(settings.conf_threshold),
-                           low_threshold=settings.scoring_low_threshold)
+                           low_threshold=settings.scoring_low_threshold, class_mass=scoring.class_mass)
         store.set_meta(unreadable_key(model_version), json.dumps(scoring.unreadable))
         if scoring.embeddings is not None:  # else none: write_scores dropped an earlier scoring's
             store.write_embeddings(model_version, scoring.embedding_ids, scoring.embeddings)

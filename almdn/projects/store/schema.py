@@ -203,6 +203,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE image_scores ADD COLUMN entropy_weighted REAL;
     ALTER TABLE scorings ADD COLUMN low_threshold REAL;
     """,
+    # 7 -> 8 (issue 19): per scored image and class, the summed confidence of its detections
+    # above the low threshold (the class mass entropy_weighted+balance balances by: the faint
+    # detections its score reads; a class without such a detection has no row), and whether a
+    # scoring kept it (0: made before).
+    """
+    CREATE TABLE class_mass (
+        model_version_id INTEGER NOT NULL REFERENCES model_versions (id),
+        image_id INTEGER NOT NULL REFERENCES images (id),
+        class_id INTEGER NOT NULL REFERENCES classes (id),
+        mass REAL NOT NULL CHECK (mass > 0),
+        PRIMARY KEY (model_version_id, image_id, class_id)
+    );
+    ALTER TABLE scorings ADD COLUMN class_mass_kept INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

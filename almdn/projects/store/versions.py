@@ -99,7 +99,7 @@ class VersionsMixin:
     # ------------------------------------------------------------------ scores
 
     def write_scores(self, model_version: int, images: pd.DataFrame, detections: pd.DataFrame, aggregation: str = DEFAULT_AGGREGATION, conf_threshold: float | None = None,
-                     low_threshold: float | None = None) -> None:
+                     low_threshold: float | None = None, class_mass: pd.DataFrame | None = None) -> None:
         """Store one scoring of the pool by ``model_version`` (replacing an earlier one).
 
         Args:
@@ -111,6 +111,9 @@ class VersionsMixin:
             detections: :func:`almdn.acquisition.scoring.detections_frame` output:
                 ``image_id``, ``detection``, ``label`` (1..C), ``score``, ``x1..y2`` (pixels),
                 the four uncertainties and ``cls_entropy``.
+            class_mass: per image and class, the summed confidence of its detections above
+                ``low_threshold`` (``image_id``, ``class_id`` 1..C, ``mass``; rows with mass 0
+                are left out), what a score-weighted two-stage method balances by; None: not made.
         """
         mv = int(model_version)
         missing = [c for c in ("image_id", "num_detections", *UNCERTAINTY_NAMES, *Z_NAMES, "score") if c not in images.columns]
@@ -131,23 +134,28 @@ class VersionsMixin:
              *(_finite(getattr(r, c)) for c in UNCERTAINTY_NAMES), _finite(r.cls_entropy) if has_entropy else None)
             for r in detections.itertuples(index=False)
         ]
+        mass_rows = [] if class_mass is None else [
+            (mv, int(r.image_id), int(r.class_id), float(r.mass)) for r in class_mass.itertuples(index=False) if r.mass > 0
+        ]
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM model_versions WHERE id = ?", (mv,)).fetchone() is None:
                 raise StoreError(f"Model version {mv} is not in the store; record it first (record_model_version).")
             n_classes = conn.execute("SELECT COUNT(*) FROM classes").fetchone()[0]
-            bad = sorted({row[3] for row in det_rows if not 1 <= row[3] <= n_classes})
+            bad = sorted({row[3] for row in det_rows if not 1 <= row[3] <= n_classes} | {row[2] for row in mass_rows if not 1 <= row[2] <= n_classes})
             if bad:
                 raise StoreError(f"Detections have labels {bad[:5]} outside the project's {n_classes} classes; score with a model trained on this project.")
-            for table in ("image_scores", "detections", "scorings", "embeddings"):  # a rescore's embeddings follow (write_embeddings)
+            for table in ("image_scores", "detections", "class_mass", "scorings", "embeddings"):  # a rescore's embeddings follow (write_embeddings)
                 conn.execute(f"DELETE FROM {table} WHERE model_version_id = ?", (mv,))
             cols = ", ".join(("model_version_id", "image_id", "num_detections", *_IMAGE_SCORE_COLUMNS))
             conn.executemany(f"INSERT INTO image_scores ({cols}) VALUES ({', '.join('?' * (3 + len(_IMAGE_SCORE_COLUMNS)))})", image_rows)
             cols = ", ".join(("model_version_id", "image_id", "detection", "class_id", "score", "x1", "y1", "x2", "y2", *UNCERTAINTY_NAMES, "cls_entropy"))
             conn.executemany(f"INSERT INTO detections ({cols}) VALUES ({', '.join('?' * (10 + len(UNCERTAINTY_NAMES)))})", det_rows)
+            conn.executemany("INSERT INTO class_mass (model_version_id, image_id, class_id, mass) VALUES (?, ?, ?, ?)", mass_rows)
             conn.execute(
-                "INSERT INTO scorings (model_version_id, aggregation, conf_threshold, low_threshold, num_images, num_detections, scored_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (mv, aggregation, conf_threshold, None if low_threshold is None else float(low_threshold), len(image_rows), len(det_rows), now()),
+                "INSERT INTO scorings (model_version_id, aggregation, conf_threshold, low_threshold, num_images, num_detections, class_mass_kept, scored_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (mv, aggregation, conf_threshold, None if low_threshold is None else float(low_threshold), len(image_rows), len(det_rows),
+                 int(class_mass is not None), now()),
             )
 
     def write_embeddings(self, model_version: int, image_ids: Sequence[int], embeddings: Any) -> None:
@@ -208,6 +216,26 @@ class VersionsMixin:
                 ORDER BY d.image_id, d.detection""",
             params,
         )
+
+    def class_mass(self, model_version: int | None = None, image_ids: Sequence[int] | None = None) -> Any:
+        """``(N, C)``: per image of ``image_ids`` (default: every scored image, in id order) and
+        class, the summed confidence of its detections above the scoring's low threshold, as
+        :func:`almdn.acquisition.batch.class_mass` makes it from those detections; None when the
+        scoring did not keep it (made before schema 8)."""
+        import numpy as np
+
+        mv = self._scored_version(model_version)
+        if not self._query("SELECT class_mass_kept FROM scorings WHERE model_version_id = ?", (mv,))[0][0]:
+            return None
+        if image_ids is None:
+            image_ids = [r[0] for r in self._query("SELECT image_id FROM image_scores WHERE model_version_id = ? ORDER BY image_id", (mv,))]
+        n_classes = self._query("SELECT COUNT(*) FROM classes")[0][0]
+        mass = np.zeros((len(image_ids), n_classes))
+        row = {int(i): j for j, i in enumerate(image_ids)}
+        for image_id, class_id, value in self._query("SELECT image_id, class_id, mass FROM class_mass WHERE model_version_id = ?", (mv,)):
+            if image_id in row:
+                mass[row[image_id], class_id - 1] = value
+        return mass
 
     def pool_ranking(self, model_version: int | None = None) -> pd.DataFrame:
         """Pool images by informativeness under ``model_version`` (default: latest scored).
