@@ -161,3 +161,15 @@ def test_report_pairs_with_random_and_entropy(experiment):
     md = (experiment / "results.md").read_text()
     assert "## Paired by seed: each method minus random" in md
     assert "minus entropy" not in md  # no entropy runs here
+
+
+def test_report_pairs_every_method_with_the_default_entropy_weighted_where_it_ran(experiment):
+    for seed, values in enumerate([[0.10, 0.25, 0.33], [0.12, 0.27, 0.35]]):
+        for cycle, value in enumerate(values):
+            _write(experiment, "entropy_weighted", seed, cycle, 100 * (cycle + 1), value, num_boxes=200 * (cycle + 1))
+    write_report(experiment)
+    md = (experiment / "results.md").read_text()
+    section = md.split("## Paired by seed: each method minus entropy_weighted (mAP@0.5 points)")[1].split("\n## ")[0]
+    # almdn - entropy_weighted per seed: cycle 2: +1, +1 points
+    assert "| almdn | +1.00" in section and "| random |" in section
+    assert "minus entropy (mAP" not in md  # plain entropy did not run
