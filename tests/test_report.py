@@ -173,3 +173,17 @@ def test_report_pairs_every_method_with_the_default_entropy_weighted_where_it_ra
     # almdn - entropy_weighted per seed: cycle 2: +1, +1 points
     assert "| almdn | +1.00" in section and "| random |" in section
     assert "minus entropy (mAP" not in md  # plain entropy did not run
+
+
+def test_compute_line_counts_each_model_once_from_the_cycle_records(tmp_path):
+    """The trained models are not committed: the compute line comes from the records, a
+    cycle-0 model shared by two methods counted once."""
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"name": "t", "initial": 100, "budget": 100, "cycles": 2, "model": {}, "train": {}}))
+    for method in ("random", "almdn"):
+        _write(out, method, 0, 0, 100, 0.1, num_boxes=200, model_keys=["shared"], train_seconds=30.0, acquisition_seconds=6.0)
+        _write(out, method, 0, 1, 200, 0.2, num_boxes=400, model_keys=[f"{method}-1"], train_seconds=45.0)
+    write_report(out)
+    assert "Compute: 3 models trained in 2.0 min in total" in (out / "results.md").read_text()
+    assert "0.2 min of pool scoring, 4 (method, seed, cycle) results" in (out / "results.md").read_text()

@@ -421,13 +421,18 @@ def quality_table(records: pd.DataFrame) -> str:
 
 
 def _compute_line(out: Path, records: pd.DataFrame) -> str:
-    """How much computing the finished cycles took, per method (shared cycle-0 models counted
-    once in the total)."""
-    models = [json.loads(p.read_text()) for p in (out / "models").glob("*/metrics.json")]
-    train = sum(m.get("train_seconds", 0.0) for m in models)
+    """How much computing the finished cycles took (shared cycle-0 models counted once), from
+    the cycle records: the trained models are not committed, a fresh checkout has the records."""
+    trained: dict[str, float] = {}
+    if "model_keys" in records and "train_seconds" in records:
+        for keys, seconds in zip(records["model_keys"], records["train_seconds"]):
+            if isinstance(keys, list) and keys and seconds == seconds:
+                trained.setdefault("|".join(keys), float(seconds))  # a record's models, by what determines them
+    models = sum(len(k.split("|")) for k in trained)
+    train = sum(trained.values())
     acquisition = float(records.get("acquisition_seconds", pd.Series(dtype=float)).fillna(0).sum())
     return (
-        f"Compute: {len(models)} models trained in {train / 60:.1f} min in total (models shared between methods counted once), "
+        f"Compute: {models} models trained in {train / 60:.1f} min in total (models shared between methods counted once), "
         f"{acquisition / 60:.1f} min of pool scoring, {len(records)} (method, seed, cycle) results."
     )
 
