@@ -66,9 +66,8 @@ def score_pool(
     the labeled images (one trunk pass each). Other models: none, with a logged note.
     """
     import numpy as np
-    import torch
-
     import pandas as pd
+    import torch
 
     from almdn.acquisition.baselines import mean_entropy_scores
     from almdn.acquisition.batch import class_mass
