@@ -309,7 +309,7 @@ def write_report(out_dir: str | Path, title: str | None = None) -> dict[str, Pat
         "mAP in %, mean ± std (ddof 1) over seeds. Detector forward: inference seconds per test image; "
         "acquisition: seconds per pool image for the whole scoring pass (all passes / members).",
         "",
-        _compute_line(out, records),
+        _compute_line(records),
         "",
         "## mAP@0.5 (Tab. 4 layout)",
         "",
@@ -420,15 +420,15 @@ def quality_table(records: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _compute_line(out: Path, records: pd.DataFrame) -> str:
+def _compute_line(records: pd.DataFrame) -> str:
     """How much computing the finished cycles took (shared cycle-0 models counted once), from
     the cycle records: the trained models are not committed, a fresh checkout has the records."""
-    trained: dict[str, float] = {}
+    trained: dict[tuple[str, ...], float] = {}
     if "model_keys" in records and "train_seconds" in records:
         for keys, seconds in zip(records["model_keys"], records["train_seconds"]):
             if isinstance(keys, list) and keys and seconds == seconds:
-                trained.setdefault("|".join(keys), float(seconds))  # a record's models, by what determines them
-    models = sum(len(k.split("|")) for k in trained)
+                trained.setdefault(tuple(keys), float(seconds))  # a record's models, by what determines them
+    models = sum(len(keys) for keys in trained)
     train = sum(trained.values())
     acquisition = float(records.get("acquisition_seconds", pd.Series(dtype=float)).fillna(0).sum())
     return (
